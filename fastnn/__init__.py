@@ -1,0 +1,7 @@
+"""fastnn: the layers of "Deep Learning from Scratch" with compiled hot loops.
+
+``fastnn.functions``, ``fastnn.layers`` and ``fastnn.nets`` mirror the book's ``common``
+package over typed Cython and C kernels (``fastnn._kernels``, ``src_c/``) with BLAS GEMMs;
+``fastnn.reference`` holds the plain NumPy twin of every compiled path.
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,129 @@
+# Design: softmax and the cross-entropy, fused into one pass over each row of logits.
+#
+# C kernels (src_c/fnn_kernels_impl.h) compute the row max, the exponentials into the output,
+# their sum and the row's loss while the row is in cache; the per-row losses land in a buffer
+# and are summed here afterwards, so the result does not depend on how rows are scheduled.
+# Targets are either int64 labels (validated in range by the Python layer) or an array of
+# the logits' shape and dtype.  ``exact`` selects the log-softmax loss instead of the book's
+# -log(y + 1e-7).
+#
+# Twins: fastnn.reference.functions.softmax / cross_entropy_error / softmax_loss and
+# fastnn.reference.layers.SoftmaxWithLoss.
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from fastnn._kernels._cfnn cimport *
+
+
+cdef inline double _sum(const double[::1] v) noexcept nogil:
+    cdef double s = 0
+    cdef Py_ssize_t i
+    for i in range(v.shape[0]):
+        s += v[i]
+    return s
+
+
+def softmax_forward(const floating[:, ::1] x,  # IN  (n, k)
+                    floating[:, ::1] y_out):   # OUT (n, k)
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
+    if n == 0 or k == 0:
+        return
+    with nogil:
+        if floating is float:
+            fnn_softmax_f32(&x[0, 0], &y_out[0, 0], n, k)
+        else:
+            fnn_softmax_f64(&x[0, 0], &y_out[0, 0], n, k)
+
+
+def softmax_xent_labels_forward(const floating[:, ::1] x,     # IN  (n, k) logits
+                                const int64_t[::1] labels,    # IN  (n,) in [0, k)
+                                floating[:, ::1] y_out,       # OUT (n, k) softmax(x)
+                                double[::1] row_loss_out,     # OUT (n,)
+                                bint exact=False):
+    """Returns the mean loss over the n rows."""
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
+    cdef double total
+    with nogil:
+        if floating is float:
+            fnn_softmax_xent_labels_f32(&x[0, 0], &labels[0], &y_out[0, 0], &row_loss_out[0],
+                                        n, k, exact)
+        else:
+            fnn_softmax_xent_labels_f64(&x[0, 0], &labels[0], &y_out[0, 0], &row_loss_out[0],
+                                        n, k, exact)
+        total = _sum(row_loss_out)
+    return total / n
+
+
+def softmax_xent_targets_forward(const floating[:, ::1] x,  # IN  (n, k) logits
+                                 const floating[:, ::1] t,  # IN  (n, k) targets (one-hot)
+                                 floating[:, ::1] y_out,    # OUT (n, k) softmax(x)
+                                 double[::1] row_loss_out,  # OUT (n,)
+                                 bint exact=False):
+    """Returns the mean loss over the n rows."""
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
+    cdef double total
+    with nogil:
+        if floating is float:
+            fnn_softmax_xent_targets_f32(&x[0, 0], &t[0, 0], &y_out[0, 0], &row_loss_out[0],
+                                         n, k, exact)
+        else:
+            fnn_softmax_xent_targets_f64(&x[0, 0], &t[0, 0], &y_out[0, 0], &row_loss_out[0],
+                                         n, k, exact)
+        total = _sum(row_loss_out)
+    return total / n
+
+
+def softmax_xent_labels_backward(const floating[:, ::1] y,   # IN  (n, k) forward softmax
+                                 const int64_t[::1] labels,  # IN  (n,)
+                                 floating[:, ::1] dx_out,    # OUT (n, k)
+                                 floating dout=1):
+    """dx = (y - onehot(labels)) * dout / n."""
+    cdef Py_ssize_t n = y.shape[0], k = y.shape[1]
+    with nogil:
+        if floating is float:
+            fnn_softmax_xent_backward_labels_f32(&y[0, 0], &labels[0], &dx_out[0, 0], n, k, dout)
+        else:
+            fnn_softmax_xent_backward_labels_f64(&y[0, 0], &labels[0], &dx_out[0, 0], n, k, dout)
+
+
+def softmax_xent_targets_backward(const floating[:, ::1] y,  # IN  (n, k) forward softmax
+                                  const floating[:, ::1] t,  # IN  (n, k)
+                                  floating[:, ::1] dx_out,   # OUT (n, k)
+                                  floating dout=1):
+    """dx = (y - t) * dout / n."""
+    cdef Py_ssize_t n = y.shape[0], k = y.shape[1]
+    with nogil:
+        if floating is float:
+            fnn_softmax_xent_backward_targets_f32(&y[0, 0], &t[0, 0], &dx_out[0, 0], n, k, dout)
+        else:
+            fnn_softmax_xent_backward_targets_f64(&y[0, 0], &t[0, 0], &dx_out[0, 0], n, k, dout)
+
+
+def xent_labels(const floating[:, ::1] y,    # IN  (n, k) probabilities
+                const int64_t[::1] labels,   # IN  (n,)
+                double[::1] row_loss_out):   # OUT (n,)
+    """The book's cross_entropy_error: mean of -log(y[label] + 1e-7)."""
+    cdef Py_ssize_t n = y.shape[0], k = y.shape[1]
+    cdef double total
+    with nogil:
+        if floating is float:
+            fnn_xent_labels_f32(&y[0, 0], &labels[0], &row_loss_out[0], n, k)
+        else:
+            fnn_xent_labels_f64(&y[0, 0], &labels[0], &row_loss_out[0], n, k)
+        total = _sum(row_loss_out)
+    return total / n
+
+
+def xent_targets(const floating[:, ::1] y,   # IN  (n, k) probabilities
+                 const floating[:, ::1] t,   # IN  (n, k)
+                 double[::1] row_loss_out):  # OUT (n,)
+    """The book's cross_entropy_error: mean of -sum t log(y + 1e-7)."""
+    cdef Py_ssize_t n = y.shape[0], k = y.shape[1]
+    cdef double total
+    with nogil:
+        if floating is float:
+            fnn_xent_targets_f32(&y[0, 0], &t[0, 0], &row_loss_out[0], n, k)
+        else:
+            fnn_xent_targets_f64(&y[0, 0], &t[0, 0], &row_loss_out[0], n, k)
+        total = _sum(row_loss_out)
+    return total / n

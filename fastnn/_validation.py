@@ -1,0 +1,150 @@
+"""The one place where arguments are checked before they reach compiled code.
+
+Kernels in ``fastnn._kernels`` trust what they are given: C-contiguous arrays of one floating
+dtype with agreeing shapes and labels in range.  Every public function and layer goes through
+these helpers first, so a bad argument becomes a ``TypeError``/``ValueError`` that names the
+argument and the shapes, never an out-of-bounds read or a silently wrong number.
+
+Dtype policy (NumPy's promotion, restricted to what the kernels compute in):
+float32 and float64 stay as they are and promote together as NumPy promotes them; bool and
+integers become float64 (as ``x * 1.0`` would); float16 becomes float32.  Complex, object,
+string and extended-precision inputs are refused.
+"""
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _kind_error(name, dtype):
+    return TypeError(
+        f"{name} has dtype {dtype}; fastnn computes in float32 or float64 and accepts "
+        "real floating, integer or bool arrays"
+    )
+
+
+def compute_dtype(*named_arrays):
+    """The float dtype in which arrays given as ``(name, array)`` pairs are combined."""
+    dtypes = []
+    for name, a in named_arrays:
+        dt = np.asarray(a).dtype if not isinstance(a, np.ndarray) else a.dtype
+        if dt.kind in "biu":
+            dt = np.dtype(np.float64)
+        elif dt.kind != "f" or dt.itemsize > 8:
+            raise _kind_error(name, dt)
+        dtypes.append(dt)
+    dt = np.result_type(*dtypes)
+    return np.dtype(np.float32) if dt == np.float16 else dt
+
+
+def as_float(x, name, dtype=None):
+    """``x`` as a C-contiguous array of ``dtype`` (default: its own compute dtype).
+
+    Copies only when ``x`` is not already such an array.
+    """
+    x = np.asarray(x)
+    if dtype is None:
+        dtype = compute_dtype((name, x))
+    elif x.dtype.kind not in "biuf" or (x.dtype.kind == "f" and x.dtype.itemsize > 8):
+        raise _kind_error(name, x.dtype)
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def as_batch(x, name, dtype):
+    """``x`` as a C-contiguous 2-D ``(batch, features)`` array, and whether it was one sample.
+
+    A 1-D ``x`` is a batch of one; more than two dimensions are flattened after the first,
+    as the book's Affine does with ``x.reshape(x.shape[0], -1)``.
+    """
+    x = as_float(x, name, dtype)
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a scalar")
+    if x.ndim == 1:
+        return x.reshape(1, -1), True
+    return x.reshape(x.shape[0], -1), False
+
+
+def check_shape(a, expected, name):
+    """Raise unless ``a.shape == expected``."""
+    if a.shape != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {a.shape}")
+
+
+def check_finite_scalar(value, name, positive=False):
+    """A real, finite Python float from ``value`` (hyper-parameters such as lr or h)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def as_labels(t, n, k, name="t"):
+    """Integer class labels for a batch of ``n`` rows and ``k`` classes, as C int64 ``(n,)``.
+
+    Accepts any integer dtype, shapes ``(n,)`` and ``(n, 1)``, and a scalar when ``n == 1``.
+    """
+    t = np.asarray(t)
+    if t.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} holds class labels and must be an integer array, got dtype {t.dtype} "
+            f"(one-hot targets must have the shape of the scores, ({n}, {k}))"
+        )
+    if t.ndim == 0 and n == 1:
+        t = t.reshape(1)
+    elif t.ndim == 2 and t.shape[1] == 1:
+        t = t.reshape(-1)
+    if t.shape != (n,):
+        raise ValueError(
+            f"{name} must hold one label per row: expected shape ({n},) (or ({n}, 1)) or "
+            f"one-hot targets of shape ({n}, {k}), got {t.shape}"
+        )
+    if n:
+        lo, hi = t.min(), t.max()
+        if lo < 0 or hi >= k:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} holds label {bad}, outside the {k} classes [0, {k - 1}]")
+    return np.ascontiguousarray(t, dtype=np.int64)
+
+
+def as_targets(t, scores_shape, name="t"):
+    """Resolve the targets of a classification loss over scores of ``(n, k)``.
+
+    Returns ``("targets", array)`` when ``t`` has the scores' shape (one-hot or soft
+    targets, any real dtype), else ``("labels", int64 array)``.
+    """
+    n, k = scores_shape
+    t = np.asarray(t)
+    if t.shape == (n, k):
+        compute_dtype((name, t))  # refuses complex/object targets
+        return "targets", t
+    return "labels", as_labels(t, n, k, name)
+
+
+def as_scores_and_targets(y, t, name="y"):
+    """Scores (probabilities or logits) and the targets of a classification loss.
+
+    Returns ``(y2, kind, t2, dtype)``: ``y2`` the C-contiguous ``(n, k)`` batch (a 1-D ``y``
+    is one sample), ``kind`` "targets" (``t2`` of ``y2``'s shape and dtype) or "labels"
+    (``t2`` int64 of shape ``(n,)``), and the compute dtype.
+    """
+    y_arr = np.asarray(y)
+    t_arr = np.asarray(t)
+    if y_arr.ndim == 1 and t_arr.shape == y_arr.shape:
+        t_arr = t_arr.reshape(1, -1)
+    if y_arr.ndim != 1 and y_arr.ndim != 2:
+        raise ValueError(f"{name} must be 1-D (one sample) or 2-D (batch, classes), got {y_arr.shape}")
+    y2 = y_arr.reshape(1, -1) if y_arr.ndim == 1 else y_arr
+    if y2.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch, shape {y_arr.shape}: the mean loss is undefined")
+    kind, t_res = as_targets(t_arr, y2.shape)
+    if kind == "targets":
+        dtype = compute_dtype((name, y2), ("t", t_res))
+        t_res = as_float(t_res, "t", dtype)
+    else:
+        dtype = compute_dtype((name, y2))
+    return as_float(y2, name, dtype), kind, t_res, dtype

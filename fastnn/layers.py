@@ -1,0 +1,324 @@
+"""The book's layers (``common/layers.py`` and chapter 5's graph nodes) over compiled kernels.
+
+Replace ``from common.layers import ...`` by ``from fastnn.layers import ...``.  Every layer has
+``forward(...)`` and ``backward(dout)`` with the book's semantics and attribute names; each
+names its twin in :mod:`fastnn.reference.layers`.
+
+Two choices differ from the book and are relied on by tests:
+
+* ``backward`` never modifies its argument (the book's ``Relu.backward`` zeroes the caller's
+  ``dout`` in place); every gradient is a new array.
+* a layer instance holds the cache of its last ``forward`` for ``backward``: one instance must
+  not be used from two threads at once; separate instances may (the kernels release the GIL).
+"""
+import numpy as np
+
+from fastnn import _validation as v
+from fastnn._kernels import _activations, _dense, _loss
+from fastnn.functions import binary_cross_entropy, fused_softmax_loss
+
+__all__ = [
+    "MulLayer", "AddLayer", "SquareLayer", "Identity", "Relu", "Sigmoid", "Affine", "Linear",
+    "SoftmaxWithLoss", "SigmoidWithLoss",
+]
+
+
+def _require_forward(layer, cached):
+    if cached is None:
+        raise ValueError(f"{type(layer).__name__}.backward() called before forward()")
+
+
+# --- computational-graph nodes (chapter 5): scalars or arrays, plain arithmetic -------------
+
+class MulLayer:
+    """z = x * y; backward gives (dout * y, dout * x)."""
+
+    def __init__(self):
+        self.x = None
+        self.y = None
+
+    def forward(self, x, y):
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        return dout * self.y, dout * self.x
+
+
+class AddLayer:
+    """z = x + y; backward passes dout to both inputs."""
+
+    def __init__(self):
+        self.forwarded = False
+
+    def forward(self, x, y):
+        self.forwarded = True
+        return x + y
+
+    def backward(self, dout):
+        _require_forward(self, self.forwarded or None)
+        return dout * 1, dout * 1
+
+
+class SquareLayer:
+    """z = x**2; backward gives dout * 2x (the chain rule's example z = (x + y)**2)."""
+
+    def __init__(self):
+        self.x = None
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, dout):
+        _require_forward(self, self.x)
+        return dout * 2 * self.x
+
+
+class Identity:
+    """The identity activation: a stack of Affine + Identity layers is one linear map."""
+
+    def __init__(self):
+        self.forwarded = False
+
+    def forward(self, x):
+        self.forwarded = True
+        return x
+
+    def backward(self, dout):
+        _require_forward(self, self.forwarded or None)
+        return dout
+
+
+# --- activations ------------------------------------------------------------------------------
+
+class Relu:
+    """max(0, x).  ``mask`` is the book's: True where x <= 0.
+
+    Twin: :class:`fastnn.reference.layers.Relu`.
+    """
+
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        x = v.as_float(x, "x")
+        out = np.empty_like(x)
+        self.mask = np.empty(x.shape, dtype=bool)
+        _activations.relu_forward(x.reshape(-1), out.reshape(-1), self.mask.reshape(-1).view(np.uint8))
+        return out
+
+    def backward(self, dout):
+        _require_forward(self, self.mask)
+        dout = v.as_float(dout, "dout")
+        v.check_shape(dout, self.mask.shape, "dout")
+        dx = np.empty_like(dout)
+        _activations.relu_backward(dout.reshape(-1), self.mask.reshape(-1).view(np.uint8), dx.reshape(-1))
+        return dx
+
+
+class Sigmoid:
+    """1 / (1 + exp(-x)); ``out`` is kept for backward: dout * (1 - out) * out.
+
+    Twin: :class:`fastnn.reference.layers.Sigmoid`.
+    """
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        x = v.as_float(x, "x")
+        out = np.empty_like(x)
+        _activations.sigmoid_forward(x.reshape(-1), out.reshape(-1))
+        self.out = out
+        return out
+
+    def backward(self, dout):
+        _require_forward(self, self.out)
+        dtype = v.compute_dtype(("dout", dout), ("out", self.out))
+        dout = v.as_float(dout, "dout", dtype)
+        v.check_shape(dout, self.out.shape, "dout")
+        out = self.out.astype(dtype, copy=False)
+        dx = np.empty_like(dout)
+        _activations.sigmoid_backward(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
+        return dx
+
+
+# --- dense layers -------------------------------------------------------------------------------
+
+def _gemm_weight(W, transposed, dtype):
+    """W as a C-contiguous GEMM operand and the transpose flag that recovers it.
+
+    The layer's product is x @ W (``transposed`` False) or x @ W.T.  A Fortran-ordered W is
+    used through its C-ordered transpose with the flag flipped, so it is never copied.
+    Returns ``(operand, flag, flipped)``.
+    """
+    if W.dtype == dtype:
+        if W.flags.c_contiguous:
+            return W, transposed, False
+        if W.flags.f_contiguous:
+            return W.T, not transposed, True
+    return np.ascontiguousarray(W, dtype=dtype), transposed, False
+
+
+class _Dense:
+    """x @ W + b (``Affine``) or x @ W.T + b (``Linear``) on one compiled GEMM path."""
+
+    _transposed = False
+
+    def __init__(self, W, b):
+        # references to the caller's arrays: in-place updates of params are seen here
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def _shapes(self):
+        W, b = self.W, self.b
+        if not isinstance(W, np.ndarray) or W.ndim != 2:
+            raise ValueError(f"W must be a 2-D array, got shape {np.shape(W)}")
+        n_in, n_out = W.shape[::-1] if self._transposed else W.shape
+        if np.shape(b) != (n_out,):
+            raise ValueError(f"b must have shape ({n_out},) to match W {W.shape}, got {np.shape(b)}")
+        return n_in, n_out
+
+    def forward(self, x):
+        n_in, n_out = self._shapes()
+        dtype = v.compute_dtype(("x", x), ("W", self.W), ("b", self.b))
+        x2, single = v.as_batch(x, "x", dtype)
+        if x2.shape[1] != n_in:
+            raise ValueError(
+                f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but W "
+                f"{self.W.shape} expects {n_in}"
+            )
+        W, flag, _ = _gemm_weight(self.W, self._transposed, dtype)
+        out = np.empty((x2.shape[0], n_out), dtype=dtype)
+        _dense.dense_forward(x2, W, v.as_float(self.b, "b", dtype), out, flag)
+        self.x = x2
+        self.original_x_shape = np.shape(x)
+        return out.reshape(-1) if single else out
+
+    def backward(self, dout, compute_dx=True):
+        """Set ``dW`` and ``db``; return dx in the forward input's shape.
+
+        ``compute_dx=False`` skips the input gradient (a third of the work) and returns None:
+        the first layer of a network never needs it.
+        """
+        _require_forward(self, self.x)
+        x = self.x
+        n_in, n_out = self._shapes()
+        dtype = v.compute_dtype(("dout", dout), ("x", x), ("W", self.W))
+        dout = v.as_float(dout, "dout", dtype)
+        if dout.shape not in ((x.shape[0], n_out), (n_out,) if x.shape[0] == 1 else None):
+            raise ValueError(
+                f"dout must have shape {(x.shape[0], n_out)} (the forward output's), "
+                f"got {dout.shape}"
+            )
+        dout = dout.reshape(x.shape[0], n_out)
+        x = x.astype(dtype, copy=False)
+        W, flag, flipped = _gemm_weight(self.W, self._transposed, dtype)
+        dW = np.empty(W.shape, dtype=dtype)
+        db = np.empty(n_out, dtype=dtype)
+        dx = np.empty(x.shape, dtype=dtype) if compute_dx else None
+        _dense.dense_backward(dout, x, W, dW, db, dx, flag)
+        self.dW = dW.T if flipped else dW
+        self.db = db
+        return dx.reshape(self.original_x_shape) if compute_dx else None
+
+
+class Affine(_Dense):
+    """out = x @ W + b, W of shape (in, out) as in the book.
+
+    Inputs of more than two dimensions are flattened to ``(N, -1)`` and ``backward`` restores
+    their shape; a 1-D input is one sample.  ``W`` and ``b`` are the caller's arrays (not
+    copies), so ``params['W1'] -= lr * grad`` is seen by the layer.
+
+    Twin: :class:`fastnn.reference.layers.Affine`.
+    """
+
+
+class Linear(_Dense):
+    """out = x @ W.T + b, W of shape (out, in) as PyTorch stores it.
+
+    Twin: :class:`fastnn.reference.layers.Linear`.
+    """
+
+    _transposed = True
+
+
+# --- output layers with their losses -------------------------------------------------------------
+
+class SoftmaxWithLoss:
+    """Softmax and cross-entropy fused: ``forward(x, t)`` returns the loss.
+
+    ``t`` holds one-hot (or soft) targets of ``x``'s shape, or integer labels of shape
+    ``(N,)``/``(N, 1)`` (a scalar for one 1-D sample).  The loss is the book's
+    ``-sum t log(y + 1e-7) / N``; with ``exact=True`` the exact ``-sum t log_softmax(x) / N``.
+    ``backward(dout=1)`` returns ``(y - t) * dout / N``.
+
+    Twin: :class:`fastnn.reference.layers.SoftmaxWithLoss`.
+    """
+
+    def __init__(self, exact=False):
+        self.exact = exact
+        self.loss = None
+        self.y = None
+        self.t = None
+        self._targets = None
+
+    def forward(self, x, t):
+        x2, kind, t_res, dtype = v.as_scores_and_targets(x, t, "x")
+        y, loss = fused_softmax_loss(x2, kind, t_res, self.exact)
+        self.y = y.reshape(np.shape(x))
+        self.t = t
+        self._targets = (kind, t_res)
+        self.loss = dtype.type(loss)
+        return self.loss
+
+    def backward(self, dout=1):
+        _require_forward(self, self.y)
+        y = self.y.reshape(-1, self.y.shape[-1])
+        dout = v.check_finite_scalar(dout, "dout")
+        dx = np.empty_like(y)
+        kind, t = self._targets
+        if kind == "labels":
+            _loss.softmax_xent_labels_backward(y, t, dx, dout)
+        else:
+            _loss.softmax_xent_targets_backward(y, t, dx, dout)
+        return dx.reshape(self.y.shape)
+
+
+class SigmoidWithLoss:
+    """Sigmoid output with binary cross-entropy, for two classes with P(y0) = 1 - P(y1).
+
+    ``forward(x, t)`` takes logits ``x`` and 0/1 targets of the same shape and returns the
+    loss averaged over the batch (first axis), computed stably from the logits;
+    ``backward(dout=1)`` returns ``(y - t) * dout / N``.
+
+    Twin: :class:`fastnn.reference.layers.SigmoidWithLoss`.
+    """
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        dtype = v.compute_dtype(("x", x), ("t", t))
+        x = v.as_float(x, "x", dtype)
+        t = v.as_float(t, "t", dtype)
+        self.loss = binary_cross_entropy(x, t, from_logits=True)
+        y = np.empty_like(x)
+        _activations.sigmoid_forward(x.reshape(-1), y.reshape(-1))
+        self.y, self.t = y, t
+        return self.loss
+
+    def backward(self, dout=1):
+        _require_forward(self, self.y)
+        dout = v.check_finite_scalar(dout, "dout")
+        batch_size = self.y.shape[0] if self.y.ndim else 1
+        return (self.y - self.t) * dout / batch_size

@@ -1,0 +1,201 @@
+"""The book's networks: ``TwoLayerNet`` (ch. 5) and ``MultiLayerNet``, on fastnn's layers.
+
+Replace ``from two_layer_net import TwoLayerNet`` / ``from common.multi_layer_net import
+MultiLayerNet`` by imports from here.  ``params``, ``layers``, ``predict``, ``loss``,
+``accuracy``, ``gradient`` and ``numerical_gradient`` keep the book's names and meaning.
+Additions: ``dtype`` (float64 as in the book, or float32), ``rng`` (a seed or Generator; by
+default weights come from ``np.random.randn`` exactly as in the book, so ``np.random.seed``
+reproduces the book's initial weights), ``exact_loss`` (log-softmax loss without the 1e-7),
+and the 'identity' activation.
+
+Twins: :mod:`fastnn.reference.nets`.
+"""
+from collections import OrderedDict
+
+import numpy as np
+
+from fastnn import _validation as v
+from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
+
+__all__ = ["TwoLayerNet", "MultiLayerNet"]
+
+ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "identity": Identity}
+
+
+def _check_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in v.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _init_scale(weight_init_std, fan_in):
+    """The book's rule: 'relu'/'he' -> sqrt(2/fan_in), 'sigmoid'/'xavier' -> sqrt(1/fan_in)."""
+    name = str(weight_init_std).lower()
+    if name in ("relu", "he"):
+        return np.sqrt(2.0 / fan_in)
+    if name in ("sigmoid", "xavier"):
+        return np.sqrt(1.0 / fan_in)
+    return v.check_finite_scalar(weight_init_std, "weight_init_std")
+
+
+class _Network:
+    """Affine layers with an activation between them and softmax-with-loss at the end.
+
+    Subclasses name the activation layers as the book does.
+    """
+
+    _activation_name = "Activation_function"
+
+    def _build(self, sizes, activation, weight_init_std, dtype, rng, exact_loss, params=None):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        for s in sizes:
+            if not isinstance(s, (int, np.integer)) or s < 1:
+                raise ValueError(f"layer sizes must be positive integers, got {list(sizes)}")
+        self.activation = activation
+        self.exact_loss = bool(exact_loss)
+        self.dtype = _check_dtype(dtype)
+        self.hidden_layer_num = len(sizes) - 2
+        if params is None:
+            generator = None if rng is None else np.random.default_rng(rng)
+            params = {}
+            for idx in range(1, len(sizes)):
+                shape = (sizes[idx - 1], sizes[idx])
+                noise = np.random.randn(*shape) if generator is None else generator.standard_normal(shape)
+                params[f"W{idx}"] = (_init_scale(weight_init_std, sizes[idx - 1]) * noise).astype(self.dtype)
+                params[f"b{idx}"] = np.zeros(sizes[idx], dtype=self.dtype)
+        self.params = params
+
+        self.layers = OrderedDict()
+        last = len(sizes) - 1
+        for idx in range(1, last + 1):
+            self.layers[f"Affine{idx}"] = Affine(params[f"W{idx}"], params[f"b{idx}"])
+            if idx < last:
+                self.layers[f"{self._activation_name}{idx}"] = ACTIVATIONS[activation]()
+        # the book calls it lastLayer in TwoLayerNet and last_layer in MultiLayerNet
+        self.last_layer = self.lastLayer = SoftmaxWithLoss(exact=self.exact_loss)
+
+    @property
+    def affine_layers(self):
+        return [layer for name, layer in self.layers.items() if name.startswith("Affine")]
+
+    def predict(self, x):
+        """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,)."""
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def _weight_decay(self):
+        if not self.weight_decay_lambda:
+            return 0.0
+        return sum(0.5 * self.weight_decay_lambda * float(np.vdot(W, W))
+                   for W in (layer.W for layer in self.affine_layers))
+
+    def loss(self, x, t):
+        """The mean cross-entropy of softmax(predict(x)) against ``t``, plus weight decay."""
+        y = self.predict(x)
+        return self.last_layer.forward(y, t) + self._weight_decay()
+
+    def accuracy(self, x, t):
+        """Fraction of rows of ``x`` whose argmax score equals the label (or one-hot argmax)."""
+        y = np.argmax(self.predict(x), axis=-1)
+        t = np.asarray(t)
+        if t.ndim != 1 and t.shape == np.shape(y) + (self.params[f"b{self.hidden_layer_num + 1}"].size,):
+            t = np.argmax(t, axis=-1)
+        t = v.as_labels(t, y.size, self.params[f"b{self.hidden_layer_num + 1}"].size, "t")
+        return np.sum(y.reshape(-1) == t) / float(y.size)
+
+    def gradient(self, x, t):
+        """Backprop: the gradient of ``loss(x, t)`` for every entry of ``params``."""
+        self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
+            dout = layer.backward(dout)
+        layers[0].backward(dout, compute_dx=False)  # nobody needs the input's gradient
+        grads = {}
+        for idx, layer in enumerate(self.affine_layers, start=1):
+            grads[f"W{idx}"] = layer.dW + self.weight_decay_lambda * layer.W if self.weight_decay_lambda else layer.dW
+            grads[f"b{idx}"] = layer.db
+        return grads
+
+    def numerical_gradient(self, x, t):
+        """Central differences (h = 1e-4) of ``loss`` for every parameter, as the book's
+        brute force computes them, swept in compiled code (see :mod:`fastnn.gradient`)."""
+        from fastnn.gradient import network_numerical_gradient
+
+        affines = self.affine_layers
+        dWs, dbs = network_numerical_gradient(
+            [layer.W for layer in affines], [layer.b for layer in affines], x, t,
+            activation=self.activation, exact_loss=self.exact_loss,
+            weight_decay_lambda=self.weight_decay_lambda,
+        )
+        grads = {}
+        for idx, (dW, db) in enumerate(zip(dWs, dbs), start=1):
+            grads[f"W{idx}"], grads[f"b{idx}"] = dW, db
+        return grads
+
+
+class TwoLayerNet(_Network):
+    """input -> Affine1 -> Relu1 -> Affine2 -> softmax-with-loss (the book's chapter 5).
+
+    Twin: :class:`fastnn.reference.nets.TwoLayerNet`.
+    """
+
+    _activation_name = "Relu"
+
+    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01,
+                 dtype=np.float64, rng=None, exact_loss=False):
+        self.weight_decay_lambda = 0
+        self._build([input_size, hidden_size, output_size], "relu", weight_init_std, dtype,
+                    rng, exact_loss)
+
+
+class MultiLayerNet(_Network):
+    """Fully connected network of any depth (the book's ``common/multi_layer_net.py``).
+
+    ``activation`` is 'relu', 'sigmoid' or 'identity' (with 'identity', the whole network is
+    one affine map); ``weight_init_std`` a number or 'relu'/'he', 'sigmoid'/'xavier';
+    ``weight_decay_lambda`` adds 0.5 * lambda * sum(W**2) to the loss.
+
+    Twin: :class:`fastnn.reference.nets.MultiLayerNet`.
+    """
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, dtype=np.float64, rng=None,
+                 exact_loss=False, *, _params=None):
+        self.input_size = input_size
+        self.output_size = output_size
+        self.hidden_size_list = list(hidden_size_list)
+        self.weight_decay_lambda = v.check_finite_scalar(weight_decay_lambda, "weight_decay_lambda")
+        self._build([input_size, *self.hidden_size_list, output_size], activation,
+                    weight_init_std, dtype, rng, exact_loss, _params)
+
+    @classmethod
+    def from_params(cls, params, activation="relu", weight_decay_lambda=0, exact_loss=False):
+        """A network over given weights ``{'W1', 'b1', ..., 'WL', 'bL'}`` (e.g. from
+        :func:`fastnn.io.load_params`), used as they are: no copy, their own dtype.
+
+        The book's ``sample_weight.pkl`` is a 784-50-100-10 network with sigmoid layers:
+        ``MultiLayerNet.from_params(load_params(path), activation='sigmoid')``.
+        """
+        n_layers = sum(1 for key in params if key.startswith("W"))
+        expected = {f"{p}{i}" for i in range(1, n_layers + 1) for p in "Wb"}
+        if n_layers == 0 or set(params) != expected:
+            raise ValueError(f"params must hold W1, b1, ..., W{n_layers}, b{n_layers}; got {sorted(params)}")
+        dtypes = {np.asarray(a).dtype for a in params.values()}
+        if len(dtypes) != 1:
+            raise TypeError(f"params must share one dtype, got {sorted(map(str, dtypes))}")
+        sizes = [np.shape(params["W1"])[0]]
+        for idx in range(1, n_layers + 1):
+            W, b = params[f"W{idx}"], params[f"b{idx}"]
+            if np.ndim(W) != 2 or W.shape[0] != sizes[-1] or np.shape(b) != (W.shape[1],):
+                raise ValueError(
+                    f"W{idx} {np.shape(W)} and b{idx} {np.shape(b)} do not follow a layer of "
+                    f"{sizes[-1]} units"
+                )
+            sizes.append(W.shape[1])
+        return cls(sizes[0], sizes[1:-1], sizes[-1], activation=activation,
+                   weight_decay_lambda=weight_decay_lambda, dtype=dtypes.pop(),
+                   exact_loss=exact_loss, _params=dict(params))

@@ -1,0 +1,91 @@
+"""The book's ``common/functions.py`` in plain NumPy: twins of ``fastnn.functions``."""
+import numpy as np
+
+
+def identity_function(x):
+    return x
+
+
+def step_function(x):
+    return np.array(x > 0, dtype=int)
+
+
+def sigmoid(x):
+    # the book's form; exp(-x) overflows to inf for x < -709 and the result is then exactly 0
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def sigmoid_grad(x):
+    return (1.0 - sigmoid(x)) * sigmoid(x)
+
+
+def relu(x):
+    return np.maximum(0, x)
+
+
+def relu_grad(x):
+    grad = np.zeros_like(x)
+    grad[x >= 0] = 1
+    return grad
+
+
+def softmax(x):
+    x = x - np.max(x, axis=-1, keepdims=True)
+    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+
+def sum_squared_error(y, t):
+    return 0.5 * np.sum((y - t) ** 2)
+
+
+mean_squared_error = sum_squared_error
+
+
+def _as_batch(y, t):
+    if y.ndim == 1:
+        y = y.reshape(1, y.size)
+        t = t.reshape(1, t.size) if t.size == y.size else t.reshape(1)
+    return y, t
+
+
+def cross_entropy_error(y, t, exact=False):
+    """-sum t log(y + 1e-7) / batch; ``exact=True`` takes y as logits (log-softmax form)."""
+    y, t = _as_batch(y, t)
+    batch_size = y.shape[0]
+    if exact:
+        log_y = y - np.max(y, axis=1, keepdims=True)
+        log_y = log_y - np.log(np.sum(np.exp(log_y), axis=1, keepdims=True))
+    else:
+        log_y = np.log(y + 1e-7)
+    if t.shape == y.shape:
+        return -np.sum(t * log_y) / batch_size
+    t = t.reshape(batch_size)
+    return -np.sum(log_y[np.arange(batch_size), t]) / batch_size
+
+
+def softmax_loss(X, t, exact=False):
+    if exact:
+        return cross_entropy_error(X, t, exact=True)
+    y = softmax(X)
+    return cross_entropy_error(y, t)
+
+
+def one_hot(labels, num_classes=None, dtype=np.float64):
+    labels = np.asarray(labels)
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    T = np.zeros(labels.shape + (num_classes,), dtype=dtype)
+    T.reshape(-1, num_classes)[np.arange(labels.size), labels.reshape(-1)] = 1
+    return T
+
+
+def binary_cross_entropy(y, t, from_logits=False):
+    """-mean over the batch of t log y + (1 - t) log(1 - y), y = P(class 1)."""
+    batch_size = y.shape[0] if y.ndim else 1
+    if from_logits:
+        # log(1 + exp(-|z|)) form: no overflow for logits of any magnitude
+        loss = np.maximum(y, 0) - y * t + np.log1p(np.exp(-np.abs(y)))
+    else:
+        loss = -(t * np.log(y + 1e-7) + (1 - t) * np.log(1 - y + 1e-7))
+    return np.sum(loss) / batch_size

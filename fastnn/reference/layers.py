@@ -1,0 +1,183 @@
+"""The book's ``common/layers.py`` (and chapter 5's graph nodes) in plain NumPy.
+
+Twins of ``fastnn.layers``.  Two deliberate differences from the book, because the twins are
+also oracles: ``Affine`` treats a 1-D input as a batch of one, and ``Relu.backward`` does not
+overwrite the caller's ``dout`` (fastnn's documented behaviour).
+"""
+import numpy as np
+
+from fastnn.reference.functions import cross_entropy_error, sigmoid, softmax
+
+
+class MulLayer:
+    def __init__(self):
+        self.x = None
+        self.y = None
+
+    def forward(self, x, y):
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout):
+        dx = dout * self.y
+        dy = dout * self.x
+        return dx, dy
+
+
+class AddLayer:
+    def forward(self, x, y):
+        return x + y
+
+    def backward(self, dout):
+        return dout * 1, dout * 1
+
+
+class SquareLayer:
+    def __init__(self):
+        self.x = None
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, dout):
+        return dout * 2 * self.x
+
+
+class Identity:
+    def forward(self, x):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+class Relu:
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        self.mask = (x <= 0)
+        out = x.copy()
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout):
+        dx = dout.copy()
+        dx[self.mask] = 0
+        return dx
+
+
+class Sigmoid:
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x):
+        out = sigmoid(x)
+        self.out = out
+        return out
+
+    def backward(self, dout):
+        return dout * (1.0 - self.out) * self.out
+
+
+class Affine:
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
+        self.x = x
+        out = np.dot(self.x, self.W) + self.b
+        return out.reshape(-1) if len(self.original_x_shape) == 1 else out
+
+    def backward(self, dout):
+        dout = dout.reshape(self.x.shape[0], -1)
+        dx = np.dot(dout, self.W.T)
+        self.dW = np.dot(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+class Linear:
+    """x @ W.T + b with W stored (out, in), as PyTorch stores it."""
+
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
+        self.x = x
+        out = np.dot(self.x, self.W.T) + self.b
+        return out.reshape(-1) if len(self.original_x_shape) == 1 else out
+
+    def backward(self, dout):
+        dout = dout.reshape(self.x.shape[0], -1)
+        dx = np.dot(dout, self.W)
+        self.dW = np.dot(dout.T, self.x)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    def __init__(self, exact=False):
+        self.exact = exact
+        self.loss = None
+        self.y = None
+        self.t = None
+        self.x = None
+
+    def forward(self, x, t):
+        self.t = t
+        self.x = x
+        self.y = softmax(x)
+        if self.exact:
+            self.loss = cross_entropy_error(x, t, exact=True)
+        else:
+            self.loss = cross_entropy_error(self.y, self.t)
+        return self.loss
+
+    def backward(self, dout=1):
+        y = self.y.reshape(1, -1) if self.y.ndim == 1 else self.y
+        t = self.t
+        batch_size = y.shape[0]
+        if t.size == y.size:
+            dx = (y - t.reshape(y.shape)) * dout / batch_size
+        else:
+            dx = y.copy()
+            dx[np.arange(batch_size), t.reshape(batch_size)] -= 1
+            dx = dx * dout / batch_size
+        return dx.reshape(self.y.shape)
+
+
+class SigmoidWithLoss:
+    """Sigmoid output with binary cross-entropy, the loss computed from the logits."""
+
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        self.t = t
+        self.y = sigmoid(x)
+        batch_size = x.shape[0] if x.ndim else 1
+        self.loss = np.sum(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))) / batch_size
+        return self.loss
+
+    def backward(self, dout=1):
+        batch_size = self.y.shape[0] if self.y.ndim else 1
+        return (self.y - self.t) * dout / batch_size
