@@ -37,11 +37,13 @@ if SANITIZE:
     link_args += san
 
 c_sources = sorted(glob("src_c/*.c"))
+c_headers = sorted(glob("src_c/*.h"))
 
 extensions = [
     Extension(
         "fastnn._kernels." + os.path.splitext(os.path.basename(pyx))[0],
         sources=[pyx] + c_sources,
+        depends=c_headers,
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=compile_args,

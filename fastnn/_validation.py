@@ -48,7 +48,7 @@ def as_float(x, name, dtype=None):
         dtype = compute_dtype((name, x))
     elif x.dtype.kind not in "biuf" or (x.dtype.kind == "f" and x.dtype.itemsize > 8):
         raise _kind_error(name, x.dtype)
-    return np.ascontiguousarray(x, dtype=dtype)
+    return np.asarray(x, dtype=dtype, order="C")  # keeps 0-d, unlike ascontiguousarray
 
 
 def as_batch(x, name, dtype):

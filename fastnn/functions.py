@@ -35,7 +35,7 @@ def sigmoid(x):
     x = v.as_float(x, "x")
     out = np.empty_like(x)
     _activations.sigmoid_forward(x.reshape(-1), out.reshape(-1))
-    return out
+    return out[()]  # a NumPy scalar for a scalar x, as a ufunc returns
 
 
 def sigmoid_grad(x):
@@ -50,7 +50,7 @@ def sigmoid_grad(x):
 def relu(x):
     """max(0, x), elementwise (NaN propagates).  Twin: :func:`fastnn.reference.functions.relu`."""
     x = v.as_float(x, "x")
-    return np.maximum(x, 0, out=np.empty_like(x))
+    return np.maximum(x, 0)
 
 
 def relu_grad(x):

@@ -24,7 +24,8 @@ from numpy._core.numeric import _frombuffer
 __all__ = ["atomic_open", "save_params", "load_params", "UnsafePickleError"]
 
 _FORMATS = {".npz": "npz", ".pkl": "pkl", ".pickle": "pkl"}
-_ZIP_MAGIC = b"PK\x03\x04"
+# A zip archive starts with a local file header, or, when empty, with the end record.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 # Protocol 4 (Python >= 3.4) is the newest that every NumPy still in use can read.
 _PICKLE_PROTOCOL = 4
 
@@ -104,7 +105,8 @@ def _check_params(params, source, convert):
         array = np.asarray(value) if convert else value
         if not isinstance(array, np.ndarray) or array.dtype.hasobject:
             raise ValueError(f"{source}: parameter {key!r} is not a numeric array "
-                             f"(type {type(value).__name__}, dtype {getattr(value, 'dtype', None)})")
+                             f"(type {type(value).__name__}, "
+                             f"dtype {getattr(value, 'dtype', None)})")
         checked[key] = array
     return checked
 
@@ -180,10 +182,11 @@ class _SafeUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the globals in ``_SAFE_GLOBALS``."""
 
     def find_class(self, module, name):
+        resolved = module
         if module == "numpy.core" or module.startswith("numpy.core."):
-            module = "numpy._core" + module[len("numpy.core"):]
+            resolved = "numpy._core" + module[len("numpy.core"):]
         try:
-            return _SAFE_GLOBALS[module, name]
+            return _SAFE_GLOBALS[resolved, name]
         except KeyError:
             raise UnsafePickleError(
                 f"refusing to load global {module}.{name}: a weight file may only hold "
@@ -219,7 +222,7 @@ def load_params(path):
         If the pickle is corrupt or truncated.
     """
     with open(path, "rb") as f:
-        if f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+        if f.read(4) in _ZIP_MAGICS:
             with np.load(path, allow_pickle=False) as archive:
                 params = {key: archive[key] for key in archive.files}
         else:

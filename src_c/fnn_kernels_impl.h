@@ -9,8 +9,9 @@
 #define FNN_CAT(a, b) FNN_CAT2(a, b)
 #define FNN(name) FNN_CAT(name, SFX)
 
-/* The book adds 1e-7 inside the log of cross_entropy_error; loss values match its own. */
-#define FNN_LOG_EPS 1e-7
+/* The book's -log(y + 1e-7), with the sum rounded in the data's own precision as NumPy rounds
+   it (in float32, 1 + 1e-7 is 1 + 2^-23), then the log taken in double. */
+#define FNN_BOOK_LOG(y) log((double)((y) + (REAL)1e-7))
 
 void FNN(fnn_relu_forward)(const REAL *restrict x, REAL *restrict out, uint8_t *restrict mask,
                            fnn_index size)
@@ -132,7 +133,7 @@ void FNN(fnn_softmax_xent_labels)(const REAL *restrict x, const int64_t *restric
         const REAL m = FNN(exp_row)(xi, yi, k, &s);
         FNN(normalize_row)(yi, k, s);
         const int64_t c = labels[i];
-        row_loss[i] = exact ? -((double)(xi[c] - m) - log(s)) : -log((double)yi[c] + FNN_LOG_EPS);
+        row_loss[i] = exact ? -((double)(xi[c] - m) - log(s)) : -FNN_BOOK_LOG(yi[c]);
     }
 }
 
@@ -153,7 +154,7 @@ void FNN(fnn_softmax_xent_targets)(const REAL *restrict x, const REAL *restrict 
                 loss -= (double)ti[j] * ((double)(xi[j] - m) - log_s);
         } else {
             for (fnn_index j = 0; j < k; j++)
-                loss -= (double)ti[j] * log((double)yi[j] + FNN_LOG_EPS);
+                loss -= (double)ti[j] * FNN_BOOK_LOG(yi[j]);
         }
         row_loss[i] = loss;
     }
@@ -188,7 +189,7 @@ void FNN(fnn_xent_labels)(const REAL *restrict y, const int64_t *restrict labels
                           double *restrict row_loss, fnn_index n, fnn_index k)
 {
     for (fnn_index i = 0; i < n; i++)
-        row_loss[i] = -log((double)y[i * k + labels[i]] + FNN_LOG_EPS);
+        row_loss[i] = -FNN_BOOK_LOG(y[i * k + labels[i]]);
 }
 
 void FNN(fnn_xent_targets)(const REAL *restrict y, const REAL *restrict t,
@@ -197,12 +198,12 @@ void FNN(fnn_xent_targets)(const REAL *restrict y, const REAL *restrict t,
     for (fnn_index i = 0; i < n; i++) {
         double loss = 0;
         for (fnn_index j = 0; j < k; j++)
-            loss -= (double)t[i * k + j] * log((double)y[i * k + j] + FNN_LOG_EPS);
+            loss -= (double)t[i * k + j] * FNN_BOOK_LOG(y[i * k + j]);
         row_loss[i] = loss;
     }
 }
 
-#undef FNN_LOG_EPS
+#undef FNN_BOOK_LOG
 #undef FNN
 #undef FNN_CAT
 #undef FNN_CAT2

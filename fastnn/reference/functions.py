@@ -45,7 +45,7 @@ mean_squared_error = sum_squared_error
 def _as_batch(y, t):
     if y.ndim == 1:
         y = y.reshape(1, y.size)
-        t = t.reshape(1, t.size) if t.size == y.size else t.reshape(1)
+        t = t.reshape(1, t.size) if t.shape == y.shape else t.reshape(1)
     return y, t
 
 

@@ -152,9 +152,9 @@ class SoftmaxWithLoss:
 
     def backward(self, dout=1):
         y = self.y.reshape(1, -1) if self.y.ndim == 1 else self.y
-        t = self.t
+        t = np.asarray(self.t)
         batch_size = y.shape[0]
-        if t.size == y.size:
+        if t.shape == self.y.shape:
             dx = (y - t.reshape(y.shape)) * dout / batch_size
         else:
             dx = y.copy()

@@ -1,0 +1,327 @@
+"""Side-by-side benchmark: fastnn against its NumPy twins (and PyTorch on the CPU if installed).
+
+``python -m fastnn bench`` or ``fastnn.bench()`` prints one table of median times and
+"speed = reference time / fastnn time" per case, with a header that says what ran: versions,
+the BLAS libraries with their kernels and thread counts (threadpoolctl), and whether the
+OpenBLAS tuning variables were set.  All implementations of a case are timed in the same
+process, interleaved round by round, so that the machine's drift hits them alike.
+
+For a fair comparison against NumPy on a machine that sets OPENBLAS_CORETYPE or
+OPENBLAS_L2_SIZE, run with both unset: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``.
+"""
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+import fastnn
+from fastnn import functions as F
+from fastnn import layers as L
+from fastnn import nets as N
+from fastnn.reference import functions as RF
+from fastnn.reference import layers as RL
+from fastnn.reference import nets as RN
+
+BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MALLOC_MMAP_THRESHOLD_")
+
+
+@dataclass
+class Case:
+    """One benchmarked operation: callables that run it once each, set up in advance."""
+
+    op: str
+    shape: str
+    dtype: str
+    fastnn: Callable
+    reference: Callable
+    torch: Optional[Callable] = None
+    times: dict = field(default_factory=dict)
+
+
+def environment():
+    """What ran: versions, BLAS libraries and threads, and the BLAS/malloc variables."""
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip(),
+        "python": platform.python_version(),
+        "fastnn": fastnn.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "blas": [
+            {k: info.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "filepath")}
+            for info in threadpool_info()
+        ],
+        "variables": {name: os.environ.get(name) for name in BLAS_VARIABLES},
+    }
+    try:
+        import Cython
+        env["cython"] = Cython.__version__
+    except ImportError:
+        pass
+    torch = _torch()
+    if torch is not None:
+        env["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+    return env
+
+
+def format_environment(env):
+    lines = [
+        f"fastnn {env['fastnn']}  numpy {env['numpy']}  scipy {env['scipy']}  "
+        f"Cython {env.get('cython', '-')}  Python {env['python']}  torch {env.get('torch', 'not installed')}",
+        f"{env['date']}  {env['machine']}",
+    ]
+    for lib in env["blas"]:
+        lines.append(
+            f"BLAS: {lib['internal_api']} {lib['version']} kernel {lib['architecture']} "
+            f"threads {lib['num_threads']}  ({os.path.basename(lib['filepath'] or '')})"
+        )
+    lines.append("variables: " + ", ".join(
+        f"{k}={'unset' if v is None else v}" for k, v in env["variables"].items()))
+    return "\n".join(lines)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def median_time(fns, rounds=7, min_time=0.02):
+    """Median seconds per call of each callable in ``fns``, measured round-robin.
+
+    Each callable is first run until it has taken ``min_time`` (warm-up, and the number of
+    calls per sample); then ``rounds`` samples of each are taken, interleaved.
+    """
+    loops = []
+    for fn in fns:
+        fn()
+        n, start = 1, time.perf_counter()
+        while True:
+            for _ in range(n):
+                fn()
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time:
+                break
+            n *= 2
+            start = time.perf_counter()
+        loops.append(n)
+    samples = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, n, out in zip(fns, loops, samples):
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out.append((time.perf_counter() - start) / n)
+    return [statistics.median(s) for s in samples]
+
+
+# --- cases ------------------------------------------------------------------------------------
+
+def _softmax_loss_case(n, k, dtype, rng):
+    x = rng.standard_normal((n, k)).astype(dtype)
+    t = rng.integers(0, k, n)
+
+    def run(api_layers):
+        layer = api_layers.SoftmaxWithLoss()
+
+        def step():
+            layer.forward(x, t)
+            layer.backward(1)
+        return step
+    return Case("softmax+CE fwd+bwd", f"{n}x{k}", np.dtype(dtype).name, run(L), run(RL),
+                _torch_softmax_loss(x, t))
+
+
+def _affine_case(n, d, h, dtype, rng):
+    x = rng.standard_normal((n, d)).astype(dtype)
+    W = (0.01 * rng.standard_normal((d, h))).astype(dtype)
+    b = np.zeros(h, dtype)
+    dout = rng.standard_normal((n, h)).astype(dtype)
+
+    def run(api_layers):
+        layer = api_layers.Affine(W, b)
+
+        def step():
+            layer.forward(x)
+            layer.backward(dout)
+        return step
+    return Case("Affine fwd+bwd", f"{n}x{d}->{h}", np.dtype(dtype).name, run(L), run(RL),
+                _torch_affine(x, W, b, dout))
+
+
+def _mnist_like(rng, n, d=784):
+    # float32 images in [0, 1] with MNIST's share of zero pixels (about 80%)
+    x = rng.random((n, d), dtype=np.float32)
+    x[rng.random((n, d)) < 0.8] = 0
+    return x, rng.integers(0, 10, n)
+
+
+def _net_step_case(op, make, n, dtype, rng, torch_sizes, lr=0.1):
+    x32, t = _mnist_like(rng, n)
+    fast_net, ref_net = make(N, dtype), make(RN, dtype)
+    x_fast = x32.astype(dtype)  # fastnn: data cast once, up front, to the network's dtype
+
+    def fast_step():
+        grads = fast_net.gradient(x_fast, t)
+        for key, g in grads.items():
+            fast_net.params[key] -= lr * g
+
+    def ref_step():
+        # the book's way: float32 images straight into float64 weights
+        grads = ref_net.gradient(x32, t)
+        for key, g in grads.items():
+            ref_net.params[key] -= lr * g
+
+    return Case(op, f"batch {n}", np.dtype(dtype).name, fast_step, ref_step,
+                _torch_mlp_step(x_fast, t, torch_sizes, dtype, lr))
+
+
+def _two_layer(n, dtype, rng):
+    return _net_step_case(
+        "TwoLayerNet step", lambda api, dt: api.TwoLayerNet(784, 50, 10, dtype=dt, rng=0),
+        n, dtype, rng, [784, 50, 10])
+
+
+def _five_layer(n, dtype, rng):
+    return _net_step_case(
+        "MultiLayerNet(5x100) step",
+        lambda api, dt: api.MultiLayerNet(784, [100] * 5, 10, dtype=dt, rng=0),
+        n, dtype, rng, [784] + [100] * 5 + [10])
+
+
+def cases(quick=False):
+    rng = np.random.default_rng(0)
+    out = []
+    for dtype in (np.float32, np.float64):
+        batches = (100,) if quick else (1, 100, 1000)
+        out += [_two_layer(n, dtype, rng) for n in batches]
+        if not quick:
+            out.append(_five_layer(100, dtype, rng))
+        shapes = [(100, 10)] if quick else [(100, 10), (1000, 10), (10000, 1000)]
+        out += [_softmax_loss_case(n, k, dtype, rng) for n, k in shapes]
+        out += [_affine_case(100, 784, 50, dtype, rng), _affine_case(100, 50, 10, dtype, rng)]
+    return out
+
+
+# --- PyTorch counterparts (only where torch is installed) ----------------------------------
+
+def _torch_softmax_loss(x, t):
+    torch = _torch()
+    if torch is None:
+        return None
+    xt = torch.tensor(x, requires_grad=True)
+    tt = torch.tensor(t)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(xt, tt)
+        loss.backward()
+        xt.grad = None
+    return step
+
+
+def _torch_affine(x, W, b, dout):
+    torch = _torch()
+    if torch is None:
+        return None
+    xt = torch.tensor(x, requires_grad=True)
+    Wt = torch.tensor(W, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    dt = torch.tensor(dout)
+
+    def step():
+        out = xt @ Wt + bt
+        out.backward(dt)
+        xt.grad = Wt.grad = bt.grad = None
+    return step
+
+
+def _torch_mlp_step(x, t, sizes, dtype, lr):
+    torch = _torch()
+    if torch is None:
+        return None
+    torch_dtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1], dtype=torch_dtype))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    xt, tt = torch.tensor(x), torch.tensor(t)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(xt), tt).backward()
+        opt.step()
+    return step
+
+
+# --- running and reporting ----------------------------------------------------------------------
+
+def run(selected, rounds=7, min_time=0.02, progress=None):
+    for case in selected:
+        names = ["fastnn", "reference"] + (["torch"] if case.torch else [])
+        fns = [getattr(case, name) for name in names]
+        for name, t in zip(names, median_time(fns, rounds, min_time)):
+            case.times[name] = t
+        if progress:
+            progress(case)
+    return selected
+
+
+def _fmt_time(seconds):
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def table(selected):
+    head = ("operation", "shape", "dtype", "fastnn", "reference", "speed-up", "torch", "vs torch")
+    rows = []
+    for c in selected:
+        f, r, tt = c.times["fastnn"], c.times["reference"], c.times.get("torch")
+        rows.append((c.op, c.shape, c.dtype, _fmt_time(f), _fmt_time(r), f"{r / f:.2f}x",
+                     _fmt_time(tt), f"{tt / f:.2f}x" if tt else "-"))
+    widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
+    line = lambda row: "| " + " | ".join(str(v).ljust(w) for v, w in zip(row, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), sep] + [line(r) for r in rows])
+
+
+def bench(quick=False, threads=None, rounds=7, json_path=None, out=sys.stdout):
+    """Run the side-by-side benchmark and print its table; returns the cases with times.
+
+    ``threads`` sets the BLAS (and PyTorch) thread count for every implementation alike.
+    """
+    from threadpoolctl import threadpool_limits
+
+    torch = _torch()
+    if torch is not None and threads:
+        torch.set_num_threads(threads)
+    with threadpool_limits(limits=threads):
+        env = environment()
+        print(format_environment(env), file=out, flush=True)
+        selected = run(cases(quick), rounds=rounds, min_time=0.005 if quick else 0.05)
+    print(table(selected), file=out, flush=True)
+    if json_path:
+        from fastnn.io import atomic_open
+
+        record = {"environment": env, "results": [
+            {"op": c.op, "shape": c.shape, "dtype": c.dtype, "seconds": c.times} for c in selected]}
+        with atomic_open(json_path, "w") as f:
+            json.dump(record, f, indent=1)
+    return selected

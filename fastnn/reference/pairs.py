@@ -1,0 +1,157 @@
+"""The registry of (fastnn, reference) pairs that tests and benchmarks iterate over.
+
+Each :class:`Pair` runs the same computation through either API namespace: ``FAST`` (the
+compiled ``fastnn`` modules) or ``REFERENCE`` (their NumPy twins), on inputs made by
+``make_inputs(rng, n, k, dtype)`` for a batch of ``n`` rows of ``k`` features.  A compiled
+path registered here is parity-tested (tests/test_parity.py) and benchmarked
+(benchmarks/bench_pairs.py) without anyone remembering to.
+"""
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+
+import fastnn.functions
+import fastnn.layers
+import fastnn.nets
+import fastnn.reference.functions
+import fastnn.reference.layers
+import fastnn.reference.nets
+
+FAST = SimpleNamespace(name="fastnn", F=fastnn.functions, L=fastnn.layers, N=fastnn.nets)
+REFERENCE = SimpleNamespace(
+    name="reference", F=fastnn.reference.functions, L=fastnn.reference.layers,
+    N=fastnn.reference.nets,
+)
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    run: Callable          # run(api, *inputs) -> array, scalar or tuple of them
+    make_inputs: Callable  # make_inputs(rng, n, k, dtype) -> tuple of inputs
+
+
+def _x(rng, n, k, dtype, scale=3.0):
+    return (scale * rng.standard_normal((n, k))).astype(dtype)
+
+
+def _labels(rng, n, k):
+    return rng.integers(0, k, size=n)
+
+
+def _one_hot(rng, n, k, dtype):
+    return np.eye(k, dtype=dtype)[_labels(rng, n, k)]
+
+
+def _probs(rng, n, k, dtype):
+    e = np.exp(rng.standard_normal((n, k)))
+    return (e / e.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+def _layer(cls_name, *init):
+    def run(api, x, dout, *extra):
+        layer = getattr(api.L, cls_name)(*init, *extra)
+        out = layer.forward(x)
+        return out, layer.backward(dout)
+    return run
+
+
+def _dense(cls_name):
+    def run(api, x, W, b, dout):
+        layer = getattr(api.L, cls_name)(W, b)
+        out = layer.forward(x)
+        dx = layer.backward(dout)
+        return out, dx, layer.dW, layer.db
+    return run
+
+
+def _dense_inputs(transposed, hidden=50, extra_dims=()):
+    def make(rng, n, k, dtype):
+        shape_in = (k, *extra_dims)
+        d = int(np.prod(shape_in))
+        W = (0.1 * rng.standard_normal((hidden, d) if transposed else (d, hidden))).astype(dtype)
+        b = rng.standard_normal(hidden).astype(dtype)
+        x = rng.standard_normal((n, *shape_in)).astype(dtype)
+        return x, W, b, rng.standard_normal((n, hidden)).astype(dtype)
+    return make
+
+
+def _softmax_with_loss(exact):
+    def run(api, x, t):
+        layer = api.L.SoftmaxWithLoss(exact=exact)
+        loss = layer.forward(x, t)
+        return loss, layer.backward(1), layer.backward(0.5)
+    return run
+
+
+def _sigmoid_with_loss(api, x, t):
+    layer = api.L.SigmoidWithLoss()
+    loss = layer.forward(x, t)
+    return loss, layer.backward(1)
+
+
+def _net_step(make_net):
+    def run(api, x, t):
+        net = make_net(api, x.shape[1], x.dtype)
+        return net.loss(x, t), net.predict(x), tuple(net.gradient(x, t).values())
+    return run
+
+
+def _net_inputs(rng, n, k, dtype):
+    return rng.random((n, k)).astype(dtype), _labels(rng, n, 10)
+
+
+PAIRS = [
+    Pair("sigmoid", lambda api, x: api.F.sigmoid(x), lambda r, n, k, dt: (_x(r, n, k, dt, 10),)),
+    Pair("sigmoid_grad", lambda api, x: api.F.sigmoid_grad(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
+    Pair("relu", lambda api, x: api.F.relu(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
+    Pair("relu_grad", lambda api, x: api.F.relu_grad(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
+    Pair("softmax", lambda api, x: api.F.softmax(x), lambda r, n, k, dt: (_x(r, n, k, dt, 10),)),
+    Pair("sum_squared_error", lambda api, y, t: api.F.sum_squared_error(y, t),
+         lambda r, n, k, dt: (_probs(r, n, k, dt), _one_hot(r, n, k, dt))),
+    Pair("cross_entropy_error[labels]", lambda api, y, t: api.F.cross_entropy_error(y, t),
+         lambda r, n, k, dt: (_probs(r, n, k, dt), _labels(r, n, k))),
+    Pair("cross_entropy_error[one-hot]", lambda api, y, t: api.F.cross_entropy_error(y, t),
+         lambda r, n, k, dt: (_probs(r, n, k, dt), _one_hot(r, n, k, dt))),
+    Pair("cross_entropy_error[exact]", lambda api, y, t: api.F.cross_entropy_error(y, t, exact=True),
+         lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
+    Pair("softmax_loss[labels]", lambda api, x, t: api.F.softmax_loss(x, t),
+         lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
+    Pair("softmax_loss[one-hot]", lambda api, x, t: api.F.softmax_loss(x, t),
+         lambda r, n, k, dt: (_x(r, n, k, dt), _one_hot(r, n, k, dt))),
+    Pair("one_hot", lambda api, t, k: api.F.one_hot(t, k), lambda r, n, k, dt: (_labels(r, n, k), k)),
+    Pair("binary_cross_entropy", lambda api, y, t: api.F.binary_cross_entropy(y, t),
+         lambda r, n, k, dt: (r.random((n, k)).astype(dt), r.integers(0, 2, (n, k)).astype(dt))),
+    Pair("binary_cross_entropy[logits]",
+         lambda api, y, t: api.F.binary_cross_entropy(y, t, from_logits=True),
+         lambda r, n, k, dt: (_x(r, n, k, dt, 30), r.integers(0, 2, (n, k)).astype(dt))),
+    Pair("Relu", _layer("Relu"), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("Sigmoid", _layer("Sigmoid"), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("Affine", _dense("Affine"), _dense_inputs(False)),
+    Pair("Affine[4-D input]", _dense("Affine"), _dense_inputs(False, 7, (2, 3))),
+    Pair("Linear", _dense("Linear"), _dense_inputs(True)),
+    Pair("SoftmaxWithLoss[labels]", _softmax_with_loss(False),
+         lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
+    Pair("SoftmaxWithLoss[one-hot]", _softmax_with_loss(False),
+         lambda r, n, k, dt: (_x(r, n, k, dt), _one_hot(r, n, k, dt))),
+    Pair("SoftmaxWithLoss[exact]", _softmax_with_loss(True),
+         lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
+    Pair("SigmoidWithLoss", _sigmoid_with_loss,
+         lambda r, n, k, dt: (_x(r, n, k, dt), r.integers(0, 2, (n, k)).astype(dt))),
+    Pair("TwoLayerNet", _net_step(lambda api, d, dt: api.N.TwoLayerNet(d, 16, 10, 0.1, dtype=dt, rng=0)),
+         _net_inputs),
+    Pair("MultiLayerNet[relu]",
+         _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9, 7], 10, dtype=dt, rng=1,
+                                                          weight_decay_lambda=0.01)),
+         _net_inputs),
+    Pair("MultiLayerNet[sigmoid]",
+         _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9], 10, "sigmoid", "sigmoid",
+                                                          dtype=dt, rng=2)),
+         _net_inputs),
+    Pair("MultiLayerNet[identity]",
+         _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9], 10, "identity", 0.1,
+                                                          dtype=dt, rng=3, exact_loss=True)),
+         _net_inputs),
+]

@@ -1,0 +1,77 @@
+"""The book's networks: construction, drop-in behaviour against the twins, dtypes."""
+import numpy as np
+import pytest
+
+from fastnn import nets as N
+from fastnn.reference import nets as R
+
+
+def test_global_seed_reproduces_the_books_initial_weights():
+    np.random.seed(0)
+    fast = N.TwoLayerNet(784, 50, 10)
+    np.random.seed(0)
+    book = R.TwoLayerNet(784, 50, 10)
+    for key in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_array_equal(fast.params[key], book.params[key])
+    assert list(fast.layers) == ["Affine1", "Relu1", "Affine2"]
+    assert fast.lastLayer is fast.last_layer
+
+
+def test_multilayer_structure_and_init_scales():
+    net = N.MultiLayerNet(100, [80, 60], 10, activation="sigmoid", weight_init_std="xavier", rng=0)
+    assert list(net.layers) == ["Affine1", "Activation_function1", "Affine2",
+                                "Activation_function2", "Affine3"]
+    assert net.params["W1"].std() == pytest.approx(np.sqrt(1 / 100), rel=0.05)
+    he = N.MultiLayerNet(100, [80], 10, rng=0)
+    assert he.params["W1"].std() == pytest.approx(np.sqrt(2 / 100), rel=0.05)
+
+
+def test_identity_activations_collapse_to_one_affine_map(rng):
+    net = N.MultiLayerNet(6, [5, 4, 3], 2, activation="identity", weight_init_std=0.5, rng=1)
+    for idx in range(1, 5):
+        net.params[f"b{idx}"][:] = rng.standard_normal(net.params[f"b{idx}"].shape)
+    W, b = np.eye(6), np.zeros(6)
+    for idx in range(1, 5):  # A(A(A(z))) is again an affine map z @ W + b
+        W, b = W @ net.params[f"W{idx}"], b @ net.params[f"W{idx}"] + net.params[f"b{idx}"]
+    x = rng.standard_normal((7, 6))
+    np.testing.assert_allclose(net.predict(x), x @ W + b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_network_dtype_end_to_end(dtype, rng):
+    net = N.TwoLayerNet(20, 8, 10, dtype=dtype, rng=0)
+    x = rng.random((5, 20)).astype(dtype)
+    t = rng.integers(0, 10, 5)
+    assert net.predict(x).dtype == dtype
+    assert all(g.dtype == dtype for g in net.gradient(x, t).values())
+
+
+def test_accuracy_labels_and_one_hot(rng):
+    net = N.TwoLayerNet(8, 6, 3, rng=0)
+    x = rng.standard_normal((12, 8))
+    t = np.argmax(net.predict(x), axis=1)
+    assert net.accuracy(x, t) == 1.0
+    assert net.accuracy(x, np.eye(3)[t]) == 1.0
+    assert net.accuracy(x, (t + 1) % 3) == 0.0
+
+
+def test_from_params_uses_the_arrays(rng):
+    net = N.MultiLayerNet(8, [6, 5], 3, rng=0, dtype=np.float32)
+    clone = N.MultiLayerNet.from_params(net.params, activation="relu")
+    assert clone.params["W2"] is net.params["W2"] and clone.dtype == np.float32
+    x = rng.random((4, 8)).astype(np.float32)
+    np.testing.assert_array_equal(clone.predict(x), net.predict(x))
+    with pytest.raises(ValueError, match="W1, b1"):
+        N.MultiLayerNet.from_params({"W1": net.params["W1"]})
+    bad = dict(net.params, W2=np.zeros((7, 5), np.float32))
+    with pytest.raises(ValueError, match=r"W2 \(7, 5\)"):
+        N.MultiLayerNet.from_params(bad)
+
+
+def test_bad_construction():
+    with pytest.raises(ValueError, match="activation"):
+        N.MultiLayerNet(4, [3], 2, activation="tanh")
+    with pytest.raises(ValueError, match="positive integers"):
+        N.MultiLayerNet(4, [0], 2)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        N.TwoLayerNet(4, 3, 2, dtype=np.int32)
