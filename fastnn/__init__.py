@@ -5,3 +5,10 @@ package over typed Cython and C kernels (``fastnn._kernels``, ``src_c/``) with B
 ``fastnn.reference`` holds the plain NumPy twin of every compiled path.
 """
 __version__ = "0.1.0"
+
+
+def bench(*args, **kwargs):
+    """The side-by-side benchmark of :func:`fastnn.benchmark.bench` (``python -m fastnn bench``)."""
+    from fastnn.benchmark import bench as run
+
+    return run(*args, **kwargs)

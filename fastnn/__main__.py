@@ -1,17 +1,142 @@
-"""The ``fastnn`` command: ``python -m fastnn {train,predict,bench,gradcheck} ...``."""
+"""The fastnn command: train on MNIST, score saved weights, benchmark, check gradients.
+
+  python -m fastnn train      the book's TwoLayerNet on MNIST (the project's main job)
+  python -m fastnn predict W  test accuracy of saved weights
+  python -m fastnn bench      side-by-side speed table against the NumPy twins
+  python -m fastnn gradcheck  backprop against numerical gradients, per parameter
+"""
 import argparse
 import sys
+import time
+
+import numpy as np
+
+
+def _load_data(data_dir, offline_fallback=True):
+    """MNIST (normalised, flat); without it, scikit-learn's 8x8 digits, said in one line."""
+    from fastnn.datasets import DatasetNotFoundError, load_digits, load_mnist
+
+    try:
+        return "MNIST", load_mnist(normalize=True, flatten=True, data_dir=data_dir)
+    except DatasetNotFoundError as exc:
+        if not offline_fallback:
+            raise
+        first_line = str(exc).splitlines()[0]
+        print(f"MNIST not available ({first_line}); training on scikit-learn's 8x8 digits "
+              "instead (set FASTNN_DATA or --data-dir to an MNIST folder)", flush=True)
+        return "digits", load_digits(normalize=True, flatten=True)
+
+
+def _make_network(api, args, input_size, output_size, dtype):
+    if args.hidden == [50] and args.activation == "relu" and not args.weight_decay:
+        return api.TwoLayerNet(input_size, 50, output_size, weight_init_std=0.01, dtype=dtype,
+                               rng=args.seed)
+    return api.MultiLayerNet(input_size, args.hidden, output_size, activation=args.activation,
+                             weight_init_std=args.activation, weight_decay_lambda=args.weight_decay,
+                             dtype=dtype, rng=args.seed)
+
+
+def _train(args):
+    from fastnn import nets
+    from fastnn.io import save_params
+    from fastnn.trainer import Trainer, plot_training
+
+    name, ((x_train, t_train), (x_test, t_test)) = _load_data(args.data_dir)
+    dtype = np.dtype(args.dtype)
+    batches_per_epoch = max(x_train.shape[0] / args.batch_size, 1)
+    iters = args.iters if args.epochs is None else int(args.epochs * batches_per_epoch)
+    print(f"{name}: {x_train.shape[0]} training and {x_test.shape[0]} test images; "
+          f"{iters} iterations of batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
+          f"{dtype.name}, hidden {args.hidden} {args.activation}", flush=True)
+
+    runs = [("fastnn", nets)]
+    if args.compare_reference:
+        from fastnn.reference import nets as reference_nets
+        runs.append(("reference", reference_nets))
+    results = {}
+    for label, api in runs:
+        network = _make_network(api, args, x_train.shape[1], 10, dtype)
+        trainer = Trainer(network, x_train, t_train, x_test, t_test, mini_batch_size=args.batch_size,
+                          optimizer=args.optimizer, optimizer_param={"lr": args.lr},
+                          verbose=not args.quiet, seed=args.seed, max_iter=iters)
+        print(f"--- {label} ---", flush=True)
+        start = time.perf_counter()
+        accuracy = trainer.train()
+        results[label] = (time.perf_counter() - start, trainer.seconds_per_iter, accuracy)
+        if label == "fastnn":
+            if args.save:
+                save_params(args.save, network.params)
+                print(f"weights saved to {args.save}")
+            if args.plot:
+                plot_training(trainer, args.plot)
+                print(f"training curves written to {args.plot}")
+    for label, (wall, per_iter, accuracy) in results.items():
+        print(f"{label:9s}  test accuracy {accuracy:.4f}  wall {wall:.2f} s  "
+              f"{1e6 * per_iter:.0f} us/iteration (with evaluations)")
+    if len(results) == 2:
+        print(f"speed-up {results['reference'][0] / results['fastnn'][0]:.2f}x")
+
+
+def _predict(args):
+    from fastnn.io import load_params
+    from fastnn.nets import MultiLayerNet
+
+    params = load_params(args.weights)
+    network = MultiLayerNet.from_params(params, activation=args.activation)
+    _, (_, (x_test, t_test)) = _load_data(args.data_dir, offline_fallback=False)
+    accuracy = network.accuracy(x_test, t_test)
+    print(f"{args.weights}: test accuracy {accuracy:.4f} "
+          f"({int(round(accuracy * x_test.shape[0]))} of {x_test.shape[0]})")
 
 
 def _bench(args):
-    from fastnn.bench import bench
+    from fastnn.benchmark import bench
 
     bench(quick=args.quick, threads=args.threads, rounds=args.rounds, json_path=args.json)
 
 
+def _gradcheck(argv):
+    from fastnn.gradient import gradcheck_cli
+
+    return gradcheck_cli(argv)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gradcheck"]:
+        return _gradcheck(argv[1:])
+    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("train", help="train a network on MNIST (the main job)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[50], help="hidden layer sizes")
+    p.add_argument("--activation", choices=["relu", "sigmoid", "identity"], default="relu")
+    p.add_argument("--optimizer", default="SGD",
+                   help="SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam (any case)")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--iters", type=int, default=10000, help="steps (the book's 10000)")
+    p.add_argument("--epochs", type=float, default=None, help="epochs instead of --iters")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="folder of the MNIST IDX files")
+    p.add_argument("--save", default="fastnn-weights.npz", help="where to save the weights "
+                   "(.npz, or .pkl for the book's pickle); '' to skip")
+    p.add_argument("--plot", default=None, help="write the training curves to this PNG")
+    p.add_argument("--compare-reference", action="store_true",
+                   help="then run the same training with the NumPy twins, and compare")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("predict", help="test accuracy of saved weights")
+    p.add_argument("weights", help=".npz or the book's .pkl (e.g. sample_weight.pkl)")
+    p.add_argument("--activation", choices=["relu", "sigmoid", "identity"], default="sigmoid",
+                   help="hidden activation the weights were trained with (the book's "
+                        "sample_weight.pkl: sigmoid)")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(run=_predict)
 
     p = commands.add_parser("bench", help="side-by-side speed table against the NumPy twins")
     p.add_argument("--quick", action="store_true", help="few cases and rounds (a smoke run)")
@@ -19,6 +144,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=7, help="timed rounds; the median is shown")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.set_defaults(run=_bench)
+
+    commands.add_parser("gradcheck", help="backprop against numerical gradients (see "
+                        "'fastnn gradcheck --help')")
 
     args = parser.parse_args(argv)
     args.run(args)

@@ -15,11 +15,34 @@ from collections import OrderedDict
 import numpy as np
 
 from fastnn import _validation as v
+from fastnn._kernels import _network
+from fastnn._kernels._network import count_argmax_hits
 from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["TwoLayerNet", "MultiLayerNet"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "identity": Identity}
+# the activation codes of the C kernels (src_c/fnn_kernels.h: enum fnn_activation)
+_ACTIVATION_CODES = {"identity": 0, "relu": 1, "sigmoid": 2}
+# rows per block of predict/accuracy: large enough for efficient GEMMs, small enough that the
+# block's activations stay in cache
+_BLOCK_ROWS = 2048
+
+
+class _Workspace:
+    """The buffers of the compiled forward and backward passes for batches of ``n`` rows."""
+
+    def __init__(self, sizes, n, dtype):
+        self.n = n
+        self.a = [np.empty((n, s), dtype) for s in sizes[1:]]
+        width = max(sizes[1:-1], default=1)
+        self.s0 = np.empty((n, width), dtype)
+        self.s1 = np.empty((n, width), dtype)
+        self.row_loss = np.empty(n)
+
+    def rows(self, m):
+        """The layer buffers cut to the first ``m`` rows (C-contiguous views)."""
+        return self.a if m == self.n else [a[:m] for a in self.a]
 
 
 def _check_dtype(dtype):
@@ -76,15 +99,79 @@ class _Network:
         # the book calls it lastLayer in TwoLayerNet and last_layer in MultiLayerNet
         self.last_layer = self.lastLayer = SoftmaxWithLoss(exact=self.exact_loss)
 
+        self._sizes = list(sizes)
+        self._code = _ACTIVATION_CODES[activation]
+        self._workspaces = {}
+        self._dW = [np.empty((sizes[i], sizes[i + 1]), self.dtype) for i in range(len(sizes) - 1)]
+        self._db = [np.empty(sizes[i + 1], self.dtype) for i in range(len(sizes) - 1)]
+        self._grads = {}
+        for idx, (dW, db) in enumerate(zip(self._dW, self._db), start=1):
+            self._grads[f"W{idx}"], self._grads[f"b{idx}"] = dW, db
+        self.last_loss = None
+
     @property
     def affine_layers(self):
         return [layer for name, layer in self.layers.items() if name.startswith("Affine")]
 
+    # --- the compiled path -------------------------------------------------------------------
+    # It runs the whole network in one call whenever the layers' weights are the network's own
+    # C-contiguous arrays of its dtype and the input computes in that dtype; otherwise (say
+    # float32 weights given float64 data, which NumPy promotes to float64) the same results
+    # come layer by layer.
+
+    def _compiled_weights(self, x_dtype):
+        if x_dtype != self.dtype:
+            return None
+        Ws, bs = [], []
+        for layer, size_in, size_out in zip(self.affine_layers, self._sizes, self._sizes[1:]):
+            W, b = layer.W, layer.b
+            if not (isinstance(W, np.ndarray) and isinstance(b, np.ndarray)
+                    and W.dtype == self.dtype and b.dtype == self.dtype
+                    and W.flags.c_contiguous and b.flags.c_contiguous
+                    and W.shape == (size_in, size_out) and b.shape == (size_out,)):
+                return None
+            Ws.append(W)
+            bs.append(b)
+        return Ws, bs
+
+    def _workspace(self, n):
+        ws = self._workspaces.get(n)
+        if ws is None:
+            if len(self._workspaces) >= 4:  # batch sizes come and go; keep the latest few
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[n] = _Workspace(self._sizes, n, self.dtype)
+        return ws
+
+    def _prepare(self, x):
+        """(x as a C-contiguous (n, features) batch, one-sample flag, compiled weights or None)."""
+        dtype = v.compute_dtype(("x", x), ("W1", self.params["W1"]))
+        x2, single = v.as_batch(x, "x", dtype)
+        if x2.shape[1] != self._sizes[0]:
+            raise ValueError(
+                f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
+                f"takes {self._sizes[0]}"
+            )
+        return x2, single, self._compiled_weights(dtype)
+
+    def _targets(self, x2, t):
+        kind, t = v.as_targets(t, (x2.shape[0], self._sizes[-1]))
+        if kind == "targets":
+            t = v.as_float(t, "t", x2.dtype)
+        return kind == "labels", t
+
     def predict(self, x):
         """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,)."""
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
+        x2, single, weights = self._prepare(x)
+        if weights is None:
+            for layer in self.layers.values():
+                x = layer.forward(x)
+            return x
+        out = np.empty((x2.shape[0], self._sizes[-1]), self.dtype)
+        for start in range(0, x2.shape[0], _BLOCK_ROWS):
+            stop = min(start + _BLOCK_ROWS, x2.shape[0])
+            buffers = self._workspace(min(_BLOCK_ROWS, x2.shape[0])).rows(stop - start)
+            _network.forward(*weights, x2[start:stop], buffers[:-1] + [out[start:stop]], self._code)
+        return out[0] if single else out
 
     def _weight_decay(self):
         if not self.weight_decay_lambda:
@@ -94,21 +181,56 @@ class _Network:
 
     def loss(self, x, t):
         """The mean cross-entropy of softmax(predict(x)) against ``t``, plus weight decay."""
-        y = self.predict(x)
-        return self.last_layer.forward(y, t) + self._weight_decay()
+        x2, _, weights = self._prepare(x)
+        if weights is None or x2.shape[0] == 0:
+            y = self.predict(x)
+            return self.last_layer.forward(y, t) + self._weight_decay()
+        labels, t = self._targets(x2, t)
+        ws = self._workspace(x2.shape[0])
+        loss = _network.loss(*weights, x2, t, labels, ws.a, ws.row_loss, self._code, self.exact_loss)
+        return self.dtype.type(loss) + self._weight_decay()
 
     def accuracy(self, x, t):
         """Fraction of rows of ``x`` whose argmax score equals the label (or one-hot argmax)."""
-        y = np.argmax(self.predict(x), axis=-1)
+        x2, _, weights = self._prepare(x)
+        n, k = x2.shape[0], self._sizes[-1]
         t = np.asarray(t)
-        if t.ndim != 1 and t.shape == np.shape(y) + (self.params[f"b{self.hidden_layer_num + 1}"].size,):
+        if t.ndim != 1 and t.shape == (n, k):
             t = np.argmax(t, axis=-1)
-        t = v.as_labels(t, y.size, self.params[f"b{self.hidden_layer_num + 1}"].size, "t")
-        return np.sum(y.reshape(-1) == t) / float(y.size)
+        t = v.as_labels(t, n, k, "t")
+        if weights is None or n == 0:
+            return np.sum(np.argmax(self.predict(x2), axis=-1) == t) / float(n)
+        hits = 0
+        for start in range(0, n, _BLOCK_ROWS):
+            stop = min(start + _BLOCK_ROWS, n)
+            buffers = self._workspace(min(_BLOCK_ROWS, n)).rows(stop - start)
+            _network.forward(*weights, x2[start:stop], buffers, self._code)
+            hits += count_argmax_hits(buffers[-1], t[start:stop])
+        return hits / float(n)
 
     def gradient(self, x, t):
-        """Backprop: the gradient of ``loss(x, t)`` for every entry of ``params``."""
-        self.loss(x, t)
+        """Backprop: the gradient of ``loss(x, t)`` for every entry of ``params``.
+
+        The returned arrays are the network's gradient buffers, overwritten by its next
+        ``gradient`` call (as PyTorch's ``.grad``): copy them to keep them.  The batch's loss
+        is left in ``last_loss``.
+        """
+        x2, _, weights = self._prepare(x)
+        if weights is None or x2.shape[0] == 0:
+            return self._layered_gradient(x, t)
+        labels, t = self._targets(x2, t)
+        ws = self._workspace(x2.shape[0])
+        loss = _network.gradient(
+            *weights, x2, t, labels, ws.a, self._dW, self._db, ws.s0, ws.s1, ws.row_loss,
+            self._code, self.exact_loss, self.weight_decay_lambda)
+        self.last_loss = self.dtype.type(loss) + self._weight_decay()
+        for layer, dW, db in zip(self.affine_layers, self._dW, self._db):
+            layer.dW, layer.db = dW, db
+        return self._grads
+
+    def _layered_gradient(self, x, t):
+        """The book's gradient, layer object by layer object."""
+        self.last_loss = self.loss(x, t)
         dout = self.last_layer.backward(1)
         layers = list(self.layers.values())
         for layer in reversed(layers[1:]):

@@ -185,6 +185,87 @@ void FNN(fnn_softmax_xent_backward_targets)(const REAL *restrict y, const REAL *
         dx[i] = (y[i] - t[i]) * dout / batch;
 }
 
+void FNN(fnn_softmax_xent_grad_labels)(REAL *restrict z, const int64_t *restrict labels,
+                                       double *restrict row_loss, fnn_index n, fnn_index k,
+                                       int exact, REAL dout)
+{
+    const REAL batch = (REAL)n;
+    for (fnn_index i = 0; i < n; i++) {
+        REAL *zi = z + i * k;
+        const int64_t c = labels[i];
+        REAL m = zi[0];
+        for (fnn_index j = 1; j < k; j++)
+            if (zi[j] > m)
+                m = zi[j];
+        const REAL zc = zi[c] - m;
+        double s = 0;
+        for (fnn_index j = 0; j < k; j++) {
+            zi[j] = EXP(zi[j] - m);
+            s += zi[j];
+        }
+        FNN(normalize_row)(zi, k, s);
+        const REAL yc = zi[c];
+        row_loss[i] = exact ? -((double)zc - log(s)) : -FNN_BOOK_LOG(yc);
+        /* the same operations as SoftmaxWithLoss.backward: (y - t) * dout / n */
+        for (fnn_index j = 0; j < k; j++)
+            zi[j] = zi[j] * dout / batch;
+        zi[c] = (yc - (REAL)1) * dout / batch;
+    }
+}
+
+void FNN(fnn_softmax_xent_grad_targets)(REAL *restrict z, const REAL *restrict t,
+                                        double *restrict row_loss, fnn_index n, fnn_index k,
+                                        int exact, REAL dout)
+{
+    const REAL batch = (REAL)n;
+    for (fnn_index i = 0; i < n; i++) {
+        REAL *zi = z + i * k;
+        const REAL *ti = t + i * k;
+        REAL m = zi[0];
+        for (fnn_index j = 1; j < k; j++)
+            if (zi[j] > m)
+                m = zi[j];
+        double tz = 0, tsum = 0; /* sum t (z - m) and sum t, for the exact loss */
+        double s = 0;
+        for (fnn_index j = 0; j < k; j++) {
+            tz += (double)ti[j] * (double)(zi[j] - m);
+            tsum += ti[j];
+            zi[j] = EXP(zi[j] - m);
+            s += zi[j];
+        }
+        FNN(normalize_row)(zi, k, s);
+        double loss = 0;
+        if (exact) {
+            loss = -(tz - tsum * log(s));
+        } else {
+            for (fnn_index j = 0; j < k; j++)
+                loss -= (double)ti[j] * FNN_BOOK_LOG(zi[j]);
+        }
+        row_loss[i] = loss;
+        for (fnn_index j = 0; j < k; j++)
+            zi[j] = (zi[j] - ti[j]) * dout / batch;
+    }
+}
+
+void FNN(fnn_activation_backward)(REAL *restrict delta, const REAL *restrict a, fnn_index size,
+                                  int activation)
+{
+    if (activation == FNN_RELU) {
+        /* a <= 0 exactly where the book's mask x <= 0 holds (a = x passes NaN through) */
+        for (fnn_index i = 0; i < size; i++)
+            delta[i] = a[i] <= 0 ? (REAL)0 : delta[i];
+    } else if (activation == FNN_SIGMOID) {
+        for (fnn_index i = 0; i < size; i++)
+            delta[i] = delta[i] * ((REAL)1 - a[i]) * a[i];
+    }
+}
+
+void FNN(fnn_add_scaled)(REAL *restrict y, const REAL *restrict x, REAL alpha, fnn_index size)
+{
+    for (fnn_index i = 0; i < size; i++)
+        y[i] += alpha * x[i];
+}
+
 void FNN(fnn_xent_labels)(const REAL *restrict y, const int64_t *restrict labels,
                           double *restrict row_loss, fnn_index n, fnn_index k)
 {

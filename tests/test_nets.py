@@ -75,3 +75,71 @@ def test_bad_construction():
         N.MultiLayerNet(4, [0], 2)
     with pytest.raises(TypeError, match="float32 or float64"):
         N.TwoLayerNet(4, 3, 2, dtype=np.int32)
+
+
+def _pair(make, x_dtype, net_dtype, seed=0):
+    fast, ref = make(N, net_dtype), make(R, net_dtype)
+    rng = np.random.default_rng(seed)
+    x = rng.random((30, 12)).astype(x_dtype)
+    t = rng.integers(0, 4, 30)
+    return fast, ref, x, t
+
+
+@pytest.mark.parametrize("x_dtype, net_dtype", [
+    (np.float32, np.float64),  # the book's case: float32 images, float64 weights
+    (np.float64, np.float32),  # promotes to float64: computed layer by layer
+    (np.uint8, np.float64),
+])
+def test_mixed_dtypes_match_twin(x_dtype, net_dtype):
+    from conftest import assert_twin
+
+    make = lambda api, dt: api.MultiLayerNet(12, [9, 7], 4, dtype=dt, rng=5, weight_decay_lambda=0.1)
+    fast, ref, x, t = _pair(make, x_dtype, net_dtype)
+    expected = np.result_type(x_dtype, net_dtype) if x_dtype != np.uint8 else np.float64
+    assert fast.predict(x).dtype == expected
+    tol_dtype = np.float32 if np.float32 in (x_dtype, net_dtype) else np.float64
+    assert_twin(fast.loss(x, t), ref.loss(x, t), tol_dtype)
+    assert_twin(tuple(fast.gradient(x, t).values()), tuple(ref.gradient(x, t).values()), tol_dtype)
+
+
+def test_gradient_buffers_and_last_loss(rng):
+    net = N.TwoLayerNet(12, 6, 4, rng=0)
+    x, t = rng.random((8, 12)), rng.integers(0, 4, 8)
+    g1 = net.gradient(x, t)
+    assert net.last_loss == pytest.approx(net.loss(x, t), rel=1e-15)
+    w1 = g1["W1"].copy()
+    g2 = net.gradient(x[:4], t[:4])
+    assert g2["W1"] is g1["W1"]  # the buffers are reused, as documented
+    assert not np.array_equal(w1, g2["W1"])
+    assert net.layers["Affine1"].dW is g2["W1"]
+
+
+def test_predict_and_accuracy_in_blocks(rng):
+    # more rows than one block of the compiled inference
+    fast, ref = N.TwoLayerNet(12, 6, 4, rng=0), R.TwoLayerNet(12, 6, 4, rng=0)
+    x = rng.random((5000, 12))
+    t = rng.integers(0, 4, 5000)
+    np.testing.assert_allclose(fast.predict(x), ref.predict(x), rtol=1e-12, atol=1e-15)
+    assert fast.accuracy(x, t) == ref.accuracy(x, t)
+    assert fast.accuracy(x, np.eye(4)[t]) == ref.accuracy(x, t)
+    single = fast.predict(x[0])
+    assert single.shape == (4,)
+    np.testing.assert_allclose(single, ref.predict(x[:1])[0], rtol=1e-13)
+
+
+def test_params_replaced_in_place_are_used(rng):
+    net = N.TwoLayerNet(12, 6, 4, rng=0)
+    x, t = rng.random((8, 12)), rng.integers(0, 4, 8)
+    before = net.predict(x)
+    net.params["b2"] += 1.0  # in place: the layers and the compiled path see it
+    np.testing.assert_allclose(net.predict(x), before + 1.0, rtol=1e-14)
+
+
+def test_network_input_errors(rng):
+    net = N.TwoLayerNet(12, 6, 4, rng=0)
+    with pytest.raises(ValueError, match=r"x has 11 features .* takes 12"):
+        net.gradient(np.ones((3, 11)), [0, 1, 2])
+    with pytest.raises(ValueError, match="label 4"):
+        net.gradient(np.ones((3, 12)), [0, 1, 4])
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        net.loss(np.ones((3, 12)), [0, 1])

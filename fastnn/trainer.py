@@ -1,0 +1,184 @@
+"""Minibatch training, as the book's ``common/trainer.py`` and ``train_neuralnet.py`` do it.
+
+Differences that make it faster without changing what is learned:
+
+* the data are cast once, up front, to the network's dtype (labels to int64), and each
+  minibatch is gathered into a buffer that is reused, so a step allocates no arrays;
+* ``train_loss_list`` records the minibatch loss that ``gradient()`` computes anyway (before
+  the update), where the book runs a second forward pass after it;
+* sampling comes from a seeded generator (``seed``), so a run can be repeated exactly.
+"""
+import sys
+import time
+
+import numpy as np
+
+from fastnn import _validation as v
+from fastnn.optim import get_optimizer
+
+__all__ = ["Trainer", "plot_training"]
+
+
+def _progress(total, enabled):
+    """A tqdm bar when stderr is a terminal and tqdm is installed, else None."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="it", leave=False, dynamic_ncols=True)
+
+
+class Trainer:
+    """Train ``network`` by minibatch gradient descent (the book's ``Trainer``).
+
+    Parameters
+    ----------
+    network : TwoLayerNet or MultiLayerNet (or any object with the book's ``params``,
+        ``gradient``, ``loss`` and ``accuracy``)
+    x_train, t_train, x_test, t_test : array_like
+        Data and integer labels (or one-hot targets).
+    epochs : int
+    mini_batch_size : int
+    optimizer : str or optimizer
+        A name from :func:`fastnn.optim.get_optimizer` (case-insensitive) or an instance.
+    optimizer_param : dict
+        Constructor arguments of the optimizer when given by name.
+    evaluate_sample_num_per_epoch : int or None
+        Evaluate accuracies on only the first this many samples at each epoch.
+    verbose : bool
+        Print one line per epoch (and show a progress bar on a terminal).
+    seed : int or None
+        Seed of the minibatch sampling.
+    max_iter : int or None
+        Number of steps; default ``epochs * max(train_size / mini_batch_size, 1)``.
+    """
+
+    def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
+                 optimizer="SGD", optimizer_param=None, evaluate_sample_num_per_epoch=None,
+                 verbose=True, seed=None, max_iter=None):
+        self.network = network
+        self.verbose = verbose
+        dtype = getattr(network, "dtype", None) or v.compute_dtype(("x_train", x_train))
+        self.x_train = v.as_float(x_train, "x_train", dtype)
+        self.x_test = v.as_float(x_test, "x_test", dtype)
+        self.t_train = self._targets(t_train, self.x_train, "t_train", dtype)
+        self.t_test = self._targets(t_test, self.x_test, "t_test", dtype)
+        self.epochs = int(epochs)
+        self.batch_size = int(mini_batch_size)
+        if self.batch_size < 1 or self.epochs < 0:
+            raise ValueError(f"mini_batch_size must be >= 1 and epochs >= 0, got "
+                             f"{mini_batch_size} and {epochs}")
+        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
+        self.optimizer = get_optimizer(optimizer, **(optimizer_param or {"lr": 0.01}))
+        self.rng = np.random.default_rng(seed)
+
+        self.train_size = self.x_train.shape[0]
+        self.iter_per_epoch = max(self.train_size / self.batch_size, 1)
+        self.max_iter = int(self.epochs * self.iter_per_epoch) if max_iter is None else int(max_iter)
+        self.current_iter = 0
+        self.current_epoch = 0
+        self.train_loss_list = []
+        self.train_acc_list = []
+        self.test_acc_list = []
+        self.seconds_per_iter = None
+        self._x_batch = np.empty((self.batch_size,) + self.x_train.shape[1:], dtype)
+        self._t_batch = np.empty((self.batch_size,) + self.t_train.shape[1:], self.t_train.dtype)
+        self._index = np.empty(self.batch_size, np.int64)
+
+    @staticmethod
+    def _targets(t, x, name, dtype):
+        t = np.asarray(t)
+        if t.ndim == 2 and t.shape[0] == x.shape[0] and t.shape[1] > 1:
+            return v.as_float(t, name, dtype)
+        if t.dtype.kind not in "iu" or t.shape[:1] != x.shape[:1]:
+            raise ValueError(f"{name} must hold {x.shape[0]} integer labels or one-hot rows, "
+                             f"got dtype {t.dtype} and shape {t.shape}")
+        return np.ascontiguousarray(t.reshape(x.shape[0]), dtype=np.int64)
+
+    def train_step(self):
+        """One minibatch step; at each epoch boundary, evaluate the accuracies."""
+        # the book samples with replacement (np.random.choice(train_size, batch_size))
+        self._index[:] = self.rng.integers(0, self.train_size, self.batch_size)
+        # mode="clip": the indices are in range, and mode="raise" would buffer the output
+        np.take(self.x_train, self._index, axis=0, out=self._x_batch, mode="clip")
+        np.take(self.t_train, self._index, axis=0, out=self._t_batch, mode="clip")
+        grads = self.network.gradient(self._x_batch, self._t_batch)
+        loss = getattr(self.network, "last_loss", None)
+        if loss is None:
+            loss = self.network.loss(self._x_batch, self._t_batch)
+        self.optimizer.update(self.network.params, grads)
+        self.train_loss_list.append(float(loss))
+        if self.current_iter % self.iter_per_epoch == 0:
+            self._evaluate()
+        self.current_iter += 1
+
+    def _evaluate(self):
+        self.current_epoch += 1
+        k = self.evaluate_sample_num_per_epoch
+        sl = slice(None) if k is None else slice(0, k)
+        train_acc = self.network.accuracy(self.x_train[sl], self.t_train[sl])
+        test_acc = self.network.accuracy(self.x_test[sl], self.t_test[sl])
+        self.train_acc_list.append(train_acc)
+        self.test_acc_list.append(test_acc)
+        if self.verbose:
+            loss = self.train_loss_list[-1] if self.train_loss_list else float("nan")
+            self._print(f"epoch {self.current_epoch:3d}  iter {self.current_iter:6d}  "
+                        f"loss {loss:.4f}  train acc {train_acc:.4f}  test acc {test_acc:.4f}")
+
+    def _print(self, line):
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def train(self):
+        """Run ``max_iter`` steps; returns the final test accuracy."""
+        self._bar = _progress(self.max_iter, self.verbose)
+        start = time.perf_counter()
+        try:
+            for _ in range(self.max_iter):
+                self.train_step()
+                if self._bar is not None:
+                    self._bar.update()
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = None
+        elapsed = time.perf_counter() - start
+        self.seconds_per_iter = elapsed / max(self.max_iter, 1)
+        test_acc = self.network.accuracy(self.x_test, self.t_test)
+        if self.verbose:
+            print(f"final test acc {test_acc:.4f}  ({self.max_iter} iterations in {elapsed:.2f} s, "
+                  f"{1e6 * self.seconds_per_iter:.0f} us per iteration with evaluations)", flush=True)
+        return test_acc
+
+    _bar = None
+
+
+def plot_training(trainer, path):
+    """Write the loss per step and the accuracies per epoch of a trained ``Trainer`` to a PNG.
+
+    Needs matplotlib (``pip install fastnn[plot]``); the file is written atomically.
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plotting needs matplotlib: pip install 'fastnn[plot]'") from exc
+    from fastnn.io import atomic_open
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(trainer.train_loss_list, lw=0.5)
+    ax_loss.set(xlabel="iteration", ylabel="minibatch loss", yscale="log", title="loss")
+    epochs = np.arange(1, len(trainer.train_acc_list) + 1)
+    ax_acc.plot(epochs, trainer.train_acc_list, "o-", label="train")
+    ax_acc.plot(epochs, trainer.test_acc_list, "s--", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
