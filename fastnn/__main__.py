@@ -41,6 +41,10 @@ def _train(args):
     from fastnn.io import save_params
     from fastnn.trainer import Trainer, plot_training
 
+    if args.threads:
+        from fastnn.threads import set_num_threads
+
+        set_num_threads(args.threads)
     name, ((x_train, t_train), (x_test, t_test)) = _load_data(args.data_dir)
     dtype = np.dtype(args.dtype)
     batches_per_epoch = max(x_train.shape[0] / args.batch_size, 1)
@@ -93,6 +97,11 @@ def _bench(args):
     from fastnn.benchmark import bench
 
     bench(quick=args.quick, threads=args.threads, rounds=args.rounds, json_path=args.json)
+    if args.png:
+        from fastnn.benchmark import scaling_plot
+
+        scaling_plot(args.png, threads=args.threads)
+        print(f"speed-up against batch size written to {args.png}")
 
 
 def _gradcheck(argv):
@@ -127,6 +136,8 @@ def main(argv=None):
     p.add_argument("--plot", default=None, help="write the training curves to this PNG")
     p.add_argument("--compare-reference", action="store_true",
                    help="then run the same training with the NumPy twins, and compare")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the BLAS behind fastnn's GEMMs (default: as configured)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(run=_train)
 
@@ -143,6 +154,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="BLAS/PyTorch threads for all")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds; the median is shown")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--png", metavar="PATH",
+                   help="also plot the step's speed-up against batch size (1 to 10,000)")
     p.set_defaults(run=_bench)
 
     commands.add_parser("gradcheck", help="backprop against numerical gradients (see "

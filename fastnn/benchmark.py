@@ -41,6 +41,7 @@ class Case:
     fastnn: Callable
     reference: Callable
     torch: Optional[Callable] = None
+    rounds: Optional[int] = None  # fewer rounds for a slow case (default: the run's)
     times: dict = field(default_factory=dict)
 
 
@@ -105,16 +106,17 @@ def median_time(fns, rounds=7, min_time=0.02):
     """
     loops = []
     for fn in fns:
-        fn()
-        n, start = 1, time.perf_counter()
-        while True:
-            for _ in range(n):
-                fn()
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-            n *= 2
-            start = time.perf_counter()
+        start = time.perf_counter()
+        fn()  # warm-up; a call slower than min_time is its own sample size
+        n = 1
+        if time.perf_counter() - start < min_time:
+            while True:
+                start = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                if time.perf_counter() - start >= min_time:
+                    break
+                n *= 2
         loops.append(n)
     samples = [[] for _ in fns]
     for _ in range(rounds):
@@ -161,10 +163,31 @@ def _affine_case(n, d, h, dtype, rng):
 
 
 def _mnist_like(rng, n, d=784):
-    # float32 images in [0, 1] with MNIST's share of zero pixels (about 80%)
+    """n MNIST test images when the files are found (FASTNN_DATA or ../shared/datasets),
+    else float32 images in [0, 1] with MNIST's share of zero pixels (about 80%)."""
+    images = _mnist_test_images()
+    if images is not None and n <= len(images[0]):
+        rows = rng.choice(len(images[0]), n, replace=False)
+        return images[0][rows], images[1][rows].astype(np.int64)
     x = rng.random((n, d), dtype=np.float32)
     x[rng.random((n, d)) < 0.8] = 0
     return x, rng.integers(0, 10, n)
+
+
+_MNIST = []
+
+
+def _mnist_test_images():
+    if not _MNIST:
+        from fastnn.datasets import DatasetError, load_mnist
+
+        shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "mnist")
+        data_dir = os.environ.get("FASTNN_DATA") or (shared if os.path.isdir(shared) else None)
+        try:
+            _MNIST.append(load_mnist(data_dir=data_dir, download=False)[1])
+        except (DatasetError, OSError):
+            _MNIST.append(None)
+    return _MNIST[0]
 
 
 def _net_step_case(op, make, n, dtype, rng, torch_sizes, lr=0.1):
@@ -200,6 +223,26 @@ def _five_layer(n, dtype, rng):
         n, dtype, rng, [784] + [100] * 5 + [10])
 
 
+def _predict_case(dtype, rng):
+    x32, t = _mnist_like(rng, 10000)
+    fast_net = N.TwoLayerNet(784, 50, 10, weight_init_std=0.1, dtype=dtype, rng=0)
+    ref_net = RN.TwoLayerNet(784, 50, 10, weight_init_std=0.1, dtype=dtype, rng=0)
+    x_fast = x32.astype(dtype)
+    return Case("predict+accuracy, test set", "10000x784", np.dtype(dtype).name,
+                lambda: fast_net.accuracy(x_fast, t), lambda: ref_net.accuracy(x32, t))
+
+
+def _numerical_gradient_case(rng):
+    x32, t = _mnist_like(rng, 100)
+    fast_net = N.TwoLayerNet(784, 50, 10, rng=0)
+    ref_net = RN.TwoLayerNet(784, 50, 10, rng=0)
+    x = x32.astype(np.float64)
+    # the book's brute force runs 79,520 forward passes: one round of it is enough
+    return Case("numerical gradient, TwoLayerNet", "batch 100", "float64",
+                lambda: fast_net.numerical_gradient(x, t), lambda: ref_net.numerical_gradient(x, t),
+                rounds=1)
+
+
 def cases(quick=False):
     rng = np.random.default_rng(0)
     out = []
@@ -211,6 +254,10 @@ def cases(quick=False):
         shapes = [(100, 10)] if quick else [(100, 10), (1000, 10), (10000, 1000)]
         out += [_softmax_loss_case(n, k, dtype, rng) for n, k in shapes]
         out += [_affine_case(100, 784, 50, dtype, rng), _affine_case(100, 50, 10, dtype, rng)]
+        if not quick:
+            out.append(_predict_case(dtype, rng))
+    if not quick:
+        out.append(_numerical_gradient_case(rng))
     return out
 
 
@@ -273,7 +320,7 @@ def run(selected, rounds=7, min_time=0.02, progress=None):
     for case in selected:
         names = ["fastnn", "reference"] + (["torch"] if case.torch else [])
         fns = [getattr(case, name) for name in names]
-        for name, t in zip(names, median_time(fns, rounds, min_time)):
+        for name, t in zip(names, median_time(fns, min(rounds, case.rounds or rounds), min_time)):
             case.times[name] = t
         if progress:
             progress(case)
@@ -300,6 +347,42 @@ def table(selected):
     line = lambda row: "| " + " | ".join(str(v).ljust(w) for v, w in zip(row, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(head), sep] + [line(r) for r in rows])
+
+
+def scaling_plot(path, threads=None, rounds=5, batches=(1, 10, 100, 1000, 10000)):
+    """Write a PNG of the TwoLayerNet step's speed-up over its twin (and PyTorch) against the
+    batch size; returns the measured cases.  Needs matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("the plot needs matplotlib: pip install 'fastnn[plot]'") from exc
+    from threadpoolctl import threadpool_limits
+
+    from fastnn.io import atomic_open
+
+    rng = np.random.default_rng(0)
+    with threadpool_limits(limits=threads):
+        measured = run([_two_layer(n, dt, rng) for dt in (np.float32, np.float64) for n in batches],
+                       rounds=rounds, min_time=0.02)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for dtype, marker in (("float32", "o"), ("float64", "s")):
+        rows = [c for c in measured if c.dtype == dtype]
+        ax.plot(batches, [c.times["reference"] / c.times["fastnn"] for c in rows],
+                marker + "-", label=f"vs NumPy twin, {dtype}")
+        if all("torch" in c.times for c in rows):
+            ax.plot(batches, [c.times["torch"] / c.times["fastnn"] for c in rows],
+                    marker + "--", label=f"vs PyTorch, {dtype}")
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.set(xscale="log", xlabel="batch size", ylabel="speed-up (other time / fastnn time)",
+           title=f"TwoLayerNet(784, 50, 10) training step, {threads or 'default'} BLAS threads")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return measured
 
 
 def bench(quick=False, threads=None, rounds=7, json_path=None, out=sys.stdout):

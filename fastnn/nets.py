@@ -99,9 +99,11 @@ class _Network:
         # the book calls it lastLayer in TwoLayerNet and last_layer in MultiLayerNet
         self.last_layer = self.lastLayer = SoftmaxWithLoss(exact=self.exact_loss)
 
+        self._affines = [layer for name, layer in self.layers.items() if name.startswith("Affine")]
         self._sizes = list(sizes)
         self._code = _ACTIVATION_CODES[activation]
         self._workspaces = {}
+        self._checked_weights = None
         self._dW = [np.empty((sizes[i], sizes[i + 1]), self.dtype) for i in range(len(sizes) - 1)]
         self._db = [np.empty(sizes[i + 1], self.dtype) for i in range(len(sizes) - 1)]
         self._grads = {}
@@ -111,7 +113,8 @@ class _Network:
 
     @property
     def affine_layers(self):
-        return [layer for name, layer in self.layers.items() if name.startswith("Affine")]
+        """The Affine layers, first to last."""
+        return self._affines
 
     # --- the compiled path -------------------------------------------------------------------
     # It runs the whole network in one call whenever the layers' weights are the network's own
@@ -122,8 +125,16 @@ class _Network:
     def _compiled_weights(self, x_dtype):
         if x_dtype != self.dtype:
             return None
+        affines = self.affine_layers
+        cached = self._checked_weights
+        # the same arrays as last time, still of their shapes (which in-place assignment to
+        # .shape could change): nothing else about them can have changed
+        if cached is not None and len(affines) == len(cached[0]) and all(
+                layer.W is W and layer.b is b and W.shape == (i, o) and b.shape == (o,)
+                for layer, W, b, i, o in zip(affines, *cached, self._sizes, self._sizes[1:])):
+            return cached
         Ws, bs = [], []
-        for layer, size_in, size_out in zip(self.affine_layers, self._sizes, self._sizes[1:]):
+        for layer, size_in, size_out in zip(affines, self._sizes, self._sizes[1:]):
             W, b = layer.W, layer.b
             if not (isinstance(W, np.ndarray) and isinstance(b, np.ndarray)
                     and W.dtype == self.dtype and b.dtype == self.dtype
@@ -132,7 +143,8 @@ class _Network:
                 return None
             Ws.append(W)
             bs.append(b)
-        return Ws, bs
+        self._checked_weights = Ws, bs
+        return self._checked_weights
 
     def _workspace(self, n):
         ws = self._workspaces.get(n)

@@ -74,12 +74,10 @@ cdef void _backward(int L, const int *sizes, int n, const floating *x, floating 
     # on entry a[L-1] holds d loss / d logits
     cdef floating *delta = a[L - 1]
     cdef floating *nxt
-    cdef const floating *inp
     cdef int l
     for l in range(L - 1, -1, -1):
-        inp = x if l == 0 else a[l - 1]
-        gemm(True, False, sizes[l], sizes[l + 1], n, 1, inp, sizes[l], delta, sizes[l + 1],
-             0, dW[l], sizes[l + 1])
+        gemm(True, False, sizes[l], sizes[l + 1], n, 1, x if l == 0 else a[l - 1], sizes[l],
+             delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
         if floating is float:
             fnn_column_sum_f32(delta, db[l], n, sizes[l + 1])
             if decay != 0:
@@ -157,6 +155,14 @@ def forward(list Ws,      # IN  L weights (sizes[l], sizes[l+1])
                              <double **> a.p, activation)
 
 
+def loss(list Ws, list bs, x, t, bint labels, list a_out, row_loss_out, int activation,
+         bint exact):
+    """Mean loss (without weight decay) of the network on one batch; the gradient of the
+    logits is left in ``a_out[-1]`` as a by-product of the fused loss pass."""
+    return _run(Ws, bs, x, t, labels, a_out, None, None, None, None, row_loss_out, activation,
+                exact, 0)
+
+
 def gradient(list Ws,            # IN  L weights
              list bs,            # IN  L biases
              x,                  # IN  (n, sizes[0]), n >= 1
@@ -169,32 +175,44 @@ def gradient(list Ws,            # IN  L weights
              row_loss_out,       # OUT (n,) float64
              int activation, bint exact, double weight_decay_lambda):
     """Loss (without weight decay) and gradients of the network on one batch."""
+    return _run(Ws, bs, x, t, labels, a_out, dW_out, db_out, s0, s1, row_loss_out, activation,
+                exact, weight_decay_lambda)
+
+
+cdef double _run(list Ws, list bs, x, t, bint labels, list a_out, list dW_out, list db_out,
+                 s0, s1, row_loss_out, int activation, bint exact, double decay):
+    """Forward and loss, then backward unless ``dW_out`` is None."""
     cdef _Sizes sz = _Sizes(Ws)
     cdef _Pointers W = _Pointers(Ws), b = _Pointers(bs), a = _Pointers(a_out)
-    cdef _Pointers dW = _Pointers(dW_out), db = _Pointers(db_out)
+    cdef bint backward = dW_out is not None
+    cdef _Pointers dW = _Pointers(dW_out if backward else [])
+    cdef _Pointers db = _Pointers(db_out if backward else [])
     cdef int n = x.shape[0], L = sz.L
-    cdef void *xp = _data(x)
     cdef void *tp = _data(t)
-    cdef void *s0p = _data(s0)
-    cdef void *s1p = _data(s1)
+    cdef void *s0p = _data(s0) if backward else NULL
+    cdef void *s1p = _data(s1) if backward else NULL
     cdef double *rl = <double *> _data(row_loss_out)
-    cdef double loss
+    cdef void *xp = _data(x)
+    cdef double result
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_FLOAT32:
             _forward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> b.p,
                             <float **> a.p, activation)
-            loss = _loss_grad[float](<float *> a.p[L - 1], tp, labels, rl, n, sz.s[L], exact)
-            _backward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> a.p,
-                             <float **> dW.p, <float **> db.p, <float *> s0p, <float *> s1p,
-                             activation, <float> weight_decay_lambda)
+            result = _loss_grad[float](<float *> a.p[L - 1], tp, labels, rl, n, sz.s[L], exact)
+            if backward:
+                _backward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> a.p,
+                                 <float **> dW.p, <float **> db.p, <float *> s0p,
+                                 <float *> s1p, activation, <float> decay)
         else:
             _forward[double](L, sz.s, n, <double *> xp, <double **> W.p, <double **> b.p,
                              <double **> a.p, activation)
-            loss = _loss_grad[double](<double *> a.p[L - 1], tp, labels, rl, n, sz.s[L], exact)
-            _backward[double](L, sz.s, n, <double *> xp, <double **> W.p, <double **> a.p,
-                              <double **> dW.p, <double **> db.p, <double *> s0p,
-                              <double *> s1p, activation, weight_decay_lambda)
-    return loss
+            result = _loss_grad[double](<double *> a.p[L - 1], tp, labels, rl, n, sz.s[L],
+                                        exact)
+            if backward:
+                _backward[double](L, sz.s, n, <double *> xp, <double **> W.p, <double **> a.p,
+                                  <double **> dW.p, <double **> db.p, <double *> s0p,
+                                  <double *> s1p, activation, decay)
+    return result
 
 
 def count_argmax_hits(const floating[:, ::1] scores,  # IN  (n, k)
@@ -215,26 +233,3 @@ def count_argmax_hits(const floating[:, ::1] scores,  # IN  (n, k)
                         best = j
             hits += best == labels[i]
     return hits
-
-
-def loss(list Ws, list bs, x, t, bint labels, list a_out, row_loss_out, int activation,
-         bint exact):
-    """Mean loss (without weight decay) of the network on one batch; the gradient of the
-    logits is left in ``a_out[-1]`` as a by-product of the fused loss pass."""
-    cdef _Sizes sz = _Sizes(Ws)
-    cdef _Pointers W = _Pointers(Ws), b = _Pointers(bs), a = _Pointers(a_out)
-    cdef int n = x.shape[0], L = sz.L
-    cdef void *xp = _data(x)
-    cdef void *tp = _data(t)
-    cdef double *rl = <double *> _data(row_loss_out)
-    cdef double result
-    with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_FLOAT32:
-            _forward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> b.p,
-                            <float **> a.p, activation)
-            result = _loss_grad[float](<float *> a.p[L - 1], tp, labels, rl, n, sz.s[L], exact)
-        else:
-            _forward[double](L, sz.s, n, <double *> xp, <double **> W.p, <double **> b.p,
-                             <double **> a.p, activation)
-            result = _loss_grad[double](<double *> a.p[L - 1], tp, labels, rl, n, sz.s[L], exact)
-    return result

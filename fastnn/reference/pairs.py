@@ -103,6 +103,13 @@ def _net_inputs(rng, n, k, dtype):
     return rng.random((n, k)).astype(dtype), _labels(rng, n, 10)
 
 
+def _sparse_net_inputs(rng, n, k, dtype):
+    """Mostly zeros, as MNIST images are: the compiled first layer takes its sparse path."""
+    x = rng.random((n, k)).astype(dtype)
+    x[rng.random((n, k)) < 0.8] = 0
+    return x, _labels(rng, n, 10)
+
+
 PAIRS = [
     Pair("sigmoid", lambda api, x: api.F.sigmoid(x), lambda r, n, k, dt: (_x(r, n, k, dt, 10),)),
     Pair("sigmoid_grad", lambda api, x: api.F.sigmoid_grad(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
@@ -142,6 +149,13 @@ PAIRS = [
          lambda r, n, k, dt: (_x(r, n, k, dt), r.integers(0, 2, (n, k)).astype(dt))),
     Pair("TwoLayerNet", _net_step(lambda api, d, dt: api.N.TwoLayerNet(d, 16, 10, 0.1, dtype=dt, rng=0)),
          _net_inputs),
+    Pair("TwoLayerNet[sparse input]",
+         _net_step(lambda api, d, dt: api.N.TwoLayerNet(d, 50, 10, 0.1, dtype=dt, rng=0)),
+         _sparse_net_inputs),
+    Pair("MultiLayerNet[sigmoid, sparse input]",
+         _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [70, 9], 10, "sigmoid", "sigmoid",
+                                                          dtype=dt, rng=4, exact_loss=True)),
+         _sparse_net_inputs),
     Pair("MultiLayerNet[relu]",
          _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9, 7], 10, dtype=dt, rng=1,
                                                           weight_decay_lambda=0.01)),
