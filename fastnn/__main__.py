@@ -27,17 +27,18 @@ def _load_data(data_dir, offline_fallback=True):
         return "digits", load_digits(normalize=True, flatten=True)
 
 
-def _make_network(api, args, input_size, output_size, dtype):
-    if args.hidden == [50] and args.activation == "relu" and not args.weight_decay:
-        return api.TwoLayerNet(input_size, 50, output_size, weight_init_std=0.01, dtype=dtype,
-                               rng=args.seed)
-    return api.MultiLayerNet(input_size, args.hidden, output_size, activation=args.activation,
-                             weight_init_std=args.activation, weight_decay_lambda=args.weight_decay,
-                             dtype=dtype, rng=args.seed)
+def _make_network(args, input_size, output_size, dtype):
+    from fastnn.nets import MultiLayerNet, TwoLayerNet
+
+    if len(args.hidden) == 1 and args.activation == "relu" and not args.weight_decay:
+        return TwoLayerNet(input_size, args.hidden[0], output_size, weight_init_std=0.01,
+                           dtype=dtype, rng=args.seed)
+    return MultiLayerNet(input_size, args.hidden, output_size, activation=args.activation,
+                         weight_init_std=args.activation, weight_decay_lambda=args.weight_decay,
+                         dtype=dtype, rng=args.seed)
 
 
 def _train(args):
-    from fastnn import nets
     from fastnn.io import save_params
     from fastnn.trainer import Trainer, plot_training
 
@@ -53,32 +54,37 @@ def _train(args):
           f"{iters} iterations of batch {args.batch_size}, {args.optimizer} lr {args.lr}, "
           f"{dtype.name}, hidden {args.hidden} {args.activation}", flush=True)
 
-    runs = [("fastnn", nets)]
+    network = _make_network(args, x_train.shape[1], 10, dtype)
+    trainer = Trainer(network, x_train, t_train, x_test, t_test, mini_batch_size=args.batch_size,
+                      optimizer=args.optimizer, optimizer_param={"lr": args.lr},
+                      verbose=not args.quiet, seed=args.seed, max_iter=iters)
+    start = time.perf_counter()
+    accuracy = trainer.train()
+    wall = time.perf_counter() - start
+    print(f"fastnn: test accuracy {accuracy:.4f}, {wall:.2f} s for {iters} iterations with "
+          f"evaluations, {1e6 * trainer.seconds_per_iter:.0f} us per iteration", flush=True)
+    if args.save:
+        save_params(args.save, network.params)
+        print(f"weights saved to {args.save}")
+    if args.plot:
+        plot_training(trainer, args.plot)
+        print(f"training curves written to {args.plot}")
+
     if args.compare_reference:
-        from fastnn.reference import nets as reference_nets
-        runs.append(("reference", reference_nets))
-    results = {}
-    for label, api in runs:
-        network = _make_network(api, args, x_train.shape[1], 10, dtype)
-        trainer = Trainer(network, x_train, t_train, x_test, t_test, mini_batch_size=args.batch_size,
-                          optimizer=args.optimizer, optimizer_param={"lr": args.lr},
-                          verbose=not args.quiet, seed=args.seed, max_iter=iters)
-        print(f"--- {label} ---", flush=True)
+        from fastnn.reference.train import train_neuralnet
+
+        print("--- the same run with the book's train_neuralnet.py over the NumPy twins ---",
+              flush=True)
         start = time.perf_counter()
-        accuracy = trainer.train()
-        results[label] = (time.perf_counter() - start, trainer.seconds_per_iter, accuracy)
-        if label == "fastnn":
-            if args.save:
-                save_params(args.save, network.params)
-                print(f"weights saved to {args.save}")
-            if args.plot:
-                plot_training(trainer, args.plot)
-                print(f"training curves written to {args.plot}")
-    for label, (wall, per_iter, accuracy) in results.items():
-        print(f"{label:9s}  test accuracy {accuracy:.4f}  wall {wall:.2f} s  "
-              f"{1e6 * per_iter:.0f} us/iteration (with evaluations)")
-    if len(results) == 2:
-        print(f"speed-up {results['reference'][0] / results['fastnn'][0]:.2f}x")
+        book_net, *_ = train_neuralnet(x_train, t_train, x_test, t_test, iters_num=iters,
+                                       batch_size=args.batch_size, learning_rate=args.lr,
+                                       hidden_size=args.hidden[0], seed=args.seed,
+                                       verbose=not args.quiet)
+        book_wall = time.perf_counter() - start
+        book_accuracy = book_net.accuracy(x_test, t_test)
+        print(f"book:   test accuracy {book_accuracy:.4f}, {book_wall:.2f} s, "
+              f"{1e6 * book_wall / max(iters, 1):.0f} us per iteration")
+        print(f"fastnn is {book_wall / wall:.2f}x faster")
 
 
 def _predict(args):
@@ -86,7 +92,8 @@ def _predict(args):
     from fastnn.nets import MultiLayerNet
 
     params = load_params(args.weights)
-    network = MultiLayerNet.from_params(params, activation=args.activation)
+    activation = args.activation or ("sigmoid" if args.weights.endswith((".pkl", ".pickle")) else "relu")
+    network = MultiLayerNet.from_params(params, activation=activation)
     _, (_, (x_test, t_test)) = _load_data(args.data_dir, offline_fallback=False)
     accuracy = network.accuracy(x_test, t_test)
     print(f"{args.weights}: test accuracy {accuracy:.4f} "
@@ -135,23 +142,27 @@ def main(argv=None):
                    "(.npz, or .pkl for the book's pickle); '' to skip")
     p.add_argument("--plot", default=None, help="write the training curves to this PNG")
     p.add_argument("--compare-reference", action="store_true",
-                   help="then run the same training with the NumPy twins, and compare")
+                   help="then run the book's train_neuralnet.py (NumPy twins, float64, SGD) "
+                        "for as many iterations, and compare")
     p.add_argument("--threads", type=int, default=None,
-                   help="threads of the BLAS behind fastnn's GEMMs (default: as configured)")
+                   help="most BLAS threads for fastnn's large GEMMs (default 1, see "
+                        "fastnn.threads)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(run=_train)
 
     p = commands.add_parser("predict", help="test accuracy of saved weights")
     p.add_argument("weights", help=".npz or the book's .pkl (e.g. sample_weight.pkl)")
-    p.add_argument("--activation", choices=["relu", "sigmoid", "identity"], default="sigmoid",
-                   help="hidden activation the weights were trained with (the book's "
-                        "sample_weight.pkl: sigmoid)")
+    p.add_argument("--activation", choices=["relu", "sigmoid", "identity"], default=None,
+                   help="hidden activation the weights were trained with; default relu for "
+                        ".npz (fastnn train's networks), sigmoid for .pkl (the book's "
+                        "sample_weight.pkl)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(run=_predict)
 
     p = commands.add_parser("bench", help="side-by-side speed table against the NumPy twins")
     p.add_argument("--quick", action="store_true", help="few cases and rounds (a smoke run)")
-    p.add_argument("--threads", type=int, default=None, help="BLAS/PyTorch threads for all")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads of every implementation: BLAS, fastnn, PyTorch (default 1)")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds; the median is shown")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--png", metavar="PATH",

@@ -9,6 +9,7 @@ process, interleaved round by round, so that the machine's drift hits them alike
 For a fair comparison against NumPy on a machine that sets OPENBLAS_CORETYPE or
 OPENBLAS_L2_SIZE, run with both unset: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``.
 """
+import contextlib
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ from fastnn import nets as N
 from fastnn.reference import functions as RF
 from fastnn.reference import layers as RL
 from fastnn.reference import nets as RN
+from fastnn.threads import MIN_WORK_PER_THREAD, get_num_threads
 
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MALLOC_MMAP_THRESHOLD_")
 
@@ -62,6 +64,7 @@ def environment():
             for info in threadpool_info()
         ],
         "variables": {name: os.environ.get(name) for name in BLAS_VARIABLES},
+        "fastnn_threads": get_num_threads(),
     }
     try:
         import Cython
@@ -85,6 +88,8 @@ def format_environment(env):
             f"BLAS: {lib['internal_api']} {lib['version']} kernel {lib['architecture']} "
             f"threads {lib['num_threads']}  ({os.path.basename(lib['filepath'] or '')})"
         )
+    lines.append(f"fastnn: up to {env['fastnn_threads']} BLAS thread(s), one below "
+                 f"{MIN_WORK_PER_THREAD:,} multiply-adds per thread (fastnn.threads)")
     lines.append("variables: " + ", ".join(
         f"{k}={'unset' if v is None else v}" for k, v in env["variables"].items()))
     return "\n".join(lines)
@@ -192,7 +197,9 @@ def _mnist_test_images():
 
 def _net_step_case(op, make, n, dtype, rng, torch_sizes, lr=0.1):
     x32, t = _mnist_like(rng, n)
-    fast_net, ref_net = make(N, dtype), make(RN, dtype)
+    # the reference is the book's code as written, float32 images into float64 weights,
+    # whatever fastnn's dtype: the baseline a user of the book's code starts from
+    fast_net, ref_net = make(N, dtype), make(RN, np.float64)
     x_fast = x32.astype(dtype)  # fastnn: data cast once, up front, to the network's dtype
 
     def fast_step():
@@ -336,6 +343,14 @@ def _fmt_time(seconds):
     return f"{seconds / 1e-9:.3g} ns"
 
 
+NOTES = [
+    "reference of the network steps: the book's code as written (float32 images into float64 "
+    "weights); elsewhere the NumPy twin in the row's dtype",
+    "speed-up = reference time / fastnn time; vs torch = PyTorch time / fastnn time "
+    "(same dtype and threads)",
+]
+
+
 def table(selected):
     head = ("operation", "shape", "dtype", "fastnn", "reference", "speed-up", "torch", "vs torch")
     rows = []
@@ -349,7 +364,7 @@ def table(selected):
     return "\n".join([line(head), sep] + [line(r) for r in rows])
 
 
-def scaling_plot(path, threads=None, rounds=5, batches=(1, 10, 100, 1000, 10000)):
+def scaling_plot(path, threads=1, rounds=5, batches=(1, 10, 100, 1000, 10000)):
     """Write a PNG of the TwoLayerNet step's speed-up over its twin (and PyTorch) against the
     batch size; returns the measured cases.  Needs matplotlib."""
     try:
@@ -358,12 +373,10 @@ def scaling_plot(path, threads=None, rounds=5, batches=(1, 10, 100, 1000, 10000)
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError("the plot needs matplotlib: pip install 'fastnn[plot]'") from exc
-    from threadpoolctl import threadpool_limits
-
     from fastnn.io import atomic_open
 
     rng = np.random.default_rng(0)
-    with threadpool_limits(limits=threads):
+    with same_threads(threads):
         measured = run([_two_layer(n, dt, rng) for dt in (np.float32, np.float64) for n in batches],
                        rounds=rounds, min_time=0.02)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -376,7 +389,7 @@ def scaling_plot(path, threads=None, rounds=5, batches=(1, 10, 100, 1000, 10000)
                     marker + "--", label=f"vs PyTorch, {dtype}")
     ax.axhline(1, color="gray", lw=0.8)
     ax.set(xscale="log", xlabel="batch size", ylabel="speed-up (other time / fastnn time)",
-           title=f"TwoLayerNet(784, 50, 10) training step, {threads or 'default'} BLAS threads")
+           title=f"TwoLayerNet(784, 50, 10) training step, {threads} thread(s)")
     ax.legend()
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
@@ -385,21 +398,33 @@ def scaling_plot(path, threads=None, rounds=5, batches=(1, 10, 100, 1000, 10000)
     return measured
 
 
-def bench(quick=False, threads=None, rounds=7, json_path=None, out=sys.stdout):
-    """Run the side-by-side benchmark and print its table; returns the cases with times.
-
-    ``threads`` sets the BLAS (and PyTorch) thread count for every implementation alike.
-    """
+@contextlib.contextmanager
+def same_threads(threads):
+    """Every implementation on ``threads`` threads: NumPy's and SciPy's BLAS, fastnn's limit
+    and PyTorch's pool."""
     from threadpoolctl import threadpool_limits
 
+    from fastnn.threads import num_threads
+
     torch = _torch()
-    if torch is not None and threads:
+    if torch is not None:
         torch.set_num_threads(threads)
-    with threadpool_limits(limits=threads):
+    with threadpool_limits(limits=threads), num_threads(threads):
+        yield
+
+
+def bench(quick=False, threads=1, rounds=7, json_path=None, out=sys.stdout):
+    """Run the side-by-side benchmark and print its table; returns the cases with times.
+
+    ``threads`` is the thread count of every implementation alike.
+    """
+    with same_threads(threads):
         env = environment()
         print(format_environment(env), file=out, flush=True)
         selected = run(cases(quick), rounds=rounds, min_time=0.005 if quick else 0.05)
     print(table(selected), file=out, flush=True)
+    for note in NOTES:
+        print(note, file=out)
     if json_path:
         from fastnn.io import atomic_open
 

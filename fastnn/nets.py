@@ -15,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 
 from fastnn import _validation as v
+from fastnn import threads
 from fastnn._kernels import _network
 from fastnn._kernels._network import count_argmax_hits
 from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
@@ -34,6 +35,8 @@ class _Workspace:
 
     def __init__(self, sizes, n, dtype):
         self.n = n
+        # the largest GEMM of a pass decides its BLAS threads (fastnn.threads)
+        self.work = n * max(a * b for a, b in zip(sizes, sizes[1:]))
         self.a = [np.empty((n, s), dtype) for s in sizes[1:]]
         width = max(sizes[1:-1], default=1)
         self.s0 = np.empty((n, width), dtype)
@@ -152,6 +155,7 @@ class _Network:
             if len(self._workspaces) >= 4:  # batch sizes come and go; keep the latest few
                 self._workspaces.pop(next(iter(self._workspaces)))
             ws = self._workspaces[n] = _Workspace(self._sizes, n, self.dtype)
+        threads.for_work(ws.work)
         return ws
 
     def _prepare(self, x):

@@ -1,20 +1,33 @@
 """The one place where fastnn sets thread counts.
 
 fastnn's compiled GEMMs call the BLAS that SciPy ships (through ``scipy.linalg.cython_blas``);
-its own kernels are single-threaded.  So "fastnn's threads" are that BLAS library's threads,
-controlled here through threadpoolctl.  Setting them affects SciPy's BLAS for the whole
-process, and nothing else: NumPy's BLAS (a separate library) keeps its own setting.
+its own C kernels are single-threaded.  "fastnn's threads" are that BLAS library's threads,
+set here through threadpoolctl, per call, by the size of the work:
 
-Two BLAS pools of 2 threads each on a 2-core machine oversubscribe it: while one library's
-threads spin waiting for work, the other's starve.  When comparing fastnn with NumPy code,
-give both libraries the same count with ``threadpoolctl.threadpool_limits`` (as
-``python -m fastnn bench --threads N`` does).
+* a call whose largest GEMM has fewer than ``MIN_WORK_PER_THREAD`` multiply-adds per thread
+  runs on one thread (the cost of waking a second thread exceeds its share of the work);
+* larger calls run on up to ``set_num_threads(n)`` threads, 1 by default.
+
+The default is one thread because measurement on a shared 2-core machine found OpenBLAS's
+second thread erratic: the book's 10,000-step MNIST training ran 18x slower on two threads than
+on one while other processes were busy (two spinning BLAS pools, NumPy's and SciPy's, on two
+cores starve each other).  Where cores are free, ``set_num_threads(2)`` speeds up large batches.
+
+Setting the count changes SciPy's BLAS for the whole process; NumPy's BLAS (a separate
+library) keeps its own.  To compare fastnn with NumPy code, give both libraries the same count
+with ``threadpoolctl.threadpool_limits`` and ``set_num_threads`` (as ``python -m fastnn bench
+--threads N`` does).
 """
 import contextlib
 import os
 
-__all__ = ["get_num_threads", "set_num_threads", "num_threads"]
+__all__ = ["get_num_threads", "set_num_threads", "num_threads", "MIN_WORK_PER_THREAD"]
 
+# Multiply-adds below which a second BLAS thread costs more than it saves (batch 100 of
+# 784x50 is 3.9 million; batch 1000, 39 million).
+MIN_WORK_PER_THREAD = 16_000_000
+
+_max_threads = 1
 _controller = None
 
 
@@ -39,29 +52,34 @@ def _blas():
 
 
 def get_num_threads():
-    """Threads of the BLAS behind fastnn's GEMMs (None if threadpoolctl cannot tell)."""
-    lib = _blas()
-    return lib.num_threads if lib is not None else None
+    """The most BLAS threads fastnn's compiled calls use."""
+    return _max_threads
 
 
 def set_num_threads(n):
-    """Run fastnn's GEMMs (SciPy's BLAS) on ``n`` threads; returns the previous count."""
-    if not isinstance(n, int) or n < 1:
+    """Let fastnn's large GEMMs use up to ``n`` BLAS threads; returns the previous limit."""
+    global _max_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    lib = _blas()
-    if lib is None:
-        return None
-    previous = lib.num_threads
-    lib.set_num_threads(n)
+    previous, _max_threads = _max_threads, n
     return previous
 
 
 @contextlib.contextmanager
 def num_threads(n):
-    """``with num_threads(1): ...`` runs fastnn's GEMMs on ``n`` threads inside the block."""
+    """``with num_threads(2): ...``: ``set_num_threads(n)`` inside the block only."""
     previous = set_num_threads(n)
     try:
         yield
     finally:
-        if previous is not None:
-            set_num_threads(previous)
+        set_num_threads(previous)
+
+
+def for_work(multiply_adds):
+    """Set SciPy's BLAS to the thread count for a call of this much work (see module doc)."""
+    lib = _blas()
+    if lib is None:
+        return
+    wanted = max(1, min(_max_threads, multiply_adds // MIN_WORK_PER_THREAD))
+    if lib.num_threads != wanted:
+        lib.set_num_threads(wanted)
