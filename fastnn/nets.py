@@ -37,6 +37,7 @@ class _Workspace:
         self.n = n
         # the largest GEMM of a pass decides its BLAS threads (fastnn.threads)
         self.work = n * max(a * b for a, b in zip(sizes, sizes[1:]))
+        self.x = np.empty((n, sizes[0]), dtype)  # an input block cast to the network's dtype
         self.a = [np.empty((n, s), dtype) for s in sizes[1:]]
         width = max(sizes[1:-1], default=1)
         self.s0 = np.empty((n, width), dtype)
@@ -158,16 +159,40 @@ class _Network:
         threads.for_work(ws.work)
         return ws
 
-    def _prepare(self, x):
-        """(x as a C-contiguous (n, features) batch, one-sample flag, compiled weights or None)."""
-        dtype = v.compute_dtype(("x", x), ("W1", self.params["W1"]))
-        x2, single = v.as_batch(x, "x", dtype)
+    def _prepare(self, x, cast=True):
+        """(x as an (n, features) batch, one-sample flag, compiled weights or None).
+
+        With ``cast=False`` the batch keeps its own dtype and layout: predict and accuracy
+        cast it block by block, so a large data set is never copied whole.
+        """
+        dtype = v.compute_dtype(("x", x), ("W1", self._affines[0].W))
+        if cast:
+            x2, single = v.as_batch(x, "x", dtype)
+        else:
+            x = np.asarray(x)
+            if x.ndim == 0:
+                raise ValueError("x must have at least one dimension, got a scalar")
+            single = x.ndim == 1
+            x2 = x.reshape(1 if single else x.shape[0], -1 if x.size else self._sizes[0])
         if x2.shape[1] != self._sizes[0]:
             raise ValueError(
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
                 f"takes {self._sizes[0]}"
             )
         return x2, single, self._compiled_weights(dtype)
+
+    def _blocks(self, x2):
+        """(start, stop, workspace, block) over blocks of rows of x2, each block C-contiguous
+        in the network's dtype (cast into the workspace where it is not)."""
+        n = x2.shape[0]
+        ws = self._workspace(min(_BLOCK_ROWS, n))
+        for start in range(0, n, _BLOCK_ROWS):
+            stop = min(start + _BLOCK_ROWS, n)
+            block = x2[start:stop]
+            if block.dtype != self.dtype or not block.flags.c_contiguous:
+                np.copyto(ws.x[:stop - start], block, casting="unsafe")
+                block = ws.x[:stop - start]
+            yield start, stop, ws, block
 
     def _targets(self, x2, t):
         kind, t = v.as_targets(t, (x2.shape[0], self._sizes[-1]))
@@ -177,16 +202,15 @@ class _Network:
 
     def predict(self, x):
         """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,)."""
-        x2, single, weights = self._prepare(x)
+        x2, single, weights = self._prepare(x, cast=False)
         if weights is None:
             for layer in self.layers.values():
                 x = layer.forward(x)
             return x
         out = np.empty((x2.shape[0], self._sizes[-1]), self.dtype)
-        for start in range(0, x2.shape[0], _BLOCK_ROWS):
-            stop = min(start + _BLOCK_ROWS, x2.shape[0])
-            buffers = self._workspace(min(_BLOCK_ROWS, x2.shape[0])).rows(stop - start)
-            _network.forward(*weights, x2[start:stop], buffers[:-1] + [out[start:stop]], self._code)
+        for start, stop, ws, block in self._blocks(x2):
+            _network.forward(*weights, block, ws.rows(stop - start)[:-1] + [out[start:stop]],
+                             self._code)
         return out[0] if single else out
 
     def _weight_decay(self):
@@ -208,7 +232,7 @@ class _Network:
 
     def accuracy(self, x, t):
         """Fraction of rows of ``x`` whose argmax score equals the label (or one-hot argmax)."""
-        x2, _, weights = self._prepare(x)
+        x2, _, weights = self._prepare(x, cast=False)
         n, k = x2.shape[0], self._sizes[-1]
         t = np.asarray(t)
         if t.ndim != 1 and t.shape == (n, k):
@@ -217,10 +241,9 @@ class _Network:
         if weights is None or n == 0:
             return np.sum(np.argmax(self.predict(x2), axis=-1) == t) / float(n)
         hits = 0
-        for start in range(0, n, _BLOCK_ROWS):
-            stop = min(start + _BLOCK_ROWS, n)
-            buffers = self._workspace(min(_BLOCK_ROWS, n)).rows(stop - start)
-            _network.forward(*weights, x2[start:stop], buffers, self._code)
+        for start, stop, ws, block in self._blocks(x2):
+            buffers = ws.rows(stop - start)
+            _network.forward(*weights, block, buffers, self._code)
             hits += count_argmax_hits(buffers[-1], t[start:stop])
         return hits / float(n)
 

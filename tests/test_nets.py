@@ -143,3 +143,21 @@ def test_network_input_errors(rng):
         net.gradient(np.ones((3, 12)), [0, 1, 4])
     with pytest.raises(ValueError, match=r"\(3,\)"):
         net.loss(np.ones((3, 12)), [0, 1])
+
+
+def test_inference_casts_block_by_block(rng):
+    # float32 data into a float64 network: never a float64 copy of the whole data set
+    import tracemalloc
+
+    net = N.TwoLayerNet(64, 8, 4, rng=0)
+    x = rng.random((20000, 64)).astype(np.float32)
+    t = rng.integers(0, 4, 20000)
+    net.accuracy(x[:10], t[:10])  # workspaces
+    tracemalloc.start()
+    try:
+        acc = net.accuracy(x, t)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < x.size * 8 // 4, peak
+    assert acc == R.TwoLayerNet(64, 8, 4, rng=0).accuracy(x, t)

@@ -117,7 +117,7 @@ def test_command_trains_saves_and_predicts(tmp_path, capsys):
           "--save", str(weights), "--quiet"])
     out = capsys.readouterr().out
     assert "MNIST: 60000 training and 10000 test images" in out
-    accuracy = float(out.split("test accuracy")[1].split()[0])
+    accuracy = float(out.split("fastnn: test accuracy")[1].split(",")[0])
     assert accuracy > 0.85
     main(["predict", str(weights), "--activation", "relu", "--data-dir", str(MNIST)])
     assert f"test accuracy {accuracy:.4f}" in capsys.readouterr().out
