@@ -26,8 +26,8 @@ directives = {
     "embedsignature": True,
 }
 
-# -O3 without -march=native: the wheel must run on any x86-64 (or other) CPU.  The few kernels
-# that profit from AVX2/AVX-512 pick them at run time (target_clones in src_c/fnn_common.h).
+# -O3 without -march=native: the wheel must run on any x86-64 (or other) CPU.  The kernels that
+# profit from AVX2 are built twice and picked at load time (target_clones in src_c/fnn_numgrad.c).
 compile_args = ["-O0", "-g"] if DEBUG or SANITIZE else ["-O3"]
 compile_args += ["-fno-math-errno", "-Wno-unused-function"]
 link_args = []

@@ -287,6 +287,7 @@ class _Network:
         from fastnn.gradient import network_numerical_gradient
 
         affines = self.affine_layers
+        threads.for_work(0)  # the sweep's GEMMs are small: one BLAS thread
         dWs, dbs = network_numerical_gradient(
             [layer.W for layer in affines], [layer.b for layer in affines], x, t,
             activation=self.activation, exact_loss=self.exact_loss,
@@ -348,6 +349,8 @@ class MultiLayerNet(_Network):
         dtypes = {np.asarray(a).dtype for a in params.values()}
         if len(dtypes) != 1:
             raise TypeError(f"params must share one dtype, got {sorted(map(str, dtypes))}")
+        if np.ndim(params["W1"]) != 2:
+            raise ValueError(f"W1 must be a 2-D (inputs, units) array, got shape {np.shape(params['W1'])}")
         sizes = [np.shape(params["W1"])[0]]
         for idx in range(1, n_layers + 1):
             W, b = params[f"W{idx}"], params[f"b{idx}"]

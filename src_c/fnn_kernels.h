@@ -14,6 +14,9 @@
 
 typedef ptrdiff_t fnn_index;
 
+/* The book's cross_entropy_error adds this inside the log: -log(y + 1e-7). */
+#define FNN_BOOK_EPS 1e-7
+
 /* Activation codes shared with the Cython layer (fastnn/_kernels/_cfnn.pxd). */
 enum fnn_activation { FNN_IDENTITY = 0, FNN_RELU = 1, FNN_SIGMOID = 2 };
 

@@ -11,7 +11,7 @@
 
 /* The book's -log(y + 1e-7), with the sum rounded in the data's own precision as NumPy rounds
    it (in float32, 1 + 1e-7 is 1 + 2^-23), then the log taken in double. */
-#define FNN_BOOK_LOG(y) log((double)((y) + (REAL)1e-7))
+#define FNN_BOOK_LOG(y) log((double)((y) + (REAL)FNN_BOOK_EPS))
 
 void FNN(fnn_relu_forward)(const REAL *restrict x, REAL *restrict out, uint8_t *restrict mask,
                            fnn_index size)

@@ -3,6 +3,7 @@ from libc.stdint cimport int64_t, uint8_t
 
 cdef extern from "fnn_kernels.h" nogil:
     ctypedef Py_ssize_t fnn_index
+    double FNN_BOOK_EPS
 
     enum fnn_activation:
         FNN_IDENTITY
