@@ -281,6 +281,16 @@ class _Network:
             grads[f"b{idx}"] = layer.db
         return grads
 
+    def snapshot(self):
+        """An independent network with copies of this one's current parameters (the Trainer
+        evaluates one in another thread while training goes on)."""
+        params = {}
+        for idx, layer in enumerate(self.affine_layers, start=1):
+            params[f"W{idx}"], params[f"b{idx}"] = layer.W.copy(), layer.b.copy()
+        return MultiLayerNet.from_params(params, activation=self.activation,
+                                         weight_decay_lambda=self.weight_decay_lambda,
+                                         exact_loss=self.exact_loss)
+
     def numerical_gradient(self, x, t):
         """Central differences (h = 1e-4) of ``loss`` for every parameter, as the book's
         brute force computes them, swept in compiled code (see :mod:`fastnn.gradient`)."""

@@ -7,14 +7,19 @@ Differences that make it faster without changing what is learned:
   MNIST's float32 images would take 376 MB); labels become int64 once;
 * ``train_loss_list`` records the minibatch loss that ``gradient()`` computes anyway (before
   the update), where the book runs a second forward pass after it;
-* sampling comes from a seeded generator (``seed``), so a run can be repeated exactly.
+* sampling comes from a seeded generator (``seed``), so a run can be repeated exactly;
+* during ``train()``, the accuracies of each epoch are computed on a snapshot of the network
+  (copies of its parameters, taken at the epoch boundary) in a second thread, on the second
+  core, while training goes on: the numbers are the same, the time mostly hidden.
 """
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from fastnn import _validation as v
+from fastnn import threads
 from fastnn.optim import get_optimizer
 
 __all__ = ["Trainer", "plot_training"]
@@ -122,16 +127,28 @@ class Trainer:
 
     def _evaluate(self):
         self.current_epoch += 1
+        loss = self.train_loss_list[-1] if self.train_loss_list else float("nan")
+        snapshot = getattr(self.network, "snapshot", None)
+        if self._pool is not None and snapshot is not None:
+            # results are recorded in epoch order: one worker takes them first in, first out
+            self._pending.append(self._pool.submit(
+                self._accuracies, snapshot(), self.current_epoch, self.current_iter, loss))
+        else:
+            self._record(self._accuracies(self.network, self.current_epoch, self.current_iter, loss))
+
+    def _accuracies(self, network, epoch, iteration, loss):
         k = self.evaluate_sample_num_per_epoch
         sl = slice(None) if k is None else slice(0, k)
-        train_acc = self.network.accuracy(self.x_train[sl], self.t_train[sl])
-        test_acc = self.network.accuracy(self.x_test[sl], self.t_test[sl])
-        self.train_acc_list.append(train_acc)
-        self.test_acc_list.append(test_acc)
+        train_acc = network.accuracy(self.x_train[sl], self.t_train[sl])
+        test_acc = network.accuracy(self.x_test[sl], self.t_test[sl])
         if self.verbose:
-            loss = self.train_loss_list[-1] if self.train_loss_list else float("nan")
-            self._print(f"epoch {self.current_epoch:3d}  iter {self.current_iter:6d}  "
-                        f"loss {loss:.4f}  train acc {train_acc:.4f}  test acc {test_acc:.4f}")
+            self._print(f"epoch {epoch:3d}  iter {iteration:6d}  loss {loss:.4f}  "
+                        f"train acc {train_acc:.4f}  test acc {test_acc:.4f}")
+        return train_acc, test_acc
+
+    def _record(self, accuracies):
+        self.train_acc_list.append(accuracies[0])
+        self.test_acc_list.append(accuracies[1])
 
     def _print(self, line):
         if self._bar is not None:
@@ -142,16 +159,23 @@ class Trainer:
     def train(self):
         """Run ``max_iter`` steps; returns the final test accuracy."""
         self._bar = _progress(self.max_iter, self.verbose)
+        self._pending = []
         start = time.perf_counter()
-        try:
-            for _ in range(self.max_iter):
-                self.train_step()
+        # two threads now share the machine's cores: each runs its BLAS on one
+        with ThreadPoolExecutor(max_workers=1) as pool, threads.num_threads(1):
+            self._pool = pool
+            try:
+                for _ in range(self.max_iter):
+                    self.train_step()
+                    if self._bar is not None:
+                        self._bar.update()
+                for future in self._pending:
+                    self._record(future.result())
+            finally:
+                self._pool = None
                 if self._bar is not None:
-                    self._bar.update()
-        finally:
-            if self._bar is not None:
-                self._bar.close()
-            self._bar = None
+                    self._bar.close()
+                self._bar = None
         elapsed = time.perf_counter() - start
         self.seconds_per_iter = elapsed / max(self.max_iter, 1)
         test_acc = self.network.accuracy(self.x_test, self.t_test)
@@ -161,6 +185,7 @@ class Trainer:
         return test_acc
 
     _bar = None
+    _pool = None
 
 
 def plot_training(trainer, path):

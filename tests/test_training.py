@@ -121,3 +121,21 @@ def test_command_trains_saves_and_predicts(tmp_path, capsys):
     assert accuracy > 0.85
     main(["predict", str(weights), "--activation", "relu", "--data-dir", str(MNIST)])
     assert f"test accuracy {accuracy:.4f}" in capsys.readouterr().out
+
+
+def test_background_evaluation_records_what_the_network_scored_then():
+    rng = np.random.default_rng(0)
+    x, t = blobs(400, rng)
+    lists = []
+    for background in (True, False):
+        net = TwoLayerNet(20, 8, 4, rng=1)
+        trainer = Trainer(net, x, t, x[:100], t[:100], epochs=4, mini_batch_size=20,
+                          optimizer_param={"lr": 0.05}, verbose=False, seed=5)
+        if background:
+            trainer.train()  # epochs evaluated on snapshots, in a second thread
+        else:
+            for _ in range(trainer.max_iter):
+                trainer.train_step()  # evaluated in place, at the epoch boundary
+        lists.append((trainer.train_acc_list, trainer.test_acc_list))
+    assert lists[0] == lists[1]
+    assert len(lists[0][0]) == 4
