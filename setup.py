@@ -29,7 +29,9 @@ directives = {
 # -O3 without -march=native: the wheel must run on any x86-64 (or other) CPU.  The kernels that
 # profit from AVX2 are built twice and picked at load time (target_clones in src_c/fnn_numgrad.c).
 compile_args = ["-O0", "-g"] if DEBUG or SANITIZE else ["-O3"]
-compile_args += ["-fno-math-errno", "-Wno-unused-function"]
+# no errno and no floating-point traps: libm calls and comparisons become vector instructions
+# (NaN and inf still propagate; fastnn never reads the floating-point exception flags)
+compile_args += ["-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
 link_args = []
 if SANITIZE:
     san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]

@@ -5,7 +5,7 @@
 
 #define REAL float
 #define SFX f32
-#define EXP expf
+#define EXP fnn_exp_f32
 #define FABS fabsf
 #include "fnn_kernels_impl.h"
 #undef REAL
@@ -15,7 +15,7 @@
 
 #define REAL double
 #define SFX f64
-#define EXP exp
+#define EXP fnn_exp_f64
 #define FABS fabs
 #include "fnn_kernels_impl.h"
 #undef REAL

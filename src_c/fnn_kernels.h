@@ -9,10 +9,7 @@
 #ifndef FNN_KERNELS_H
 #define FNN_KERNELS_H
 
-#include <stddef.h>
-#include <stdint.h>
-
-typedef ptrdiff_t fnn_index;
+#include "fnn_common.h"
 
 /* The book's cross_entropy_error adds this inside the log: -log(y + 1e-7). */
 #define FNN_BOOK_EPS 1e-7

@@ -5,9 +5,6 @@
  * Sums are accumulated in double, also for float32 data: the row sums of softmax and the
  * losses then do not lose digits on wide rows, and cost nothing extra on this memory-bound work.
  */
-#define FNN_CAT2(a, b) a##_##b
-#define FNN_CAT(a, b) FNN_CAT2(a, b)
-#define FNN(name) FNN_CAT(name, SFX)
 
 /* The book's -log(y + 1e-7), with the sum rounded in the data's own precision as NumPy rounds
    it (in float32, 1 + 1e-7 is 1 + 2^-23), then the log taken in double. */
@@ -31,7 +28,7 @@ void FNN(fnn_relu_backward)(const REAL *restrict dout, const uint8_t *restrict m
         dx[i] = mask[i] ? (REAL)0 : dout[i];
 }
 
-static inline REAL FNN(sigmoid_point)(REAL x)
+FNN_INLINE REAL FNN(sigmoid_point)(REAL x)
 {
     /* exp of -|x| never overflows: 1/(1+e) for x >= 0 and e/(1+e) for x < 0 are both exact
        forms of 1/(1+exp(-x)), without the overflow warning of the book's form at x < -709. */
@@ -40,7 +37,7 @@ static inline REAL FNN(sigmoid_point)(REAL x)
     return x >= 0 ? r : e * r;
 }
 
-void FNN(fnn_sigmoid_forward)(const REAL *restrict x, REAL *restrict out, fnn_index size)
+FNN_MULTIVERSION void FNN(fnn_sigmoid_forward)(const REAL *restrict x, REAL *restrict out, fnn_index size)
 {
     for (fnn_index i = 0; i < size; i++)
         out[i] = FNN(sigmoid_point)(x[i]);
@@ -54,7 +51,7 @@ void FNN(fnn_sigmoid_backward)(const REAL *restrict dout, const REAL *restrict o
         dx[i] = dout[i] * ((REAL)1 - out[i]) * out[i];
 }
 
-void FNN(fnn_bias_activation)(REAL *restrict z, const REAL *restrict b, fnn_index n,
+FNN_MULTIVERSION void FNN(fnn_bias_activation)(REAL *restrict z, const REAL *restrict b, fnn_index n,
                               fnn_index k, int activation)
 {
     for (fnn_index i = 0; i < n; i++) {
@@ -90,73 +87,162 @@ void FNN(fnn_column_sum)(const REAL *restrict dout, REAL *restrict db, fnn_index
     }
 }
 
-/* y = exp(x - max x) of one row; returns the row's max and (through *sum) the sum of y. */
-static inline REAL FNN(exp_row)(const REAL *restrict x, REAL *restrict y, fnn_index k,
-                                double *sum)
+/* Row reductions in FNN_LANES independent partial results, which the compiler keeps in one
+   vector register: an in-order reduction over a row could not be vectorised.  The sums are
+   taken in double. */
+#define FNN_LANES 8
+
+FNN_INLINE REAL FNN(row_max)(const REAL *x, fnn_index k)
 {
-    REAL m = x[0];
-    for (fnn_index j = 1; j < k; j++)
-        if (x[j] > m)
-            m = x[j];
-    double s = 0;
-    for (fnn_index j = 0; j < k; j++) {
-        y[j] = EXP(x[j] - m);
-        s += y[j];
-    }
-    *sum = s;
+    /* x[j] > m is false for NaN, so a NaN is skipped here; it still makes its row NaN through
+       exp(NaN - m), as NumPy's max and exp would */
+    REAL part[FNN_LANES];
+    for (int l = 0; l < FNN_LANES; l++)
+        part[l] = x[0];
+    fnn_index j = 0;
+    for (; j + FNN_LANES <= k; j += FNN_LANES)
+        for (int l = 0; l < FNN_LANES; l++)
+            part[l] = x[j + l] > part[l] ? x[j + l] : part[l];
+    REAL m = part[0];
+    for (int l = 1; l < FNN_LANES; l++)
+        m = part[l] > m ? part[l] : m;
+    for (; j < k; j++)
+        m = x[j] > m ? x[j] : m;
     return m;
 }
 
-static inline void FNN(normalize_row)(REAL *restrict y, fnn_index k, double s)
+FNN_INLINE double FNN(row_sum)(const REAL *y, fnn_index k)
 {
+    double part[FNN_LANES] = {0};
+    fnn_index j = 0;
+    for (; j + FNN_LANES <= k; j += FNN_LANES)
+        for (int l = 0; l < FNN_LANES; l++)
+            part[l] += (double)y[j + l];
+    double s = 0;
+    for (; j < k; j++)
+        s += (double)y[j];
+    for (int l = 0; l < FNN_LANES; l++)
+        s += part[l];
+    return s;
+}
+
+/* Softmax works on blocks of rows small enough to stay in L1: first each row is shifted by
+   its max, then one flat loop takes the exponentials of the whole block, so that short rows
+   (ten classes) still fill whole vectors, then each row is summed. */
+#define FNN_BLOCK 4096 /* elements of a block */
+
+FNN_INLINE fnn_index FNN(block_rows)(fnn_index k)
+{
+    return k >= FNN_BLOCK ? 1 : FNN_BLOCK / k;
+}
+
+/* y[i] = x[i] - max x[i] for the rows of a block (y may be x); the maxima go to m. */
+FNN_INLINE void FNN(shift_rows)(const REAL *x, REAL *y, fnn_index rows, fnn_index k, REAL *m)
+{
+    for (fnn_index i = 0; i < rows; i++) {
+        const REAL mi = FNN(row_max)(x + i * k, k);
+        m[i] = mi;
+        for (fnn_index j = 0; j < k; j++)
+            y[i * k + j] = x[i * k + j] - mi;
+    }
+}
+
+/* y = exp(y) over a block, and the sum of each row into s. */
+FNN_INLINE void FNN(exp_rows)(REAL *restrict y, fnn_index rows, fnn_index k, double *restrict s)
+{
+    const fnn_index size = rows * k;
+    for (fnn_index j = 0; j < size; j++)
+        y[j] = EXP(y[j]);
+    for (fnn_index i = 0; i < rows; i++)
+        s[i] = FNN(row_sum)(y + i * k, k);
+}
+
+FNN_INLINE void FNN(normalize_row)(REAL *restrict y, fnn_index k, double s)
+{
+    /* one division per row, then products: within an ulp of y / s, at a fraction of the cost
+       of a division per element */
+    const double inv = 1.0 / s;
     for (fnn_index j = 0; j < k; j++)
-        y[j] = (REAL)(y[j] / s);
+        y[j] = (REAL)(y[j] * inv);
 }
 
-void FNN(fnn_softmax)(const REAL *restrict x, REAL *restrict y, fnn_index n, fnn_index k)
+FNN_MULTIVERSION void FNN(fnn_softmax)(const REAL *restrict x, REAL *restrict y, fnn_index n,
+                                       fnn_index k)
 {
-    for (fnn_index i = 0; i < n; i++) {
-        double s;
-        FNN(exp_row)(x + i * k, y + i * k, k, &s);
-        FNN(normalize_row)(y + i * k, k, s);
+    REAL m[FNN_BLOCK];
+    double s[FNN_BLOCK];
+    const fnn_index block = FNN(block_rows)(k);
+    for (fnn_index i0 = 0; i0 < n; i0 += block) {
+        const fnn_index rows = n - i0 < block ? n - i0 : block;
+        REAL *yb = y + i0 * k;
+        FNN(shift_rows)(x + i0 * k, yb, rows, k, m);
+        FNN(exp_rows)(yb, rows, k, s);
+        for (fnn_index i = 0; i < rows; i++)
+            FNN(normalize_row)(yb + i * k, k, s[i]);
     }
 }
 
-void FNN(fnn_softmax_xent_labels)(const REAL *restrict x, const int64_t *restrict labels,
-                                  REAL *restrict y, double *restrict row_loss, fnn_index n,
-                                  fnn_index k, int exact)
+/* y = softmax(x) and the loss of each row; y may be x (the training step's in-place pass). */
+FNN_MULTIVERSION void FNN(fnn_softmax_xent_labels)(const REAL *x,
+                                                   const int64_t *restrict labels,
+                                                   REAL *y, double *restrict row_loss,
+                                                   fnn_index n, fnn_index k, int exact)
 {
-    for (fnn_index i = 0; i < n; i++) {
-        const REAL *xi = x + i * k;
-        REAL *yi = y + i * k;
-        double s;
-        const REAL m = FNN(exp_row)(xi, yi, k, &s);
-        FNN(normalize_row)(yi, k, s);
-        const int64_t c = labels[i];
-        row_loss[i] = exact ? -((double)(xi[c] - m) - log(s)) : -FNN_BOOK_LOG(yi[c]);
-    }
-}
-
-void FNN(fnn_softmax_xent_targets)(const REAL *restrict x, const REAL *restrict t,
-                                   REAL *restrict y, double *restrict row_loss, fnn_index n,
-                                   fnn_index k, int exact)
-{
-    for (fnn_index i = 0; i < n; i++) {
-        const REAL *xi = x + i * k, *ti = t + i * k;
-        REAL *yi = y + i * k;
-        double s;
-        const REAL m = FNN(exp_row)(xi, yi, k, &s);
-        FNN(normalize_row)(yi, k, s);
-        double loss = 0;
-        if (exact) {
-            const double log_s = log(s);
-            for (fnn_index j = 0; j < k; j++)
-                loss -= (double)ti[j] * ((double)(xi[j] - m) - log_s);
-        } else {
-            for (fnn_index j = 0; j < k; j++)
-                loss -= (double)ti[j] * FNN_BOOK_LOG(yi[j]);
+    REAL m[FNN_BLOCK];
+    double s[FNN_BLOCK];
+    const fnn_index block = FNN(block_rows)(k);
+    for (fnn_index i0 = 0; i0 < n; i0 += block) {
+        const fnn_index rows = n - i0 < block ? n - i0 : block;
+        REAL *yb = y + i0 * k;
+        const int64_t *lb = labels + i0;
+        FNN(shift_rows)(x + i0 * k, yb, rows, k, m);
+        if (exact)
+            for (fnn_index i = 0; i < rows; i++)
+                row_loss[i0 + i] = -(double)yb[i * k + lb[i]]; /* -(x_c - max) */
+        FNN(exp_rows)(yb, rows, k, s);
+        for (fnn_index i = 0; i < rows; i++) {
+            FNN(normalize_row)(yb + i * k, k, s[i]);
+            row_loss[i0 + i] = exact ? row_loss[i0 + i] + log(s[i])
+                                     : -FNN_BOOK_LOG(yb[i * k + lb[i]]);
         }
-        row_loss[i] = loss;
+    }
+}
+
+FNN_MULTIVERSION void FNN(fnn_softmax_xent_targets)(const REAL *x,
+                                                    const REAL *restrict t, REAL *y,
+                                                    double *restrict row_loss, fnn_index n,
+                                                    fnn_index k, int exact)
+{
+    REAL m[FNN_BLOCK];
+    double s[FNN_BLOCK], tsum[FNN_BLOCK];
+    const fnn_index block = FNN(block_rows)(k);
+    for (fnn_index i0 = 0; i0 < n; i0 += block) {
+        const fnn_index rows = n - i0 < block ? n - i0 : block;
+        REAL *yb = y + i0 * k;
+        const REAL *tb = t + i0 * k;
+        FNN(shift_rows)(x + i0 * k, yb, rows, k, m);
+        if (exact)
+            for (fnn_index i = 0; i < rows; i++) {
+                double tz = 0, ts = 0; /* sum t (x - max), sum t */
+                for (fnn_index j = 0; j < k; j++) {
+                    tz += (double)tb[i * k + j] * (double)yb[i * k + j];
+                    ts += (double)tb[i * k + j];
+                }
+                row_loss[i0 + i] = -tz;
+                tsum[i] = ts;
+            }
+        FNN(exp_rows)(yb, rows, k, s);
+        for (fnn_index i = 0; i < rows; i++) {
+            FNN(normalize_row)(yb + i * k, k, s[i]);
+            if (exact) {
+                row_loss[i0 + i] += tsum[i] * log(s[i]);
+            } else {
+                double loss = 0;
+                for (fnn_index j = 0; j < k; j++)
+                    loss -= (double)tb[i * k + j] * FNN_BOOK_LOG(yb[i * k + j]);
+                row_loss[i0 + i] = loss;
+            }
+        }
     }
 }
 
@@ -185,66 +271,34 @@ void FNN(fnn_softmax_xent_backward_targets)(const REAL *restrict y, const REAL *
         dx[i] = (y[i] - t[i]) * dout / batch;
 }
 
-void FNN(fnn_softmax_xent_grad_labels)(REAL *restrict z, const int64_t *restrict labels,
-                                       double *restrict row_loss, fnn_index n, fnn_index k,
-                                       int exact, REAL dout)
+FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_labels)(REAL *restrict z,
+                                                        const int64_t *restrict labels,
+                                                        double *restrict row_loss, fnn_index n,
+                                                        fnn_index k, int exact, REAL dout)
 {
+    /* the loss pass of fnn_softmax_xent_labels in place, then the same operations as
+       SoftmaxWithLoss.backward: (y - t) * dout / n */
+    FNN(fnn_softmax_xent_labels)(z, labels, z, row_loss, n, k, exact);
     const REAL batch = (REAL)n;
     for (fnn_index i = 0; i < n; i++) {
         REAL *zi = z + i * k;
-        const int64_t c = labels[i];
-        REAL m = zi[0];
-        for (fnn_index j = 1; j < k; j++)
-            if (zi[j] > m)
-                m = zi[j];
-        const REAL zc = zi[c] - m;
-        double s = 0;
-        for (fnn_index j = 0; j < k; j++) {
-            zi[j] = EXP(zi[j] - m);
-            s += zi[j];
-        }
-        FNN(normalize_row)(zi, k, s);
-        const REAL yc = zi[c];
-        row_loss[i] = exact ? -((double)zc - log(s)) : -FNN_BOOK_LOG(yc);
-        /* the same operations as SoftmaxWithLoss.backward: (y - t) * dout / n */
+        const REAL yc = zi[labels[i]];
         for (fnn_index j = 0; j < k; j++)
             zi[j] = zi[j] * dout / batch;
-        zi[c] = (yc - (REAL)1) * dout / batch;
+        zi[labels[i]] = (yc - (REAL)1) * dout / batch;
     }
 }
 
-void FNN(fnn_softmax_xent_grad_targets)(REAL *restrict z, const REAL *restrict t,
-                                        double *restrict row_loss, fnn_index n, fnn_index k,
-                                        int exact, REAL dout)
+FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_targets)(REAL *restrict z, const REAL *restrict t,
+                                                         double *restrict row_loss,
+                                                         fnn_index n, fnn_index k, int exact,
+                                                         REAL dout)
 {
+    FNN(fnn_softmax_xent_targets)(z, t, z, row_loss, n, k, exact);
     const REAL batch = (REAL)n;
-    for (fnn_index i = 0; i < n; i++) {
-        REAL *zi = z + i * k;
-        const REAL *ti = t + i * k;
-        REAL m = zi[0];
-        for (fnn_index j = 1; j < k; j++)
-            if (zi[j] > m)
-                m = zi[j];
-        double tz = 0, tsum = 0; /* sum t (z - m) and sum t, for the exact loss */
-        double s = 0;
-        for (fnn_index j = 0; j < k; j++) {
-            tz += (double)ti[j] * (double)(zi[j] - m);
-            tsum += ti[j];
-            zi[j] = EXP(zi[j] - m);
-            s += zi[j];
-        }
-        FNN(normalize_row)(zi, k, s);
-        double loss = 0;
-        if (exact) {
-            loss = -(tz - tsum * log(s));
-        } else {
-            for (fnn_index j = 0; j < k; j++)
-                loss -= (double)ti[j] * FNN_BOOK_LOG(zi[j]);
-        }
-        row_loss[i] = loss;
-        for (fnn_index j = 0; j < k; j++)
-            zi[j] = (zi[j] - ti[j]) * dout / batch;
-    }
+    const fnn_index size = n * k;
+    for (fnn_index i = 0; i < size; i++)
+        z[i] = (z[i] - t[i]) * dout / batch;
 }
 
 void FNN(fnn_activation_backward)(REAL *restrict delta, const REAL *restrict a, fnn_index size,
@@ -285,6 +339,5 @@ void FNN(fnn_xent_targets)(const REAL *restrict y, const REAL *restrict t,
 }
 
 #undef FNN_BOOK_LOG
-#undef FNN
-#undef FNN_CAT
-#undef FNN_CAT2
+#undef FNN_LANES
+#undef FNN_BLOCK

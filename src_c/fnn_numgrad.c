@@ -16,22 +16,9 @@
 
 #include "fnn_numgrad.h"
 
-/* The sweeps are loops of short vectorisable passes: where the compiler supports it, they
-   are also built for x86-64-v3 (AVX2 + FMA: four doubles per instruction instead of SSE2's
-   two) and the CPU picks the build at load time.  The helpers they call are always inlined
-   so that they are compiled for the same target. */
-#if defined(__GNUC__) && __GNUC__ >= 11 && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
-#define FNN_SWEEP __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FNN_SWEEP
-#endif
-#if defined(__GNUC__)
-#define FNN_INLINE static inline __attribute__((always_inline))
-#else
-#define FNN_INLINE static inline
-#endif
-
+/* The sweeps are loops of short vectorisable passes, built per CPU (FNN_MULTIVERSION in
+   fnn_common.h); the helpers they call are FNN_INLINE so that they are compiled for the same
+   target. */
 /* 1 / m!, m = 0 .. FNN_NUMGRAD_MAX_TERMS + 1 */
 static const double INV_FACT[FNN_NUMGRAD_MAX_TERMS + 2] = {
     1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
@@ -209,7 +196,7 @@ FNN_INLINE double max_abs(const double *restrict x, fnn_index len)
     return u;
 }
 
-FNN_SWEEP void fnn_numgrad_act_delta_rows(const fnn_numgrad_hidden *layer,
+FNN_MULTIVERSION void fnn_numgrad_act_delta_rows(const fnn_numgrad_hidden *layer,
                                           const fnn_index *rows, double *dz, fnn_index q,
                                           double *scratch)
 {
@@ -292,7 +279,7 @@ FNN_INLINE double dloss_axis(const fnn_numgrad_head *head, fnn_index r, fnn_inde
     return out;
 }
 
-FNN_SWEEP void fnn_numgrad_loss_rows(const fnn_numgrad_head *head, const fnn_index *rows,
+FNN_MULTIVERSION void fnn_numgrad_loss_rows(const fnn_numgrad_head *head, const fnn_index *rows,
                                      const double *dz, double *dloss_out, fnn_index q,
                                      double *scratch)
 {
@@ -304,7 +291,7 @@ FNN_SWEEP void fnn_numgrad_loss_rows(const fnn_numgrad_head *head, const fnn_ind
         dloss_out[i] = dloss_vec(head, rows[i], dz + i * k, scratch, m_exp, m_log);
 }
 
-FNN_SWEEP void fnn_numgrad_output_column(const fnn_numgrad_head *head, const double *a,
+FNN_MULTIVERSION void fnn_numgrad_output_column(const fnn_numgrad_head *head, const double *a,
                                          const double *plus, const double *minus,
                                          double *acc_out, int m_exp, int m_log,
                                          double *scratch)
@@ -342,7 +329,7 @@ FNN_INLINE void ray_row_direct(const fnn_numgrad_head *head, const fnn_numgrad_r
     }
 }
 
-FNN_SWEEP void fnn_numgrad_ray_column(const fnn_numgrad_head *head, const fnn_numgrad_ray *ray,
+FNN_MULTIVERSION void fnn_numgrad_ray_column(const fnn_numgrad_head *head, const fnn_numgrad_ray *ray,
                             const double *a, const double *plus, const double *minus,
                             double *acc_out, double *scratch)
 {

@@ -8,9 +8,6 @@
  * reassociates nor (on baseline x86-64) contracts into FMA, and still vectorises every loop
  * (sqrt included, thanks to -fno-math-errno).
  */
-#define FNN_CAT2(a, b) a##_##b
-#define FNN_CAT(a, b) FNN_CAT2(a, b)
-#define FNN(name) FNN_CAT(name, SFX)
 
 /* The book's epsilon of AdaGrad, RMSprop and Adam, in the dtype of the array as in NumPy. */
 #define FNN_OPTIM_EPS ((REAL)1e-7)
@@ -82,6 +79,3 @@ void FNN(fnn_adam_update)(REAL *restrict param, const REAL *restrict grad, REAL 
 }
 
 #undef FNN_OPTIM_EPS
-#undef FNN
-#undef FNN_CAT
-#undef FNN_CAT2

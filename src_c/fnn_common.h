@@ -1,0 +1,105 @@
+/*
+ * What every C kernel of fastnn shares: the index type, build-per-CPU attributes, and exp
+ * functions that vectorise.
+ */
+#ifndef FNN_COMMON_H
+#define FNN_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef ptrdiff_t fnn_index;
+
+/* Kernels are written once in *_impl.h bodies, included once per precision with SFX defined
+   as f32 or f64: FNN(fnn_relu_forward) names fnn_relu_forward_f32 or fnn_relu_forward_f64. */
+#define FNN_CAT2(a, b) a##_##b
+#define FNN_CAT(a, b) FNN_CAT2(a, b)
+#define FNN(name) FNN_CAT(name, SFX)
+
+/* Loops that vectorise are also built for x86-64-v4 (AVX-512) and x86-64-v3 (AVX2 + FMA) where
+   the compiler can, and the CPU picks the build at load time: the wheel itself assumes only
+   baseline x86-64.  Helpers called from such a loop are always inlined, so that they are
+   compiled for the same target.  (Not under AddressSanitizer, whose runtime does not support
+   the ifunc that picks the build.) */
+#if defined(__GNUC__) && __GNUC__ >= 11 && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#define FNN_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FNN_MULTIVERSION
+#endif
+#if defined(__GNUC__)
+#define FNN_INLINE static inline __attribute__((always_inline))
+#else
+#define FNN_INLINE static inline
+#endif
+
+/*
+ * exp without a library call, so that a loop over it vectorises (libm's exp is one call per
+ * element, about ten times slower than a vector of them here; the build's -fno-trapping-math
+ * lets the compiler turn the selects below into vector blends).  x = n ln2 + r with |r| <=
+ * ln2 / 2; exp(r) by its Taylor series to the term below half an ulp (13th order in double,
+ * 7th in float); then 2^n as two factors so that subnormal results come out right.  NaN
+ * propagates, large x gives inf and very negative x gives 0, as libm's exp.
+ */
+FNN_INLINE double fnn_exp_f64(double x)
+{
+    /* below -745.2 the result is 0 (set at the end): compute exp(0) meanwhile rather than a
+       subnormal product, which costs a microcode assist */
+    double xs = x < -745.2 ? 0.0 : x;
+    xs = xs > 710.0 ? 710.0 : xs;
+    xs = x == x ? xs : 0.0;
+    /* round to nearest by adding and removing 1.5 * 2^52, a vectorisable rint */
+    const double n = (xs * 1.4426950408889634 + 0x1.8p52) - 0x1.8p52;
+    const double r = (xs - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0; /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    const int32_t k = (int32_t)n, k1 = k / 2, k2 = k - k1; /* each in [-538, 538] */
+    const uint64_t b1 = (uint64_t)(int64_t)(k1 + 1023) << 52;
+    const uint64_t b2 = (uint64_t)(int64_t)(k2 + 1023) << 52;
+    double s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    double y = p * s1 * s2;
+    y = x < -745.2 ? 0.0 : y;
+    return x == x ? y : x;
+}
+
+FNN_INLINE float fnn_exp_f32(float x)
+{
+    float xs = x < -103.98f ? 0.0f : x;
+    xs = xs > 89.0f ? 89.0f : xs;
+    xs = x == x ? xs : 0.0f;
+    const float n = (xs * 1.44269504f + 0x1.8p23f) - 0x1.8p23f;
+    const float r = (xs - n * 0.693145752f) - n * 1.42860677e-6f;
+    float p = 1.0f / 5040.0f; /* 1/7! */
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t k = (int32_t)n, k1 = k / 2, k2 = k - k1; /* each in [-75, 75] */
+    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    float y = p * s1 * s2;
+    y = x < -103.98f ? 0.0f : y;
+    return x == x ? y : x;
+}
+
+#endif
