@@ -13,7 +13,7 @@ from fastnn._kernels import _activations, _loss
 __all__ = [
     "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad",
     "softmax", "sum_squared_error", "mean_squared_error", "cross_entropy_error",
-    "softmax_loss", "one_hot", "binary_cross_entropy",
+    "softmax_loss", "softmax_loss_grad", "one_hot", "binary_cross_entropy",
 ]
 
 
@@ -155,6 +155,25 @@ def softmax_loss(X, t, exact=False):
     """
     x, kind, t, dtype = v.as_scores_and_targets(X, t, "X")
     return dtype.type(fused_softmax_loss(x, kind, t, exact)[1])
+
+
+def softmax_loss_grad(X, t, exact=False):
+    """Softmax-with-loss forward and backward in one compiled pass over the logits.
+
+    Returns ``(loss, dX)``: ``loss`` as :func:`softmax_loss` computes it and
+    ``dX = (softmax(X) - t) / N``, what ``SoftmaxWithLoss.backward()`` returns after
+    ``forward(X, t)``, with the shape of ``X``.
+
+    Twin: :func:`fastnn.reference.functions.softmax_loss_grad`.
+    """
+    x, kind, t, dtype = v.as_scores_and_targets(X, t, "X")
+    dx = np.empty_like(x)
+    row_loss = np.empty(x.shape[0])
+    if kind == "labels":
+        loss = _loss.softmax_xent_labels_grad(x, t, dx, row_loss, exact)
+    else:
+        loss = _loss.softmax_xent_targets_grad(x, t, dx, row_loss, exact)
+    return dtype.type(loss), dx.reshape(np.shape(X))
 
 
 def one_hot(labels, num_classes=None, dtype=np.float64):

@@ -44,12 +44,14 @@ enum fnn_activation { FNN_IDENTITY = 0, FNN_RELU = 1, FNN_SIGMOID = 2 };
                                                 REAL dout);                                     \
     void fnn_softmax_xent_backward_targets_##SFX(const REAL *y, const REAL *t, REAL *dx,       \
                                                  fnn_index n, fnn_index k, REAL dout);         \
-    /* The training step's loss layer, in place: z holds logits on entry and                   \
-       (softmax(z) - t) * dout / n on return; row_loss gets each row's loss. */                \
-    void fnn_softmax_xent_grad_labels_##SFX(REAL *z, const int64_t *labels, double *row_loss,  \
-                                            fnn_index n, fnn_index k, int exact, REAL dout);   \
-    void fnn_softmax_xent_grad_targets_##SFX(REAL *z, const REAL *t, double *row_loss,         \
-                                             fnn_index n, fnn_index k, int exact, REAL dout);  \
+    /* Softmax-with-loss forward and backward in one pass: row_loss gets each row's loss and  \
+       dx = (softmax(x) - t) * dout / n.  dx may be x (the training step works in place). */  \
+    void fnn_softmax_xent_grad_labels_##SFX(const REAL *x, const int64_t *labels, REAL *dx,    \
+                                            double *row_loss, fnn_index n, fnn_index k,        \
+                                            int exact, REAL dout);                             \
+    void fnn_softmax_xent_grad_targets_##SFX(const REAL *x, const REAL *t, REAL *dx,           \
+                                             double *row_loss, fnn_index n, fnn_index k,       \
+                                             int exact, REAL dout);                            \
     /* delta *= activation'(a), a the activation's output (relu: a > 0; sigmoid: (1-a) a) */  \
     void fnn_activation_backward_##SFX(REAL *delta, const REAL *a, fnn_index size,            \
                                        int activation);                                         \

@@ -271,34 +271,34 @@ void FNN(fnn_softmax_xent_backward_targets)(const REAL *restrict y, const REAL *
         dx[i] = (y[i] - t[i]) * dout / batch;
 }
 
-FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_labels)(REAL *restrict z,
-                                                        const int64_t *restrict labels,
+FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_labels)(const REAL *x,
+                                                        const int64_t *restrict labels, REAL *dx,
                                                         double *restrict row_loss, fnn_index n,
                                                         fnn_index k, int exact, REAL dout)
 {
-    /* the loss pass of fnn_softmax_xent_labels in place, then the same operations as
-       SoftmaxWithLoss.backward: (y - t) * dout / n */
-    FNN(fnn_softmax_xent_labels)(z, labels, z, row_loss, n, k, exact);
+    /* the loss pass of fnn_softmax_xent_labels, then the same operations as
+       SoftmaxWithLoss.backward, (y - t) * dout / n, over y while it is in dx */
+    FNN(fnn_softmax_xent_labels)(x, labels, dx, row_loss, n, k, exact);
     const REAL batch = (REAL)n;
     for (fnn_index i = 0; i < n; i++) {
-        REAL *zi = z + i * k;
-        const REAL yc = zi[labels[i]];
+        REAL *dxi = dx + i * k;
+        const REAL yc = dxi[labels[i]];
         for (fnn_index j = 0; j < k; j++)
-            zi[j] = zi[j] * dout / batch;
-        zi[labels[i]] = (yc - (REAL)1) * dout / batch;
+            dxi[j] = dxi[j] * dout / batch;
+        dxi[labels[i]] = (yc - (REAL)1) * dout / batch;
     }
 }
 
-FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_targets)(REAL *restrict z, const REAL *restrict t,
-                                                         double *restrict row_loss,
+FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_targets)(const REAL *x, const REAL *restrict t,
+                                                         REAL *dx, double *restrict row_loss,
                                                          fnn_index n, fnn_index k, int exact,
                                                          REAL dout)
 {
-    FNN(fnn_softmax_xent_targets)(z, t, z, row_loss, n, k, exact);
+    FNN(fnn_softmax_xent_targets)(x, t, dx, row_loss, n, k, exact);
     const REAL batch = (REAL)n;
     const fnn_index size = n * k;
     for (fnn_index i = 0; i < size; i++)
-        z[i] = (z[i] - t[i]) * dout / batch;
+        dx[i] = (dx[i] - t[i]) * dout / batch;
 }
 
 void FNN(fnn_activation_backward)(REAL *restrict delta, const REAL *restrict a, fnn_index size,

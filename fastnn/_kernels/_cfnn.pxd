@@ -51,14 +51,18 @@ cdef extern from "fnn_kernels.h" nogil:
     void fnn_xent_targets_f64(const double *y, const double *t, double *row_loss,
                               fnn_index n, fnn_index k)
 
-    void fnn_softmax_xent_grad_labels_f32(float *z, const int64_t *labels, double *row_loss,
-                                          fnn_index n, fnn_index k, int exact, float dout)
-    void fnn_softmax_xent_grad_labels_f64(double *z, const int64_t *labels, double *row_loss,
-                                          fnn_index n, fnn_index k, int exact, double dout)
-    void fnn_softmax_xent_grad_targets_f32(float *z, const float *t, double *row_loss,
-                                           fnn_index n, fnn_index k, int exact, float dout)
-    void fnn_softmax_xent_grad_targets_f64(double *z, const double *t, double *row_loss,
-                                           fnn_index n, fnn_index k, int exact, double dout)
+    void fnn_softmax_xent_grad_labels_f32(const float *x, const int64_t *labels, float *dx,
+                                          double *row_loss, fnn_index n, fnn_index k, int exact,
+                                          float dout)
+    void fnn_softmax_xent_grad_labels_f64(const double *x, const int64_t *labels, double *dx,
+                                          double *row_loss, fnn_index n, fnn_index k, int exact,
+                                          double dout)
+    void fnn_softmax_xent_grad_targets_f32(const float *x, const float *t, float *dx,
+                                           double *row_loss, fnn_index n, fnn_index k, int exact,
+                                           float dout)
+    void fnn_softmax_xent_grad_targets_f64(const double *x, const double *t, double *dx,
+                                           double *row_loss, fnn_index n, fnn_index k, int exact,
+                                           double dout)
     void fnn_activation_backward_f32(float *delta, const float *a, fnn_index size, int activation)
     void fnn_activation_backward_f64(double *delta, const double *a, fnn_index size, int activation)
     void fnn_add_scaled_f32(float *y, const float *x, float alpha, fnn_index size)

@@ -73,6 +73,44 @@ def softmax_xent_targets_forward(const floating[:, ::1] x,  # IN  (n, k) logits
     return total / n
 
 
+def softmax_xent_labels_grad(const floating[:, ::1] x,     # IN  (n, k) logits
+                             const int64_t[::1] labels,    # IN  (n,) in [0, k)
+                             floating[:, ::1] dx_out,      # OUT (n, k) (softmax(x) - t) / n
+                             double[::1] row_loss_out,     # OUT (n,)
+                             bint exact=False):
+    """Forward and backward of softmax-with-loss in one pass; returns the mean loss."""
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
+    cdef double total
+    with nogil:
+        if floating is float:
+            fnn_softmax_xent_grad_labels_f32(&x[0, 0], &labels[0], &dx_out[0, 0],
+                                             &row_loss_out[0], n, k, exact, 1)
+        else:
+            fnn_softmax_xent_grad_labels_f64(&x[0, 0], &labels[0], &dx_out[0, 0],
+                                             &row_loss_out[0], n, k, exact, 1)
+        total = _sum(row_loss_out)
+    return total / n
+
+
+def softmax_xent_targets_grad(const floating[:, ::1] x,    # IN  (n, k) logits
+                              const floating[:, ::1] t,    # IN  (n, k) targets (one-hot)
+                              floating[:, ::1] dx_out,     # OUT (n, k) (softmax(x) - t) / n
+                              double[::1] row_loss_out,    # OUT (n,)
+                              bint exact=False):
+    """Forward and backward of softmax-with-loss in one pass; returns the mean loss."""
+    cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
+    cdef double total
+    with nogil:
+        if floating is float:
+            fnn_softmax_xent_grad_targets_f32(&x[0, 0], &t[0, 0], &dx_out[0, 0],
+                                              &row_loss_out[0], n, k, exact, 1)
+        else:
+            fnn_softmax_xent_grad_targets_f64(&x[0, 0], &t[0, 0], &dx_out[0, 0],
+                                              &row_loss_out[0], n, k, exact, 1)
+        total = _sum(row_loss_out)
+    return total / n
+
+
 def softmax_xent_labels_backward(const floating[:, ::1] y,   # IN  (n, k) forward softmax
                                  const int64_t[::1] labels,  # IN  (n,)
                                  floating[:, ::1] dx_out,    # OUT (n, k)

@@ -104,14 +104,14 @@ cdef double _loss_grad(floating *z, const void *t, bint labels, double *row_loss
     cdef int i
     if floating is float:
         if labels:
-            fnn_softmax_xent_grad_labels_f32(z, <const int64_t *> t, row_loss, n, k, exact, 1)
+            fnn_softmax_xent_grad_labels_f32(z, <const int64_t *> t, z, row_loss, n, k, exact, 1)
         else:
-            fnn_softmax_xent_grad_targets_f32(z, <const float *> t, row_loss, n, k, exact, 1)
+            fnn_softmax_xent_grad_targets_f32(z, <const float *> t, z, row_loss, n, k, exact, 1)
     else:
         if labels:
-            fnn_softmax_xent_grad_labels_f64(z, <const int64_t *> t, row_loss, n, k, exact, 1)
+            fnn_softmax_xent_grad_labels_f64(z, <const int64_t *> t, z, row_loss, n, k, exact, 1)
         else:
-            fnn_softmax_xent_grad_targets_f64(z, <const double *> t, row_loss, n, k, exact, 1)
+            fnn_softmax_xent_grad_targets_f64(z, <const double *> t, z, row_loss, n, k, exact, 1)
     for i in range(n):
         total += row_loss[i]
     return total / n

@@ -71,6 +71,15 @@ def softmax_loss(X, t, exact=False):
     return cross_entropy_error(y, t)
 
 
+def softmax_loss_grad(X, t, exact=False):
+    """SoftmaxWithLoss forward then backward, as the book's layer computes them."""
+    from fastnn.reference.layers import SoftmaxWithLoss
+
+    layer = SoftmaxWithLoss(exact=exact)
+    loss = layer.forward(X, t)
+    return loss, layer.backward(1)
+
+
 def one_hot(labels, num_classes=None, dtype=np.float64):
     labels = np.asarray(labels)
     if num_classes is None:
