@@ -8,7 +8,7 @@
 
 /* The book's -log(y + 1e-7), with the sum rounded in the data's own precision as NumPy rounds
    it (in float32, 1 + 1e-7 is 1 + 2^-23), then the log taken in double. */
-#define FNN_BOOK_LOG(y) log((double)((y) + (REAL)FNN_BOOK_EPS))
+#define FNN_BOOK_LOG(y) fnn_log_f64((double)((y) + (REAL)FNN_BOOK_EPS))
 
 void FNN(fnn_relu_forward)(const REAL *restrict x, REAL *restrict out, uint8_t *restrict mask,
                            fnn_index size)
@@ -129,7 +129,7 @@ FNN_INLINE double FNN(row_sum)(const REAL *y, fnn_index k)
 /* Softmax works on blocks of rows small enough to stay in L1: first each row is shifted by
    its max, then one flat loop takes the exponentials of the whole block, so that short rows
    (ten classes) still fill whole vectors, then each row is summed. */
-#define FNN_BLOCK 4096 /* elements of a block */
+#define FNN_BLOCK 2048 /* elements of a block */
 
 FNN_INLINE fnn_index FNN(block_rows)(fnn_index k)
 {
@@ -202,9 +202,14 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_labels)(const REAL *x,
         FNN(exp_rows)(yb, rows, k, s);
         for (fnn_index i = 0; i < rows; i++) {
             FNN(normalize_row)(yb + i * k, k, s[i]);
-            row_loss[i0 + i] = exact ? row_loss[i0 + i] + log(s[i])
-                                     : -FNN_BOOK_LOG(yb[i * k + lb[i]]);
+            /* s[i] becomes what the row's loss takes the log of, for one flat pass of logs */
+            if (!exact)
+                s[i] = (double)(yb[i * k + lb[i]] + (REAL)FNN_BOOK_EPS);
         }
+        for (fnn_index i = 0; i < rows; i++)
+            s[i] = fnn_log_f64(s[i]);
+        for (fnn_index i = 0; i < rows; i++)
+            row_loss[i0 + i] = exact ? row_loss[i0 + i] + s[i] : -s[i];
     }
 }
 
@@ -235,7 +240,7 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_targets)(const REAL *x,
         for (fnn_index i = 0; i < rows; i++) {
             FNN(normalize_row)(yb + i * k, k, s[i]);
             if (exact) {
-                row_loss[i0 + i] += tsum[i] * log(s[i]);
+                row_loss[i0 + i] += tsum[i] * fnn_log_f64(s[i]);
             } else {
                 double loss = 0;
                 for (fnn_index j = 0; j < k; j++)
@@ -250,14 +255,16 @@ void FNN(fnn_softmax_xent_backward_labels)(const REAL *restrict y,
                                            const int64_t *restrict labels, REAL *restrict dx,
                                            fnn_index n, fnn_index k, REAL dout)
 {
-    const REAL batch = (REAL)n;
+    /* (y - t) * (dout / n): one product per element, within an ulp of the book's
+       (y - t) * dout / n */
+    const REAL scale = dout / (REAL)n;
     for (fnn_index i = 0; i < n; i++) {
         const REAL *yi = y + i * k;
         REAL *dxi = dx + i * k;
         for (fnn_index j = 0; j < k; j++)
-            dxi[j] = yi[j] * dout / batch;
+            dxi[j] = yi[j] * scale;
         const int64_t c = labels[i];
-        dxi[c] = (yi[c] - (REAL)1) * dout / batch;
+        dxi[c] = (yi[c] - (REAL)1) * scale;
     }
 }
 
@@ -265,10 +272,12 @@ void FNN(fnn_softmax_xent_backward_targets)(const REAL *restrict y, const REAL *
                                             REAL *restrict dx, fnn_index n, fnn_index k,
                                             REAL dout)
 {
-    const REAL batch = (REAL)n;
+    /* (y - t) * (dout / n): one product per element, within an ulp of the book's
+       (y - t) * dout / n */
+    const REAL scale = dout / (REAL)n;
     const fnn_index size = n * k;
     for (fnn_index i = 0; i < size; i++)
-        dx[i] = (y[i] - t[i]) * dout / batch;
+        dx[i] = (y[i] - t[i]) * scale;
 }
 
 FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_labels)(const REAL *x,
@@ -279,13 +288,15 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_labels)(const REAL *x,
     /* the loss pass of fnn_softmax_xent_labels, then the same operations as
        SoftmaxWithLoss.backward, (y - t) * dout / n, over y while it is in dx */
     FNN(fnn_softmax_xent_labels)(x, labels, dx, row_loss, n, k, exact);
-    const REAL batch = (REAL)n;
+    /* (y - t) * (dout / n): one product per element, within an ulp of the book's
+       (y - t) * dout / n */
+    const REAL scale = dout / (REAL)n;
     for (fnn_index i = 0; i < n; i++) {
         REAL *dxi = dx + i * k;
         const REAL yc = dxi[labels[i]];
         for (fnn_index j = 0; j < k; j++)
-            dxi[j] = dxi[j] * dout / batch;
-        dxi[labels[i]] = (yc - (REAL)1) * dout / batch;
+            dxi[j] = dxi[j] * scale;
+        dxi[labels[i]] = (yc - (REAL)1) * scale;
     }
 }
 
@@ -295,10 +306,12 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_targets)(const REAL *x, const RE
                                                          REAL dout)
 {
     FNN(fnn_softmax_xent_targets)(x, t, dx, row_loss, n, k, exact);
-    const REAL batch = (REAL)n;
+    /* (y - t) * (dout / n): one product per element, within an ulp of the book's
+       (y - t) * dout / n */
+    const REAL scale = dout / (REAL)n;
     const fnn_index size = n * k;
     for (fnn_index i = 0; i < size; i++)
-        dx[i] = (dx[i] - t[i]) * dout / batch;
+        dx[i] = (dx[i] - t[i]) * scale;
 }
 
 void FNN(fnn_activation_backward)(REAL *restrict delta, const REAL *restrict a, fnn_index size,
