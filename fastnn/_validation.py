@@ -10,9 +10,12 @@ float32 and float64 stay as they are and promote together as NumPy promotes them
 integers become float64 (as ``x * 1.0`` would); float16 becomes float32.  Complex, object,
 string and extended-precision inputs are refused.
 """
+import math
 import numbers
 
 import numpy as np
+
+from fastnn._kernels._loss import first_bad_label
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -26,6 +29,11 @@ def _kind_error(name, dtype):
 
 def compute_dtype(*named_arrays):
     """The float dtype in which arrays given as ``(name, array)`` pairs are combined."""
+    if all(type(a) is np.ndarray and a.dtype in FLOAT_DTYPES for _, a in named_arrays):
+        # the common case, float32/float64 arrays: promote without building a list
+        if all(a.dtype == named_arrays[0][1].dtype for _, a in named_arrays):
+            return named_arrays[0][1].dtype
+        return np.dtype(np.float64)
     dtypes = []
     for name, a in named_arrays:
         dt = np.asarray(a).dtype if not isinstance(a, np.ndarray) else a.dtype
@@ -62,7 +70,8 @@ def as_batch(x, name, dtype):
         raise ValueError(f"{name} must have at least one dimension, got a scalar")
     if x.ndim == 1:
         return x.reshape(1, -1), True
-    return x.reshape(x.shape[0], -1), False
+    # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])), False
 
 
 def check_shape(a, expected, name):
@@ -103,12 +112,11 @@ def as_labels(t, n, k, name="t"):
             f"{name} must hold one label per row: expected shape ({n},) (or ({n}, 1)) or "
             f"one-hot targets of shape ({n}, {k}), got {t.shape}"
         )
-    if n:
-        lo, hi = t.min(), t.max()
-        if lo < 0 or hi >= k:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{name} holds label {bad}, outside the {k} classes [0, {k - 1}]")
-    return np.ascontiguousarray(t, dtype=np.int64)
+    labels = np.ascontiguousarray(t, dtype=np.int64)
+    bad = first_bad_label(labels, k)
+    if bad >= 0:
+        raise ValueError(f"{name} holds label {t[bad]}, outside the {k} classes [0, {k - 1}]")
+    return labels
 
 
 def as_targets(t, scores_shape, name="t"):
@@ -141,6 +149,8 @@ def as_scores_and_targets(y, t, name="y"):
     y2 = y_arr.reshape(1, -1) if y_arr.ndim == 1 else y_arr
     if y2.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch, shape {y_arr.shape}: the mean loss is undefined")
+    if y2.shape[1] == 0:
+        raise ValueError(f"{name} has no classes, shape {y_arr.shape}: the loss is undefined")
     kind, t_res = as_targets(t_arr, y2.shape)
     if kind == "targets":
         dtype = compute_dtype((name, y2), ("t", t_res))

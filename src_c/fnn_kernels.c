@@ -3,6 +3,20 @@
 
 #include "fnn_kernels.h"
 
+fnn_index fnn_first_bad_label(const int64_t *labels, fnn_index n, int64_t k)
+{
+    /* as unsigned, a negative label is larger than any k */
+    uint64_t bad = 0;
+    for (fnn_index i = 0; i < n; i++)
+        bad |= (uint64_t)labels[i] >= (uint64_t)k;
+    if (!bad)
+        return -1;
+    for (fnn_index i = 0; i < n; i++)
+        if ((uint64_t)labels[i] >= (uint64_t)k)
+            return i;
+    return -1;
+}
+
 #define REAL float
 #define SFX f32
 #define EXP fnn_exp_f32

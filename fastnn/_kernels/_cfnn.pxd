@@ -10,6 +10,8 @@ cdef extern from "fnn_kernels.h" nogil:
         FNN_RELU
         FNN_SIGMOID
 
+    fnn_index fnn_first_bad_label(const int64_t *labels, fnn_index n, int64_t k)
+
     void fnn_relu_forward_f32(const float *x, float *out, uint8_t *mask, fnn_index size)
     void fnn_relu_forward_f64(const double *x, double *out, uint8_t *mask, fnn_index size)
     void fnn_relu_backward_f32(const float *dout, const uint8_t *mask, float *dx, fnn_index size)

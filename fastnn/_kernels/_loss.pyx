@@ -23,6 +23,13 @@ cdef inline double _sum(const double[::1] v) noexcept nogil:
     return s
 
 
+def first_bad_label(const int64_t[::1] labels, int64_t k):
+    """Index of the first label outside [0, k), or -1."""
+    if labels.shape[0] == 0:
+        return -1
+    return fnn_first_bad_label(&labels[0], labels.shape[0], k)
+
+
 def softmax_forward(const floating[:, ::1] x,  # IN  (n, k)
                     floating[:, ::1] y_out):   # OUT (n, k)
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
