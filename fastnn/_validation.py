@@ -18,6 +18,7 @@ import numpy as np
 from fastnn._kernels._loss import first_bad_label
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+GEMM_MAX = 2**31 - 1  # BLAS dimensions are C ints
 
 
 def _kind_error(name, dtype):
@@ -68,10 +69,12 @@ def as_batch(x, name, dtype):
     x = as_float(x, name, dtype)
     if x.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a scalar")
-    if x.ndim == 1:
-        return x.reshape(1, -1), True
     # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
-    return x.reshape(x.shape[0], math.prod(x.shape[1:])), False
+    rows, features = (1, x.size) if x.ndim == 1 else (x.shape[0], math.prod(x.shape[1:]))
+    if max(rows, features) > GEMM_MAX:
+        raise ValueError(f"{name} has shape {x.shape}: BLAS takes at most {GEMM_MAX} rows and "
+                         "features (32-bit dimensions)")
+    return x.reshape(rows, features), x.ndim == 1
 
 
 def check_shape(a, expected, name):

@@ -111,11 +111,12 @@ class Relu:
         return out
 
     def backward(self, dout):
-        _require_forward(self, self.mask)
+        mask = self.mask  # read once: the kernel must get the mask whose shape was checked
+        _require_forward(self, mask)
         dout = v.as_float(dout, "dout")
-        v.check_shape(dout, self.mask.shape, "dout")
+        v.check_shape(dout, mask.shape, "dout")
         dx = np.empty_like(dout)
-        _activations.relu_backward(dout.reshape(-1), self.mask.reshape(-1).view(np.uint8), dx.reshape(-1))
+        _activations.relu_backward(dout.reshape(-1), mask.reshape(-1).view(np.uint8), dx.reshape(-1))
         return dx
 
 
@@ -136,11 +137,12 @@ class Sigmoid:
         return out
 
     def backward(self, dout):
-        _require_forward(self, self.out)
-        dtype = v.compute_dtype(("dout", dout), ("out", self.out))
+        out = self.out  # read once: the kernel must get the array whose shape was checked
+        _require_forward(self, out)
+        dtype = v.compute_dtype(("dout", dout), ("out", out))
         dout = v.as_float(dout, "dout", dtype)
-        v.check_shape(dout, self.out.shape, "dout")
-        out = self.out.astype(dtype, copy=False)
+        v.check_shape(dout, out.shape, "dout")
+        out = out.astype(dtype, copy=False)
         dx = np.empty_like(dout)
         _activations.sigmoid_backward(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
         return dx
@@ -177,27 +179,30 @@ class _Dense:
         self.dW = None
         self.db = None
 
-    def _shapes(self):
-        W, b = self.W, self.b
+    def _shapes(self, W, b):
         if not isinstance(W, np.ndarray) or W.ndim != 2:
             raise ValueError(f"W must be a 2-D array, got shape {np.shape(W)}")
         n_in, n_out = W.shape[::-1] if self._transposed else W.shape
+        if n_in == 0 or n_out == 0:
+            # the GEMM kernels are never given an empty weight (as nets and numgrad refuse it)
+            raise ValueError(f"W must have at least one input and one output, got shape {W.shape}")
         if np.shape(b) != (n_out,):
             raise ValueError(f"b must have shape ({n_out},) to match W {W.shape}, got {np.shape(b)}")
         return n_in, n_out
 
     def forward(self, x):
-        n_in, n_out = self._shapes()
-        dtype = v.compute_dtype(("x", x), ("W", self.W), ("b", self.b))
+        W, b = self.W, self.b  # read once: the kernel must get the arrays that were checked
+        n_in, n_out = self._shapes(W, b)
+        dtype = v.compute_dtype(("x", x), ("W", W), ("b", b))
         x2, single = v.as_batch(x, "x", dtype)
         if x2.shape[1] != n_in:
             raise ValueError(
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but W "
-                f"{self.W.shape} expects {n_in}"
+                f"{W.shape} expects {n_in}"
             )
-        W, flag, _ = _gemm_weight(self.W, self._transposed, dtype)
+        W, flag, _ = _gemm_weight(W, self._transposed, dtype)
         out = np.empty((x2.shape[0], n_out), dtype=dtype)
-        _dense.dense_forward(x2, W, v.as_float(self.b, "b", dtype), out, flag)
+        _dense.dense_forward(x2, W, v.as_float(b, "b", dtype), out, flag)
         self.x = x2
         self.original_x_shape = np.shape(x)
         return out.reshape(-1) if single else out
@@ -208,10 +213,17 @@ class _Dense:
         ``compute_dx=False`` skips the input gradient (a third of the work) and returns None:
         the first layer of a network never needs it.
         """
-        _require_forward(self, self.x)
-        x = self.x
-        n_in, n_out = self._shapes()
-        dtype = v.compute_dtype(("dout", dout), ("x", x), ("W", self.W))
+        # read once: the kernels must get the arrays whose shapes were checked
+        x, x_shape, W = self.x, self.original_x_shape, self.W
+        _require_forward(self, x)
+        n_in, n_out = self._shapes(W, self.b)
+        if x.shape[1] != n_in:
+            # W was replaced since forward: its GEMMs would run past the ends of dW and dx
+            raise ValueError(
+                f"W {W.shape} expects {n_in} features per sample, but forward() saw "
+                f"{x.shape[1]}; call forward() again after replacing W"
+            )
+        dtype = v.compute_dtype(("dout", dout), ("x", x), ("W", W))
         dout = v.as_float(dout, "dout", dtype)
         if dout.shape not in ((x.shape[0], n_out), (n_out,) if x.shape[0] == 1 else None):
             raise ValueError(
@@ -220,14 +232,14 @@ class _Dense:
             )
         dout = dout.reshape(x.shape[0], n_out)
         x = x.astype(dtype, copy=False)
-        W, flag, flipped = _gemm_weight(self.W, self._transposed, dtype)
+        W, flag, flipped = _gemm_weight(W, self._transposed, dtype)
         dW = np.empty(W.shape, dtype=dtype)
         db = np.empty(n_out, dtype=dtype)
         dx = np.empty(x.shape, dtype=dtype) if compute_dx else None
         _dense.dense_backward(dout, x, W, dW, db, dx, flag)
         self.dW = dW.T if flipped else dW
         self.db = db
-        return dx.reshape(self.original_x_shape) if compute_dx else None
+        return dx.reshape(x_shape) if compute_dx else None
 
 
 class Affine(_Dense):
@@ -275,21 +287,22 @@ class SoftmaxWithLoss:
         y, loss = fused_softmax_loss(x2, kind, t_res, self.exact)
         self.y = y.reshape(np.shape(x))
         self.t = t
-        self._targets = (kind, t_res)
+        # what backward needs, in one attribute: it reads the y and targets of one forward
+        self._targets = (kind, t_res, y, self.y.shape)
         self.loss = dtype.type(loss)
         return self.loss
 
     def backward(self, dout=1):
-        _require_forward(self, self.y)
-        y = self.y.reshape(-1, self.y.shape[-1])
+        cache = self._targets
+        _require_forward(self, cache)
+        kind, t, y, shape = cache
         dout = v.check_finite_scalar(dout, "dout")
         dx = np.empty_like(y)
-        kind, t = self._targets
         if kind == "labels":
             _loss.softmax_xent_labels_backward(y, t, dx, dout)
         else:
             _loss.softmax_xent_targets_backward(y, t, dx, dout)
-        return dx.reshape(self.y.shape)
+        return dx.reshape(shape)
 
 
 class SigmoidWithLoss:

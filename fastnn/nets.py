@@ -78,7 +78,8 @@ class _Network:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         for s in sizes:
-            if not isinstance(s, (int, np.integer)) or s < 1:
+            if (isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer))
+                    or not 1 <= s <= v.GEMM_MAX):
                 raise ValueError(f"layer sizes must be positive integers, got {list(sizes)}")
         self.activation = activation
         self.exact_loss = bool(exact_loss)

@@ -230,7 +230,10 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_targets)(const REAL *x,
             for (fnn_index i = 0; i < rows; i++) {
                 double tz = 0, ts = 0; /* sum t (x - max), sum t */
                 for (fnn_index j = 0; j < k; j++) {
-                    tz += (double)tb[i * k + j] * (double)yb[i * k + j];
+                    /* a term at the row's max adds nothing, also for t = inf: inf * 0 would
+                       be NaN where NumPy's t ((x - max) - log s) is inf */
+                    const double d = (double)yb[i * k + j];
+                    tz += d != 0 ? (double)tb[i * k + j] * d : 0;
                     ts += (double)tb[i * k + j];
                 }
                 row_loss[i0 + i] = -tz;

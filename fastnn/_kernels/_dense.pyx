@@ -91,12 +91,17 @@ def dense_backward(dout,         # IN  (n, h)
     cdef void *dwp = _data(dW_out)
     cdef void *dbp = _data(db_out)
     cdef void *dxp = NULL if dx_out is None or n == 0 or d == 0 else _data(dx_out)
-    if h == 0 or d == 0:
-        return
-    if n == 0:
-        # gradients of an empty batch are zero, as NumPy's empty sums are
+    if n == 0 or h == 0:
+        # empty sums are zero, as NumPy's are: every gradient of an empty batch, and dx of a
+        # layer without outputs
         dW_out[...] = 0
         db_out[...] = 0
+        if dx_out is not None:
+            dx_out[...] = 0
+        return
+    if d == 0:
+        # a layer without inputs: dW and dx are empty, db is still the column sum of dout
+        db_out[...] = dout.sum(axis=0)
         return
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray> dout) == cnp.NPY_FLOAT32:

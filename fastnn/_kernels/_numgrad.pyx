@@ -277,7 +277,7 @@ def network_sweep(list weights,   # IN  L float64 arrays (d_l, d_{l+1}), C-conti
         l = L - 2
         d, dprev = weights[l].shape[1], weights[l].shape[0]
         w_last = weights[L - 1]
-        w_last_t = np.ascontiguousarray(w_last.T)
+        w_last_t = np.array(w_last.T, order="C")  # a copy: writable even for a read-only W
         u_act = _step_bound(a[l], w_plus[l], w_minus[l], b_plus[l], b_minus[l])
         # |activation change| <= |pre-activation change| (a quarter of it for the sigmoid)
         u_max = u_act * (0.25 if activation == FNN_SIGMOID else 1.0) * float(np.max(np.abs(w_last)))

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Build fastnn with AddressSanitizer + UndefinedBehaviorSanitizer and run tests against it.
+#
+#   bash tests/sanitize.sh [extra pytest arguments]
+#
+# Run from anywhere (the repository is found from this script's path), inside a Python
+# environment with numpy, scipy, Cython, setuptools, pytest and hypothesis, and gcc.
+#
+# The sanitized extension modules are built in a scratch copy of the source tree, never in
+# the checkout: others import the checkout's .so files while this runs.  The copy leaves out
+# build products (*.so, build/), environments, .git and caches.
+#
+# The tests: those that drive the compiled code through every entry point, on good and on
+# bad input (parity with the twins, the fuzzing, the robustness and thread cases, layers,
+# functions, networks, optimizers); all but tests/test_memory.py, whose RSS measure the
+# sanitizer's quarantine of freed memory would defeat, and the data/io/training tests, which
+# reach no kernel that these do not.
+#
+# Python itself is not instrumented: libasan and libubsan are preloaded into it.  Leak
+# detection is off (the interpreter keeps its objects at exit); any ASan report aborts the
+# process, any UBSan report halts it, and the script fails on either, or when a canary
+# (a kernel deliberately given too short an array) is not caught.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-python}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/fastnn-sanitize.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+TESTS=(tests/test_parity.py tests/test_fuzz.py tests/test_robustness.py tests/test_threads.py
+       tests/test_layers.py tests/test_functions.py tests/test_nets.py tests/test_optim.py)
+
+echo "sanitize: copying $repo to $work/src"
+mkdir -p "$work/src"
+excludes=('*.so' '*.o' 'build' '.venv' 'venv' '.git' '__pycache__' '.pytest_cache'
+          '.hypothesis' '*.egg-info')
+if command -v rsync >/dev/null; then
+    rsync -a "${excludes[@]/#/--exclude=}" "$repo/" "$work/src/"
+else
+    tar -C "$repo" "${excludes[@]/#/--exclude=}" -cf - . | tar -C "$work/src" -xf -
+fi
+
+cd "$work/src"
+echo "sanitize: building with FASTNN_SANITIZE=1 (log: build.log)"
+if ! FASTNN_SANITIZE=1 "$python" setup.py build_ext --inplace --parallel 2 >build.log 2>&1; then
+    tail -n 40 build.log
+    echo "sanitize: build failed" >&2
+    exit 1
+fi
+
+libasan="$(gcc -print-file-name=libasan.so)"
+libubsan="$(gcc -print-file-name=libubsan.so)"
+for lib in "$libasan" "$libubsan"; do
+    if [[ ! -e "$lib" ]]; then
+        echo "sanitize: $lib not found (install gcc's sanitizer runtimes)" >&2
+        exit 1
+    fi
+done
+
+export LD_PRELOAD="$libasan $libubsan"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1
+export FASTNN_HYPOTHESIS_PROFILE="${FASTNN_HYPOTHESIS_PROFILE:-ci}"
+
+# The modules imported must be the sanitized ones of the copy.
+"$python" - "$work/src" <<'EOF'
+import importlib, sys
+for name in ("_activations", "_dense", "_loss", "_network", "_numgrad", "_optim"):
+    module = importlib.import_module("fastnn._kernels." + name)
+    if not module.__file__.startswith(sys.argv[1]):
+        sys.exit(f"sanitize: imported {module.__file__}, not the sanitized copy")
+    if b"__asan_" not in open(module.__file__, "rb").read():
+        sys.exit(f"sanitize: {module.__file__} is not instrumented")
+EOF
+
+# The canary: a kernel reading past the end of an array must be reported.
+if "$python" -c "
+import numpy as np
+from fastnn._kernels import _activations
+dout, dx = np.ones(200), np.empty(200)
+_activations.relu_backward(dout, np.zeros(100, np.uint8), dx)  # mask 100 bytes short
+" >canary.log 2>&1; then
+    echo "sanitize: the canary's out-of-bounds read went unreported: ASan is not active" >&2
+    exit 1
+fi
+if ! grep -q "ERROR: AddressSanitizer: heap-buffer-overflow" canary.log; then
+    cat canary.log >&2
+    echo "sanitize: the canary failed, but not with an ASan report" >&2
+    exit 1
+fi
+echo "sanitize: canary caught (heap-buffer-overflow reported)"
+
+echo "sanitize: running ${TESTS[*]}"
+status=0
+"$python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" "$@" 2>&1 | tee pytest.log || status=$?
+if grep -qE "ERROR: AddressSanitizer|runtime error:" pytest.log; then
+    echo "sanitize: sanitizer report above" >&2
+    exit 1
+fi
+if [[ $status -ne 0 ]]; then
+    echo "sanitize: tests failed (status $status)" >&2
+    exit "$status"
+fi
+echo "sanitize: no ASan/UBSan report"
