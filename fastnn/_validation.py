@@ -47,6 +47,18 @@ def compute_dtype(*named_arrays):
     return np.dtype(np.float32) if dt == np.float16 else dt
 
 
+def common_contiguous_dtype(*arrays):
+    """The dtype of ``arrays`` if all are C-contiguous ndarrays of one float32/float64 dtype,
+    else None: the common case, in which nothing needs converting."""
+    dtype = arrays[0].dtype if type(arrays[0]) is np.ndarray else None
+    if dtype not in FLOAT_DTYPES:
+        return None
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
+            return None
+    return dtype
+
+
 def as_float(x, name, dtype=None):
     """``x`` as a C-contiguous array of ``dtype`` (default: its own compute dtype).
 

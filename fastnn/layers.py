@@ -14,6 +14,7 @@ Two choices differ from the book and are relied on by tests:
 import numpy as np
 
 from fastnn import _validation as v
+from fastnn import threads
 from fastnn._kernels import _activations, _dense, _loss
 from fastnn.functions import binary_cross_entropy, fused_softmax_loss
 
@@ -193,16 +194,22 @@ class _Dense:
     def forward(self, x):
         W, b = self.W, self.b  # read once: the kernel must get the arrays that were checked
         n_in, n_out = self._shapes(W, b)
-        dtype = v.compute_dtype(("x", x), ("W", W), ("b", b))
-        x2, single = v.as_batch(x, "x", dtype)
+        dtype = v.common_contiguous_dtype(x, W, b)
+        if dtype is not None and x.ndim == 2 and 0 < x.shape[0] <= v.GEMM_MAX:
+            x2, single, flag = x, False, self._transposed  # nothing to convert
+        else:
+            dtype = v.compute_dtype(("x", x), ("W", W), ("b", b))
+            x2, single = v.as_batch(x, "x", dtype)
+            W, flag, _ = _gemm_weight(W, self._transposed, dtype)
+            b = v.as_float(b, "b", dtype)
         if x2.shape[1] != n_in:
             raise ValueError(
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but W "
-                f"{W.shape} expects {n_in}"
+                f"{self.W.shape} expects {n_in}"
             )
-        W, flag, _ = _gemm_weight(W, self._transposed, dtype)
+        threads.for_work(x2.shape[0] * n_in * n_out)
         out = np.empty((x2.shape[0], n_out), dtype=dtype)
-        _dense.dense_forward(x2, W, v.as_float(b, "b", dtype), out, flag)
+        _dense.dense_forward(x2, W, b, out, flag)
         self.x = x2
         self.original_x_shape = np.shape(x)
         return out.reshape(-1) if single else out
@@ -223,8 +230,10 @@ class _Dense:
                 f"W {W.shape} expects {n_in} features per sample, but forward() saw "
                 f"{x.shape[1]}; call forward() again after replacing W"
             )
-        dtype = v.compute_dtype(("dout", dout), ("x", x), ("W", W))
-        dout = v.as_float(dout, "dout", dtype)
+        dtype = v.common_contiguous_dtype(dout, x, W)
+        if dtype is None:
+            dtype = v.compute_dtype(("dout", dout), ("x", x), ("W", W))
+            dout = v.as_float(dout, "dout", dtype)
         if dout.shape not in ((x.shape[0], n_out), (n_out,) if x.shape[0] == 1 else None):
             raise ValueError(
                 f"dout must have shape {(x.shape[0], n_out)} (the forward output's), "
@@ -236,6 +245,7 @@ class _Dense:
         dW = np.empty(W.shape, dtype=dtype)
         db = np.empty(n_out, dtype=dtype)
         dx = np.empty(x.shape, dtype=dtype) if compute_dx else None
+        threads.for_work(x.shape[0] * n_in * n_out)
         _dense.dense_backward(dout, x, W, dW, db, dx, flag)
         self.dW = dW.T if flipped else dW
         self.db = db
