@@ -145,8 +145,8 @@ def main(argv=None):
                    help="then run the book's train_neuralnet.py (NumPy twins, float64, SGD) "
                         "for as many iterations, and compare")
     p.add_argument("--threads", type=int, default=None,
-                   help="most BLAS threads for fastnn's large GEMMs (default 1, see "
-                        "fastnn.threads)")
+                   help="cap on the BLAS threads of fastnn's large GEMMs outside training "
+                        "(training runs one BLAS thread per core; see fastnn.threads)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(run=_train)
 

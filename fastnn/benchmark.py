@@ -28,6 +28,7 @@ from fastnn import nets as N
 from fastnn.reference import functions as RF
 from fastnn.reference import layers as RL
 from fastnn.reference import nets as RN
+from fastnn._kernels._blas import BLAS_PATH, BLAS_ROUTE
 from fastnn.threads import MIN_WORK_PER_THREAD, get_num_threads
 
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MALLOC_MMAP_THRESHOLD_")
@@ -65,6 +66,7 @@ def environment():
         ],
         "variables": {name: os.environ.get(name) for name in BLAS_VARIABLES},
         "fastnn_threads": get_num_threads(),
+        "fastnn_blas": f"{BLAS_ROUTE} ({os.path.basename(BLAS_PATH or '?')})",
     }
     try:
         import Cython
@@ -88,8 +90,8 @@ def format_environment(env):
             f"BLAS: {lib['internal_api']} {lib['version']} kernel {lib['architecture']} "
             f"threads {lib['num_threads']}  ({os.path.basename(lib['filepath'] or '')})"
         )
-    lines.append(f"fastnn: up to {env['fastnn_threads']} BLAS thread(s), one below "
-                 f"{MIN_WORK_PER_THREAD:,} multiply-adds per thread (fastnn.threads)")
+    lines.append(f"fastnn: GEMMs through {env['fastnn_blas']}, up to {env['fastnn_threads']} "
+                 f"thread(s), one per {MIN_WORK_PER_THREAD:,} multiply-adds (fastnn.threads)")
     lines.append("variables: " + ", ".join(
         f"{k}={'unset' if v is None else v}" for k, v in env["variables"].items()))
     return "\n".join(lines)

@@ -207,9 +207,9 @@ class _Dense:
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but W "
                 f"{self.W.shape} expects {n_in}"
             )
-        threads.for_work(x2.shape[0] * n_in * n_out)
         out = np.empty((x2.shape[0], n_out), dtype=dtype)
-        _dense.dense_forward(x2, W, b, out, flag)
+        with threads.for_work(x2.shape[0] * n_in * n_out):
+            _dense.dense_forward(x2, W, b, out, flag)
         self.x = x2
         self.original_x_shape = np.shape(x)
         return out.reshape(-1) if single else out
@@ -245,8 +245,8 @@ class _Dense:
         dW = np.empty(W.shape, dtype=dtype)
         db = np.empty(n_out, dtype=dtype)
         dx = np.empty(x.shape, dtype=dtype) if compute_dx else None
-        threads.for_work(x.shape[0] * n_in * n_out)
-        _dense.dense_backward(dout, x, W, dW, db, dx, flag)
+        with threads.for_work(x.shape[0] * n_in * n_out):
+            _dense.dense_backward(dout, x, W, dW, db, dx, flag)
         self.dW = dW.T if flipped else dW
         self.db = db
         return dx.reshape(x_shape) if compute_dx else None

@@ -157,7 +157,6 @@ class _Network:
             if len(self._workspaces) >= 4:  # batch sizes come and go; keep the latest few
                 self._workspaces.pop(next(iter(self._workspaces)))
             ws = self._workspaces[n] = _Workspace(self._sizes, n, self.dtype)
-        threads.for_work(ws.work)
         return ws
 
     def _prepare(self, x, cast=True):
@@ -210,8 +209,9 @@ class _Network:
             return x
         out = np.empty((x2.shape[0], self._sizes[-1]), self.dtype)
         for start, stop, ws, block in self._blocks(x2):
-            _network.forward(*weights, block, ws.rows(stop - start)[:-1] + [out[start:stop]],
-                             self._code)
+            with threads.for_work(ws.work):
+                _network.forward(*weights, block, ws.rows(stop - start)[:-1] + [out[start:stop]],
+                                 self._code)
         return out[0] if single else out
 
     def _weight_decay(self):
@@ -228,7 +228,9 @@ class _Network:
             return self.last_layer.forward(y, t) + self._weight_decay()
         labels, t = self._targets(x2, t)
         ws = self._workspace(x2.shape[0])
-        loss = _network.loss(*weights, x2, t, labels, ws.a, ws.row_loss, self._code, self.exact_loss)
+        with threads.for_work(ws.work):
+            loss = _network.loss(*weights, x2, t, labels, ws.a, ws.row_loss, self._code,
+                                 self.exact_loss)
         return self.dtype.type(loss) + self._weight_decay()
 
     def accuracy(self, x, t):
@@ -244,7 +246,8 @@ class _Network:
         hits = 0
         for start, stop, ws, block in self._blocks(x2):
             buffers = ws.rows(stop - start)
-            _network.forward(*weights, block, buffers, self._code)
+            with threads.for_work(ws.work):
+                _network.forward(*weights, block, buffers, self._code)
             hits += count_argmax_hits(buffers[-1], t[start:stop])
         return hits / float(n)
 
@@ -260,9 +263,10 @@ class _Network:
             return self._layered_gradient(x, t)
         labels, t = self._targets(x2, t)
         ws = self._workspace(x2.shape[0])
-        loss = _network.gradient(
-            *weights, x2, t, labels, ws.a, self._dW, self._db, ws.s0, ws.s1, ws.row_loss,
-            self._code, self.exact_loss, self.weight_decay_lambda)
+        with threads.for_work(ws.work):
+            loss = _network.gradient(
+                *weights, x2, t, labels, ws.a, self._dW, self._db, ws.s0, ws.s1, ws.row_loss,
+                self._code, self.exact_loss, self.weight_decay_lambda)
         self.last_loss = self.dtype.type(loss) + self._weight_decay()
         for layer, dW, db in zip(self.affine_layers, self._dW, self._db):
             layer.dW, layer.db = dW, db
@@ -298,12 +302,12 @@ class _Network:
         from fastnn.gradient import network_numerical_gradient
 
         affines = self.affine_layers
-        threads.for_work(0)  # the sweep's GEMMs are small: one BLAS thread
-        dWs, dbs = network_numerical_gradient(
-            [layer.W for layer in affines], [layer.b for layer in affines], x, t,
-            activation=self.activation, exact_loss=self.exact_loss,
-            weight_decay_lambda=self.weight_decay_lambda,
-        )
+        with threads.for_work(0):  # the sweep's GEMMs are small: one BLAS thread
+            dWs, dbs = network_numerical_gradient(
+                [layer.W for layer in affines], [layer.b for layer in affines], x, t,
+                activation=self.activation, exact_loss=self.exact_loss,
+                weight_decay_lambda=self.weight_decay_lambda,
+            )
         grads = {}
         for idx, (dW, db) in enumerate(zip(dWs, dbs), start=1):
             grads[f"W{idx}"], grads[f"b{idx}"] = dW, db

@@ -1,73 +1,69 @@
 """The one place where fastnn sets thread counts.
 
-fastnn's compiled GEMMs call the BLAS that SciPy ships (through ``scipy.linalg.cython_blas``);
-its own C kernels are single-threaded.  "fastnn's threads" are that BLAS library's threads,
-set here through threadpoolctl, per call, by the size of the work:
+fastnn's compiled GEMMs call NumPy's own OpenBLAS (or, failing that, SciPy's; see
+``fastnn/_kernels/_blas.pyx``); its own C kernels are single-threaded.  So "fastnn's threads"
+are that BLAS library's threads, which by default fastnn leaves as they are set (threadpoolctl,
+``OPENBLAS_NUM_THREADS``, the core count), like NumPy's own matrix products.
 
-* a call whose largest GEMM has fewer than ``MIN_WORK_PER_THREAD`` multiply-adds per thread
-  runs on one thread (the cost of waking a second thread exceeds its share of the work);
-* larger calls run on up to ``set_num_threads(n)`` threads, 1 by default.
+``set_num_threads(n)`` makes fastnn choose per compiled call, by the size of the work, and
+restore the setting afterwards: a call whose largest GEMM has fewer than
+``MIN_WORK_PER_THREAD`` multiply-adds per thread runs on fewer threads, down to one, and no
+call on more than ``n``.  Waking a second thread costs more than its share of a small GEMM,
+and on a busy machine a spinning second BLAS thread is far worse: measured here, the book's
+MNIST training, whose GEMMs are 100x784x50, ran 18x slower on two threads than on one while
+other processes were busy.  The thread count is a setting of the whole library: change it
+from one thread while others may be running GEMMs and their results may differ in the last
+bits from run to run (OpenBLAS's kernels differ by thread count).
 
-The default is one thread because measurement on a shared 2-core machine found OpenBLAS's
-second thread erratic: the book's 10,000-step MNIST training ran 18x slower on two threads than
-on one while other processes were busy (two spinning BLAS pools, NumPy's and SciPy's, on two
-cores starve each other).  Where cores are free, ``set_num_threads(2)`` speeds up large batches.
-
-Setting the count changes SciPy's BLAS for the whole process; NumPy's BLAS (a separate
-library) keeps its own.  To compare fastnn with NumPy code, give both libraries the same count
-with ``threadpoolctl.threadpool_limits`` and ``set_num_threads`` (as ``python -m fastnn bench
---threads N`` does).
+The ``Trainer`` sets the library to one thread while it trains: its two threads, training and
+evaluation, each take one core.
 """
 import contextlib
 import os
 
-__all__ = ["get_num_threads", "set_num_threads", "num_threads", "MIN_WORK_PER_THREAD"]
+__all__ = ["get_num_threads", "set_num_threads", "num_threads", "blas_limit", "for_work",
+           "MIN_WORK_PER_THREAD"]
 
 # Multiply-adds below which a second BLAS thread costs more than it saves (batch 100 of
 # 784x50 is 3.9 million; batch 1000, 39 million).
 MIN_WORK_PER_THREAD = 16_000_000
 
-_max_threads = 1
+_max_threads = None
 _controller = None
 
 
 def _blas():
-    """threadpoolctl's controller of the BLAS library that SciPy's cython_blas calls."""
+    """threadpoolctl's controller of the BLAS library that fastnn's GEMMs call."""
     global _controller
     if _controller is None:
-        import scipy
-        import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
         from threadpoolctl import ThreadpoolController
 
-        # SciPy's wheels bundle their OpenBLAS in scipy.libs/ beside the package; a system
-        # SciPy links a system BLAS, then the only BLAS loaded with it
-        package = os.path.dirname(os.path.abspath(scipy.__file__))
-        own = (package + os.sep, package + ".libs" + os.sep)
+        from fastnn._kernels._blas import BLAS_PATH
+
         libs = [lib for lib in ThreadpoolController().lib_controllers
-                if lib.user_api == "blas" and os.path.abspath(lib.filepath).startswith(own)]
-        if not libs:
-            libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+                if BLAS_PATH and os.path.abspath(lib.filepath) == os.path.abspath(BLAS_PATH)]
         _controller = libs[0] if libs else False
     return _controller or None
 
 
 def get_num_threads():
-    """The most BLAS threads fastnn's compiled calls use."""
+    """The cap on BLAS threads of fastnn's compiled calls (None: the library's setting)."""
     return _max_threads
 
 
 def set_num_threads(n):
-    """Let fastnn's large GEMMs use up to ``n`` BLAS threads; returns the previous limit."""
+    """Cap fastnn's compiled calls at ``n`` BLAS threads (None lifts the cap); returns the
+    previous cap."""
     global _max_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
     previous, _max_threads = _max_threads, n
     return previous
 
 
 @contextlib.contextmanager
 def num_threads(n):
-    """``with num_threads(2): ...``: ``set_num_threads(n)`` inside the block only."""
+    """``with num_threads(1): ...``: ``set_num_threads(n)`` inside the block only."""
     previous = set_num_threads(n)
     try:
         yield
@@ -75,11 +71,41 @@ def num_threads(n):
         set_num_threads(previous)
 
 
-def for_work(multiply_adds):
-    """Set SciPy's BLAS to the thread count for a call of this much work (see module doc)."""
+@contextlib.contextmanager
+def blas_limit(n):
+    """``with blas_limit(1): ...``: fastnn's BLAS library itself set to ``n`` threads inside the
+    block (for every caller of it: the Trainer runs two threads, each on one core)."""
     lib = _blas()
-    if lib is None:
-        return
-    wanted = max(1, min(_max_threads, multiply_adds // MIN_WORK_PER_THREAD))
-    if lib.num_threads != wanted:
-        lib.set_num_threads(wanted)
+    previous = lib.num_threads if lib is not None else None
+    if lib is not None:
+        lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if lib is not None:
+            lib.set_num_threads(previous)
+
+
+class for_work:
+    """``with for_work(multiply_adds): <compiled call>``: the BLAS thread count for a call of
+    this much work (see the module doc), restored afterwards."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self, multiply_adds):
+        self.previous = None
+        lib = _blas() if _max_threads is not None else None
+        if lib is None:
+            return
+        current = lib.num_threads
+        wanted = max(1, min(_max_threads, multiply_adds // MIN_WORK_PER_THREAD))
+        if wanted != current:
+            lib.set_num_threads(wanted)
+            self.previous = current
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.previous is not None:
+            _blas().set_num_threads(self.previous)

@@ -162,7 +162,7 @@ class Trainer:
         self._pending = []
         start = time.perf_counter()
         # two threads now share the machine's cores: each runs its BLAS on one
-        with ThreadPoolExecutor(max_workers=1) as pool, threads.num_threads(1):
+        with ThreadPoolExecutor(max_workers=1) as pool, threads.blas_limit(1):
             self._pool = pool
             try:
                 for _ in range(self.max_iter):
