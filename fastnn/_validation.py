@@ -30,11 +30,14 @@ def _kind_error(name, dtype):
 
 def compute_dtype(*named_arrays):
     """The float dtype in which arrays given as ``(name, array)`` pairs are combined."""
-    if all(type(a) is np.ndarray and a.dtype in FLOAT_DTYPES for _, a in named_arrays):
-        # the common case, float32/float64 arrays: promote without building a list
-        if all(a.dtype == named_arrays[0][1].dtype for _, a in named_arrays):
-            return named_arrays[0][1].dtype
-        return np.dtype(np.float64)
+    first = named_arrays[0][1]
+    if type(first) is np.ndarray and first.dtype in FLOAT_DTYPES:
+        # the common case: arrays of one float dtype
+        for _, a in named_arrays:
+            if type(a) is not np.ndarray or a.dtype != first.dtype:
+                break
+        else:
+            return first.dtype
     dtypes = []
     for name, a in named_arrays:
         dt = np.asarray(a).dtype if not isinstance(a, np.ndarray) else a.dtype

@@ -90,8 +90,10 @@ def format_environment(env):
             f"BLAS: {lib['internal_api']} {lib['version']} kernel {lib['architecture']} "
             f"threads {lib['num_threads']}  ({os.path.basename(lib['filepath'] or '')})"
         )
-    lines.append(f"fastnn: GEMMs through {env['fastnn_blas']}, up to {env['fastnn_threads']} "
-                 f"thread(s), one per {MIN_WORK_PER_THREAD:,} multiply-adds (fastnn.threads)")
+    cap = env["fastnn_threads"]
+    lines.append(f"fastnn: GEMMs through {env['fastnn_blas']}; " + (
+        "threads as the BLAS is set" if cap is None else
+        f"up to {cap} thread(s), one per {MIN_WORK_PER_THREAD:,} multiply-adds (fastnn.threads)"))
     lines.append("variables: " + ", ".join(
         f"{k}={'unset' if v is None else v}" for k, v in env["variables"].items()))
     return "\n".join(lines)
@@ -400,16 +402,14 @@ def scaling_plot(path, threads=1, rounds=5, batches=(1, 10, 100, 1000, 10000)):
 
 @contextlib.contextmanager
 def same_threads(threads):
-    """Every implementation on ``threads`` threads: NumPy's and SciPy's BLAS, fastnn's limit
-    and PyTorch's pool."""
+    """Every implementation on ``threads`` threads: every BLAS library loaded (NumPy's, which
+    fastnn's GEMMs use too, and SciPy's) and PyTorch's pool."""
     from threadpoolctl import threadpool_limits
-
-    from fastnn.threads import num_threads
 
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(threads)
-    with threadpool_limits(limits=threads), num_threads(threads):
+    with threadpool_limits(limits=threads):
         yield
 
 

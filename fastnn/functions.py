@@ -168,11 +168,7 @@ def softmax_loss_grad(X, t, exact=False):
     """
     x, kind, t, dtype = v.as_scores_and_targets(X, t, "X")
     dx = np.empty_like(x)
-    row_loss = np.empty(x.shape[0])
-    if kind == "labels":
-        loss = _loss.softmax_xent_labels_grad(x, t, dx, row_loss, exact)
-    else:
-        loss = _loss.softmax_xent_targets_grad(x, t, dx, row_loss, exact)
+    loss = _loss.softmax_xent_grad(x, t, kind == "labels", dx, np.empty(x.shape[0]), exact)
     return dtype.type(loss), dx.reshape(np.shape(X))
 
 
