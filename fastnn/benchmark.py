@@ -385,7 +385,7 @@ def scaling_plot(path, threads=1, rounds=5, batches=(1, 10, 100, 1000, 10000)):
     for dtype, marker in (("float32", "o"), ("float64", "s")):
         rows = [c for c in measured if c.dtype == dtype]
         ax.plot(batches, [c.times["reference"] / c.times["fastnn"] for c in rows],
-                marker + "-", label=f"vs NumPy twin, {dtype}")
+                marker + "-", label=f"vs the book's NumPy code, {dtype}")
         if all("torch" in c.times for c in rows):
             ax.plot(batches, [c.times["torch"] / c.times["fastnn"] for c in rows],
                     marker + "--", label=f"vs PyTorch, {dtype}")

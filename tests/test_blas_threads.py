@@ -1,0 +1,58 @@
+"""fastnn.threads: thread counts chosen per call and restored; the BLAS route fastnn found."""
+import os
+
+import numpy as np
+import pytest
+
+from fastnn import threads
+from fastnn._kernels import _blas
+from fastnn.nets import TwoLayerNet
+
+blas = threads._blas()
+needs_blas_control = pytest.mark.skipif(blas is None, reason="threadpoolctl finds no BLAS to set")
+
+
+def test_the_blas_route_is_known():
+    assert _blas.BLAS_ROUTE in ("numpy-cblas", "scipy-cython_blas")
+    assert _blas.BLAS_PATH is None or os.path.exists(_blas.BLAS_PATH)
+
+
+@needs_blas_control
+def test_calls_are_capped_by_work_and_restored():
+    start = blas.num_threads
+    with threads.blas_limit(2), threads.num_threads(2):
+        with threads.for_work(threads.MIN_WORK_PER_THREAD - 1):
+            assert blas.num_threads == 1  # too little work for a second thread
+        assert blas.num_threads == 2
+        with threads.for_work(10 * threads.MIN_WORK_PER_THREAD):
+            assert blas.num_threads == 2  # never above the cap
+        with threads.num_threads(1), threads.for_work(10 * threads.MIN_WORK_PER_THREAD):
+            assert blas.num_threads == 1
+    assert blas.num_threads == start
+
+
+@needs_blas_control
+def test_no_cap_leaves_the_library_alone():
+    assert threads.get_num_threads() is None
+    with threads.blas_limit(2):
+        with threads.for_work(1):
+            assert blas.num_threads == 2
+
+
+def test_results_do_not_depend_on_the_cap():
+    rng = np.random.default_rng(0)
+    x, t = rng.random((300, 40)), rng.integers(0, 10, 300)
+    grads = []
+    for cap in (None, 1, 2):
+        net = TwoLayerNet(40, 30, 10, rng=0)
+        with threads.num_threads(cap):
+            grads.append({k: g.copy() for k, g in net.gradient(x, t).items()})
+    for other in grads[1:]:
+        for key in grads[0]:
+            np.testing.assert_allclose(other[key], grads[0][key], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_thread_counts(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        threads.set_num_threads(bad)
