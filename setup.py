@@ -26,8 +26,9 @@ directives = {
     "embedsignature": True,
 }
 
-# -O3 without -march=native: the wheel must run on any x86-64 (or other) CPU.  The kernels that
-# profit from AVX2 are built twice and picked at load time (target_clones in src_c/fnn_numgrad.c).
+# -O3 without -march=native: the wheel must run on any x86-64 (or other) CPU.  With GCC >= 11 on
+# glibc, the vectorised kernels are also built for AVX2 and AVX-512 and picked at load time
+# (FNN_MULTIVERSION in src_c/fnn_common.h).
 compile_args = ["-O0", "-g"] if DEBUG or SANITIZE else ["-O3"]
 # no errno and no floating-point traps: libm calls and comparisons become vector instructions
 # (NaN and inf still propagate; fastnn never reads the floating-point exception flags)
@@ -50,7 +51,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
-        libraries=["m"],
+        libraries=[] if os.name == "nt" else ["m"],
     )
     for pyx in sorted(glob("fastnn/_kernels/*.pyx"))
 ]

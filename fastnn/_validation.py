@@ -110,6 +110,16 @@ def check_finite_scalar(value, name, positive=False):
     return value
 
 
+def check_count(value, name, minimum=1):
+    """``value`` as a Python int >= ``minimum`` (sizes, counts): TypeError for a non-integer
+    (bool included), ValueError below the minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def as_labels(t, n, k, name="t"):
     """Integer class labels for a batch of ``n`` rows and ``k`` classes, as C int64 ``(n,)``.
 

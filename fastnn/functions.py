@@ -123,13 +123,12 @@ def cross_entropy_error(y, t, exact=False):
     Twin: :func:`fastnn.reference.functions.cross_entropy_error`.
     """
     y, kind, t, dtype = v.as_scores_and_targets(y, t)
-    row_loss = np.empty(y.shape[0])
     if exact:
         loss = fused_softmax_loss(y, kind, t, exact=True)[1]
     elif kind == "labels":
-        loss = _loss.xent_labels(y, t, row_loss)
+        loss = _loss.xent_labels(y, t, np.empty(y.shape[0]))
     else:
-        loss = _loss.xent_targets(y, t, row_loss)
+        loss = _loss.xent_targets(y, t, np.empty(y.shape[0]))
     return dtype.type(loss)
 
 
@@ -185,12 +184,12 @@ def one_hot(labels, num_classes=None, dtype=np.float64):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if labels.size else 0
-    elif not isinstance(num_classes, (int, np.integer)) or num_classes < 0:
-        raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
-    flat = v.as_labels(labels.reshape(-1), labels.size, int(num_classes), "labels")
-    out = np.zeros((flat.size, int(num_classes)), dtype=dtype)
+    else:
+        num_classes = v.check_count(num_classes, "num_classes", minimum=0)
+    flat = v.as_labels(labels.reshape(-1), labels.size, num_classes, "labels")
+    out = np.zeros((flat.size, num_classes), dtype=dtype)
     out[np.arange(flat.size), flat] = 1
-    return out.reshape(labels.shape + (int(num_classes),))
+    return out.reshape(labels.shape + (num_classes,))
 
 
 def binary_cross_entropy(y, t, from_logits=False):

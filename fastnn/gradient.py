@@ -177,9 +177,8 @@ def numerical_gradient_batched(f, x, h=1e-4, chunk_size=None):
     size = x.size
     if chunk_size is None:
         chunk_size = max(1, _BATCHED_DEFAULT_ELEMENTS // max(2 * size, 1))
-    elif isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, (int, np.integer)) \
-            or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    else:
+        chunk_size = v.check_count(chunk_size, "chunk_size")
     flat = x.reshape(-1)
     grad = np.empty(size, dtype=x.dtype)
     for start in range(0, size, int(chunk_size)):
@@ -221,9 +220,7 @@ def gradient_descent(f, init_x, lr=0.01, step_num=100, return_path=False):
     Twin: :func:`fastnn.reference.gradient.gradient_descent`.
     """
     lr = v.check_finite_scalar(lr, "lr", positive=True)
-    if isinstance(step_num, (bool, np.bool_)) or not isinstance(step_num, (int, np.integer)) \
-            or step_num < 0:
-        raise ValueError(f"step_num must be a non-negative integer, got {step_num!r}")
+    step_num = v.check_count(step_num, "step_num", minimum=0)
     x = np.array(v.as_float(init_x, "init_x"), copy=True)
     path = np.empty((int(step_num) + 1,) + x.shape, dtype=x.dtype) if return_path else None
     for i in range(int(step_num)):

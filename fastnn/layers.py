@@ -181,8 +181,11 @@ class _Dense:
         self.db = None
 
     def _shapes(self, W, b):
-        if not isinstance(W, np.ndarray) or W.ndim != 2:
-            raise ValueError(f"W must be a 2-D array, got shape {np.shape(W)}")
+        if not isinstance(W, np.ndarray):
+            raise TypeError(f"W must be a NumPy array (the layer holds it by reference, as the "
+                            f"book's does), got {type(W).__name__}")
+        if W.ndim != 2:
+            raise ValueError(f"W must be a 2-D array, got shape {W.shape}")
         n_in, n_out = W.shape[::-1] if self._transposed else W.shape
         if n_in == 0 or n_out == 0:
             # the GEMM kernels are never given an empty weight (as nets and numgrad refuse it)

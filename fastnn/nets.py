@@ -17,14 +17,12 @@ import numpy as np
 from fastnn import _validation as v
 from fastnn import threads
 from fastnn._kernels import _network
-from fastnn._kernels._network import count_argmax_hits
+from fastnn._kernels._network import ACTIVATION_CODES, count_argmax_hits
 from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["TwoLayerNet", "MultiLayerNet"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "identity": Identity}
-# the activation codes of the C kernels (src_c/fnn_kernels.h: enum fnn_activation)
-_ACTIVATION_CODES = {"identity": 0, "relu": 1, "sigmoid": 2}
 # rows per block of predict/accuracy: large enough for efficient GEMMs, small enough that the
 # block's activations stay in cache
 _BLOCK_ROWS = 2048
@@ -78,9 +76,8 @@ class _Network:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         for s in sizes:
-            if (isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer))
-                    or not 1 <= s <= v.GEMM_MAX):
-                raise ValueError(f"layer sizes must be positive integers, got {list(sizes)}")
+            if v.check_count(s, "layer sizes") > v.GEMM_MAX:
+                raise ValueError(f"layer sizes must be at most {v.GEMM_MAX}, got {list(sizes)}")
         self.activation = activation
         self.exact_loss = bool(exact_loss)
         self.dtype = _check_dtype(dtype)
@@ -106,7 +103,7 @@ class _Network:
 
         self._affines = [layer for name, layer in self.layers.items() if name.startswith("Affine")]
         self._sizes = list(sizes)
-        self._code = _ACTIVATION_CODES[activation]
+        self._code = ACTIVATION_CODES[activation]
         self._workspaces = {}
         self._checked_weights = None
         self._dW = [np.empty((sizes[i], sizes[i + 1]), self.dtype) for i in range(len(sizes) - 1)]
@@ -302,7 +299,7 @@ class _Network:
         from fastnn.gradient import network_numerical_gradient
 
         affines = self.affine_layers
-        with threads.for_work(0):  # the sweep's GEMMs are small: one BLAS thread
+        with threads.for_work(0):  # the sweep's GEMMs are small: one thread, under a cap
             dWs, dbs = network_numerical_gradient(
                 [layer.W for layer in affines], [layer.b for layer in affines], x, t,
                 activation=self.activation, exact_loss=self.exact_loss,
@@ -361,7 +358,11 @@ class MultiLayerNet(_Network):
         expected = {f"{p}{i}" for i in range(1, n_layers + 1) for p in "Wb"}
         if n_layers == 0 or set(params) != expected:
             raise ValueError(f"params must hold W1, b1, ..., W{n_layers}, b{n_layers}; got {sorted(params)}")
-        dtypes = {np.asarray(a).dtype for a in params.values()}
+        for key, a in params.items():
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"params[{key!r}] must be a NumPy array (the network's layers "
+                                f"hold it by reference), got {type(a).__name__}")
+        dtypes = {a.dtype for a in params.values()}
         if len(dtypes) != 1:
             raise TypeError(f"params must share one dtype, got {sorted(map(str, dtypes))}")
         if np.ndim(params["W1"]) != 2:

@@ -21,6 +21,8 @@ evaluation, each take one core.
 import contextlib
 import os
 
+from fastnn._validation import check_count
+
 __all__ = ["get_num_threads", "set_num_threads", "num_threads", "blas_limit", "for_work",
            "MIN_WORK_PER_THREAD"]
 
@@ -55,8 +57,8 @@ def set_num_threads(n):
     """Cap fastnn's compiled calls at ``n`` BLAS threads (None lifts the cap); returns the
     previous cap."""
     global _max_threads
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    if n is not None:
+        n = check_count(n, "n")
     previous, _max_threads = _max_threads, n
     return previous
 

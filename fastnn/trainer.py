@@ -12,6 +12,7 @@ Differences that make it faster without changing what is learned:
   (copies of its parameters, taken at the epoch boundary) in a second thread, on the second
   core, while training goes on: the numbers are the same, the time mostly hidden.
 """
+import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +83,9 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
 
         self.train_size = self.x_train.shape[0]
-        self.iter_per_epoch = max(self.train_size / self.batch_size, 1)
+        # whole steps per epoch: the book's float train_size / batch_size meets an epoch
+        # boundary only every few epochs when the batch size does not divide the data
+        self.iter_per_epoch = max(math.ceil(self.train_size / self.batch_size), 1)
         self.max_iter = int(self.epochs * self.iter_per_epoch) if max_iter is None else int(max_iter)
         self.current_iter = 0
         self.current_epoch = 0
@@ -162,7 +165,8 @@ class Trainer:
         self._pending = []
         start = time.perf_counter()
         # two threads now share the machine's cores: each runs its BLAS on one
-        with ThreadPoolExecutor(max_workers=1) as pool, threads.blas_limit(1):
+        with (ThreadPoolExecutor(max_workers=1) as pool, threads.blas_limit(1),
+              threads.num_threads(1)):
             self._pool = pool
             try:
                 for _ in range(self.max_iter):

@@ -19,12 +19,12 @@ typedef ptrdiff_t fnn_index;
 #define FNN(name) FNN_CAT(name, SFX)
 
 /* Loops that vectorise are also built for x86-64-v4 (AVX-512) and x86-64-v3 (AVX2 + FMA) where
-   the compiler can, and the CPU picks the build at load time: the wheel itself assumes only
-   baseline x86-64.  Helpers called from such a loop are always inlined, so that they are
+   the compiler can, and the CPU picks the build at load time (through glibc's ifunc): the wheel
+   itself assumes only baseline x86-64.  Helpers called from such a loop are always inlined, so that they are
    compiled for the same target.  (Not under AddressSanitizer, whose runtime does not support
    the ifunc that picks the build.) */
 #if defined(__GNUC__) && __GNUC__ >= 11 && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+    defined(__linux__) && defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
 #define FNN_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FNN_MULTIVERSION

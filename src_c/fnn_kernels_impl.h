@@ -136,12 +136,11 @@ FNN_INLINE fnn_index FNN(block_rows)(fnn_index k)
     return k >= FNN_BLOCK ? 1 : FNN_BLOCK / k;
 }
 
-/* y[i] = x[i] - max x[i] for the rows of a block (y may be x); the maxima go to m. */
-FNN_INLINE void FNN(shift_rows)(const REAL *x, REAL *y, fnn_index rows, fnn_index k, REAL *m)
+/* y[i] = x[i] - max x[i] for the rows of a block (y may be x). */
+FNN_INLINE void FNN(shift_rows)(const REAL *x, REAL *y, fnn_index rows, fnn_index k)
 {
     for (fnn_index i = 0; i < rows; i++) {
         const REAL mi = FNN(row_max)(x + i * k, k);
-        m[i] = mi;
         for (fnn_index j = 0; j < k; j++)
             y[i * k + j] = x[i * k + j] - mi;
     }
@@ -169,13 +168,12 @@ FNN_INLINE void FNN(normalize_row)(REAL *restrict y, fnn_index k, double s)
 FNN_MULTIVERSION void FNN(fnn_softmax)(const REAL *restrict x, REAL *restrict y, fnn_index n,
                                        fnn_index k)
 {
-    REAL m[FNN_BLOCK];
     double s[FNN_BLOCK];
     const fnn_index block = FNN(block_rows)(k);
     for (fnn_index i0 = 0; i0 < n; i0 += block) {
         const fnn_index rows = n - i0 < block ? n - i0 : block;
         REAL *yb = y + i0 * k;
-        FNN(shift_rows)(x + i0 * k, yb, rows, k, m);
+        FNN(shift_rows)(x + i0 * k, yb, rows, k);
         FNN(exp_rows)(yb, rows, k, s);
         for (fnn_index i = 0; i < rows; i++)
             FNN(normalize_row)(yb + i * k, k, s[i]);
@@ -188,14 +186,13 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_labels)(const REAL *x,
                                                    REAL *y, double *restrict row_loss,
                                                    fnn_index n, fnn_index k, int exact)
 {
-    REAL m[FNN_BLOCK];
     double s[FNN_BLOCK];
     const fnn_index block = FNN(block_rows)(k);
     for (fnn_index i0 = 0; i0 < n; i0 += block) {
         const fnn_index rows = n - i0 < block ? n - i0 : block;
         REAL *yb = y + i0 * k;
         const int64_t *lb = labels + i0;
-        FNN(shift_rows)(x + i0 * k, yb, rows, k, m);
+        FNN(shift_rows)(x + i0 * k, yb, rows, k);
         if (exact)
             for (fnn_index i = 0; i < rows; i++)
                 row_loss[i0 + i] = -(double)yb[i * k + lb[i]]; /* -(x_c - max) */
@@ -218,14 +215,13 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_targets)(const REAL *x,
                                                     double *restrict row_loss, fnn_index n,
                                                     fnn_index k, int exact)
 {
-    REAL m[FNN_BLOCK];
     double s[FNN_BLOCK], tsum[FNN_BLOCK];
     const fnn_index block = FNN(block_rows)(k);
     for (fnn_index i0 = 0; i0 < n; i0 += block) {
         const fnn_index rows = n - i0 < block ? n - i0 : block;
         REAL *yb = y + i0 * k;
         const REAL *tb = t + i0 * k;
-        FNN(shift_rows)(x + i0 * k, yb, rows, k, m);
+        FNN(shift_rows)(x + i0 * k, yb, rows, k);
         if (exact)
             for (fnn_index i = 0; i < rows; i++) {
                 double tz = 0, ts = 0; /* sum t (x - max), sum t */
@@ -254,53 +250,51 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_targets)(const REAL *x,
     }
 }
 
-void FNN(fnn_softmax_xent_backward_labels)(const REAL *restrict y,
-                                           const int64_t *restrict labels, REAL *restrict dx,
-                                           fnn_index n, fnn_index k, REAL dout)
+/* dx = (y - t) * (dout / n), the backward of SoftmaxWithLoss (y may be dx): one product per
+   element, within an ulp of the book's (y - t) * dout / n. */
+FNN_INLINE void FNN(xent_grad_labels)(const REAL *y, const int64_t *restrict labels, REAL *dx,
+                                      fnn_index n, fnn_index k, REAL dout)
 {
-    /* (y - t) * (dout / n): one product per element, within an ulp of the book's
-       (y - t) * dout / n */
     const REAL scale = dout / (REAL)n;
     for (fnn_index i = 0; i < n; i++) {
-        const REAL *yi = y + i * k;
-        REAL *dxi = dx + i * k;
+        const REAL yc = y[i * k + labels[i]];
         for (fnn_index j = 0; j < k; j++)
-            dxi[j] = yi[j] * scale;
-        const int64_t c = labels[i];
-        dxi[c] = (yi[c] - (REAL)1) * scale;
+            dx[i * k + j] = y[i * k + j] * scale;
+        dx[i * k + labels[i]] = (yc - (REAL)1) * scale;
     }
 }
 
-void FNN(fnn_softmax_xent_backward_targets)(const REAL *restrict y, const REAL *restrict t,
-                                            REAL *restrict dx, fnn_index n, fnn_index k,
-                                            REAL dout)
+FNN_INLINE void FNN(xent_grad_targets)(const REAL *y, const REAL *restrict t, REAL *dx,
+                                       fnn_index n, fnn_index k, REAL dout)
 {
-    /* (y - t) * (dout / n): one product per element, within an ulp of the book's
-       (y - t) * dout / n */
     const REAL scale = dout / (REAL)n;
     const fnn_index size = n * k;
     for (fnn_index i = 0; i < size; i++)
         dx[i] = (y[i] - t[i]) * scale;
 }
 
+void FNN(fnn_softmax_xent_backward_labels)(const REAL *restrict y,
+                                           const int64_t *restrict labels, REAL *restrict dx,
+                                           fnn_index n, fnn_index k, REAL dout)
+{
+    FNN(xent_grad_labels)(y, labels, dx, n, k, dout);
+}
+
+void FNN(fnn_softmax_xent_backward_targets)(const REAL *restrict y, const REAL *restrict t,
+                                            REAL *restrict dx, fnn_index n, fnn_index k,
+                                            REAL dout)
+{
+    FNN(xent_grad_targets)(y, t, dx, n, k, dout);
+}
+
+/* The loss pass, then the gradient over the softmax while it is in dx. */
 FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_labels)(const REAL *x,
                                                         const int64_t *restrict labels, REAL *dx,
                                                         double *restrict row_loss, fnn_index n,
                                                         fnn_index k, int exact, REAL dout)
 {
-    /* the loss pass of fnn_softmax_xent_labels, then the same operations as
-       SoftmaxWithLoss.backward, (y - t) * dout / n, over y while it is in dx */
     FNN(fnn_softmax_xent_labels)(x, labels, dx, row_loss, n, k, exact);
-    /* (y - t) * (dout / n): one product per element, within an ulp of the book's
-       (y - t) * dout / n */
-    const REAL scale = dout / (REAL)n;
-    for (fnn_index i = 0; i < n; i++) {
-        REAL *dxi = dx + i * k;
-        const REAL yc = dxi[labels[i]];
-        for (fnn_index j = 0; j < k; j++)
-            dxi[j] = dxi[j] * scale;
-        dxi[labels[i]] = (yc - (REAL)1) * scale;
-    }
+    FNN(xent_grad_labels)(dx, labels, dx, n, k, dout);
 }
 
 FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_targets)(const REAL *x, const REAL *restrict t,
@@ -309,12 +303,7 @@ FNN_MULTIVERSION void FNN(fnn_softmax_xent_grad_targets)(const REAL *x, const RE
                                                          REAL dout)
 {
     FNN(fnn_softmax_xent_targets)(x, t, dx, row_loss, n, k, exact);
-    /* (y - t) * (dout / n): one product per element, within an ulp of the book's
-       (y - t) * dout / n */
-    const REAL scale = dout / (REAL)n;
-    const fnn_index size = n * k;
-    for (fnn_index i = 0; i < size; i++)
-        dx[i] = (dx[i] - t[i]) * scale;
+    FNN(xent_grad_targets)(dx, t, dx, n, k, dout);
 }
 
 void FNN(fnn_activation_backward)(REAL *restrict delta, const REAL *restrict a, fnn_index size,

@@ -52,7 +52,8 @@ def test_results_do_not_depend_on_the_cap():
             np.testing.assert_allclose(other[key], grads[0][key], rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
-def test_bad_thread_counts(bad):
-    with pytest.raises(ValueError, match="positive integer"):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError),
+                                        (True, TypeError), ("2", TypeError)])
+def test_bad_thread_counts(bad, error):
+    with pytest.raises(error, match="n must be"):
         threads.set_num_threads(bad)

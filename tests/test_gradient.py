@@ -188,8 +188,8 @@ def test_batched_equals_loop(shape, dtype, chunk, seed):
 def test_batched_checks_f_and_chunk_size():
     with pytest.raises(ValueError, match="one value per point"):
         G.numerical_gradient_batched(lambda P: np.sum(P), np.ones(3))
-    for bad in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match="chunk_size"):
+    for bad, error in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="chunk_size"):
             G.numerical_gradient_batched(lambda P: P.sum(axis=1), np.ones(3), chunk_size=bad)
 
 

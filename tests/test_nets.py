@@ -71,8 +71,10 @@ def test_from_params_uses_the_arrays(rng):
 def test_bad_construction():
     with pytest.raises(ValueError, match="activation"):
         N.MultiLayerNet(4, [3], 2, activation="tanh")
-    with pytest.raises(ValueError, match="positive integers"):
+    with pytest.raises(ValueError, match="layer sizes must be >= 1"):
         N.MultiLayerNet(4, [0], 2)
+    with pytest.raises(TypeError, match="layer sizes must be an integer"):
+        N.MultiLayerNet(4, [2.5], 2)
     with pytest.raises(TypeError, match="float32 or float64"):
         N.TwoLayerNet(4, 3, 2, dtype=np.int32)
 

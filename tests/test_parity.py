@@ -1,4 +1,6 @@
 """Every registered compiled path agrees with its NumPy twin (fastnn.reference.pairs.PAIRS)."""
+import zlib
+
 import numpy as np
 import pytest
 from conftest import assert_twin
@@ -37,7 +39,7 @@ def run_both(pair, inputs, layout="C"):
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{n}x{k}" for n, k in SHAPES])
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])
 def test_matches_twin(pair, dtype, shape, layout):
-    rng = np.random.default_rng(hash((pair.name, shape)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{pair.name} {shape}".encode()))  # replayable
     inputs = pair.make_inputs(rng, *shape, dtype)
     fast, ref = run_both(pair, inputs, layout)
     assert_twin(fast, ref, dtype, pair.name)

@@ -285,8 +285,10 @@ def test_one_hot_refuses_bad_labels():
         F.one_hot([[0, 3]], 3)
     with pytest.raises(TypeError, match="labels must be integers"):
         F.one_hot([0.5])
-    with pytest.raises(ValueError, match="num_classes must be a non-negative integer"):
+    with pytest.raises(TypeError, match="num_classes must be an integer"):
         F.one_hot([0], 2.0)
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        F.one_hot([0], -1)
 
 
 # --- shape mismatches name the argument and the shapes ---------------------------------------

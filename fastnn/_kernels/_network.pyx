@@ -26,6 +26,9 @@ from fastnn._kernels._cfnn cimport *
 
 cnp.import_array()
 
+# the hidden activations of the C kernels (src_c/fnn_kernels.h: enum fnn_activation)
+ACTIVATION_CODES = {"identity": FNN_IDENTITY, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID}
+
 
 cdef inline void *_data(object a):
     return cnp.PyArray_DATA(<cnp.ndarray> a)

@@ -96,7 +96,7 @@ cdef enum:
     CHUNK_MIN = 64
     CHUNK_MAX = 4096
 
-ACTIVATION_CODES = {"identity": FNN_IDENTITY, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID}
+from fastnn._kernels._network import ACTIVATION_CODES
 
 
 def perturbation_steps(const floating[::1] p,  # IN  (size,) a parameter, flattened
@@ -129,8 +129,8 @@ cdef inline const double *_cptr(const double[::1] a) noexcept:
 
 
 def _matmul(a, b, bint trans_b=False):
-    """a @ b, or a @ b.T, of non-empty C-contiguous float64 matrices, by the BLAS of the
-    sweep's own GEMMs (one thread pool busy, not NumPy's and SciPy's in turn)."""
+    """a @ b, or a @ b.T, of non-empty C-contiguous float64 matrices, through fastnn's BLAS
+    door (_blas), as the sweep's other GEMMs."""
     cdef const double[:, ::1] av = a, bv = b
     cdef int m = av.shape[0], kk = av.shape[1], n = bv.shape[0] if trans_b else bv.shape[1]
     out = np.empty((m, n))
