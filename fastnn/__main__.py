@@ -42,6 +42,11 @@ def _train(args):
     from fastnn.io import save_params
     from fastnn.trainer import Trainer, plot_training
 
+    if args.compare_reference and (args.optimizer.lower() != "sgd" or args.activation != "relu"
+                                   or len(args.hidden) != 1 or args.weight_decay):
+        raise SystemExit("fastnn train: --compare-reference runs the book's train_neuralnet.py, "
+                         "a one-hidden-layer relu network trained by SGD without weight decay; "
+                         "it would not be the same run")
     if args.threads:
         from fastnn.threads import set_num_threads
 

@@ -10,6 +10,7 @@ and the 'identity' activation.
 
 Twins: :mod:`fastnn.reference.nets`.
 """
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -45,6 +46,11 @@ class _Workspace:
     def rows(self, m):
         """The layer buffers cut to the first ``m`` rows (C-contiguous views)."""
         return self.a if m == self.n else [a[:m] for a in self.a]
+
+
+def _require_rows(x2, x):
+    if x2.shape[0] == 0:
+        raise ValueError(f"x is an empty batch, shape {np.shape(x)}: a mean over it is undefined")
 
 
 def _check_dtype(dtype):
@@ -170,7 +176,8 @@ class _Network:
             if x.ndim == 0:
                 raise ValueError("x must have at least one dimension, got a scalar")
             single = x.ndim == 1
-            x2 = x.reshape(1 if single else x.shape[0], -1 if x.size else self._sizes[0])
+            # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
+            x2 = x.reshape((1, x.size) if single else (x.shape[0], math.prod(x.shape[1:])))
         if x2.shape[1] != self._sizes[0]:
             raise ValueError(
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
@@ -220,7 +227,8 @@ class _Network:
     def loss(self, x, t):
         """The mean cross-entropy of softmax(predict(x)) against ``t``, plus weight decay."""
         x2, _, weights = self._prepare(x)
-        if weights is None or x2.shape[0] == 0:
+        _require_rows(x2, x)
+        if weights is None:
             y = self.predict(x)
             return self.last_layer.forward(y, t) + self._weight_decay()
         labels, t = self._targets(x2, t)
@@ -238,7 +246,8 @@ class _Network:
         if t.ndim != 1 and t.shape == (n, k):
             t = np.argmax(t, axis=-1)
         t = v.as_labels(t, n, k, "t")
-        if weights is None or n == 0:
+        _require_rows(x2, x)
+        if weights is None:
             return np.sum(np.argmax(self.predict(x2), axis=-1) == t) / float(n)
         hits = 0
         for start, stop, ws, block in self._blocks(x2):
@@ -256,7 +265,8 @@ class _Network:
         is left in ``last_loss``.
         """
         x2, _, weights = self._prepare(x)
-        if weights is None or x2.shape[0] == 0:
+        _require_rows(x2, x)
+        if weights is None:
             return self._layered_gradient(x, t)
         labels, t = self._targets(x2, t)
         ws = self._workspace(x2.shape[0])
