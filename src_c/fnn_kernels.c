@@ -3,6 +3,14 @@
 
 #include "fnn_kernels.h"
 
+double fnn_mean_row_loss(const double *row_loss, fnn_index n)
+{
+    double total = 0;
+    for (fnn_index i = 0; i < n; i++)
+        total += row_loss[i];
+    return total / (double)n;
+}
+
 fnn_index fnn_first_bad_label(const int64_t *labels, fnn_index n, int64_t k)
 {
     /* as unsigned, a negative label is larger than any k */

@@ -63,6 +63,9 @@ enum fnn_activation { FNN_IDENTITY = 0, FNN_RELU = 1, FNN_SIGMOID = 2 };
     void fnn_xent_targets_##SFX(const REAL *y, const REAL *t, double *row_loss, fnn_index n,   \
                                 fnn_index k);
 
+/* The mean of the per-row losses, summed in row order: the same for every caller. */
+double fnn_mean_row_loss(const double *row_loss, fnn_index n);
+
 /* The first i with labels[i] outside [0, k), or -1: the range check of integer targets, one
    vectorised pass instead of NumPy's min and max. */
 fnn_index fnn_first_bad_label(const int64_t *labels, fnn_index n, int64_t k);

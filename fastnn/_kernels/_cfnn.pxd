@@ -10,6 +10,7 @@ cdef extern from "fnn_kernels.h" nogil:
         FNN_RELU
         FNN_SIGMOID
 
+    double fnn_mean_row_loss(const double *row_loss, fnn_index n)
     fnn_index fnn_first_bad_label(const int64_t *labels, fnn_index n, int64_t k)
 
     void fnn_relu_forward_f32(const float *x, float *out, uint8_t *mask, fnn_index size)

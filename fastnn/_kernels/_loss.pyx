@@ -18,14 +18,6 @@ from fastnn._kernels._cfnn cimport *
 cnp.import_array()
 
 
-cdef inline double _sum(const double[::1] v) noexcept nogil:
-    cdef double s = 0
-    cdef Py_ssize_t i
-    for i in range(v.shape[0]):
-        s += v[i]
-    return s
-
-
 def first_bad_label(const int64_t[::1] labels, int64_t k):
     """Index of the first label outside [0, k), or -1."""
     if labels.shape[0] == 0:
@@ -52,7 +44,7 @@ def softmax_xent_labels_forward(const floating[:, ::1] x,     # IN  (n, k) logit
                                 bint exact=False):
     """Returns the mean loss over the n rows."""
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
-    cdef double total
+    cdef double mean
     with nogil:
         if floating is float:
             fnn_softmax_xent_labels_f32(&x[0, 0], &labels[0], &y_out[0, 0], &row_loss_out[0],
@@ -60,8 +52,8 @@ def softmax_xent_labels_forward(const floating[:, ::1] x,     # IN  (n, k) logit
         else:
             fnn_softmax_xent_labels_f64(&x[0, 0], &labels[0], &y_out[0, 0], &row_loss_out[0],
                                         n, k, exact)
-        total = _sum(row_loss_out)
-    return total / n
+        mean = fnn_mean_row_loss(&row_loss_out[0], n)
+    return mean
 
 
 def softmax_xent_targets_forward(const floating[:, ::1] x,  # IN  (n, k) logits
@@ -71,7 +63,7 @@ def softmax_xent_targets_forward(const floating[:, ::1] x,  # IN  (n, k) logits
                                  bint exact=False):
     """Returns the mean loss over the n rows."""
     cdef Py_ssize_t n = x.shape[0], k = x.shape[1]
-    cdef double total
+    cdef double mean
     with nogil:
         if floating is float:
             fnn_softmax_xent_targets_f32(&x[0, 0], &t[0, 0], &y_out[0, 0], &row_loss_out[0],
@@ -79,8 +71,8 @@ def softmax_xent_targets_forward(const floating[:, ::1] x,  # IN  (n, k) logits
         else:
             fnn_softmax_xent_targets_f64(&x[0, 0], &t[0, 0], &y_out[0, 0], &row_loss_out[0],
                                          n, k, exact)
-        total = _sum(row_loss_out)
-    return total / n
+        mean = fnn_mean_row_loss(&row_loss_out[0], n)
+    return mean
 
 
 def softmax_xent_grad(x,               # IN  (n, k) logits
@@ -100,8 +92,7 @@ def softmax_xent_grad(x,               # IN  (n, k) logits
     cdef void *tp = cnp.PyArray_DATA(<cnp.ndarray> t)
     cdef void *dp = cnp.PyArray_DATA(<cnp.ndarray> dx_out)
     cdef double *rl = <double *> cnp.PyArray_DATA(<cnp.ndarray> row_loss_out)
-    cdef double total = 0
-    cdef Py_ssize_t i
+    cdef double mean
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_FLOAT32:
             if labels:
@@ -117,9 +108,8 @@ def softmax_xent_grad(x,               # IN  (n, k) logits
             else:
                 fnn_softmax_xent_grad_targets_f64(<double *> xp, <double *> tp, <double *> dp,
                                                   rl, n, k, exact, 1)
-        for i in range(n):
-            total += rl[i]
-    return total / n
+        mean = fnn_mean_row_loss(rl, n)
+    return mean
 
 
 def softmax_xent_labels_backward(const floating[:, ::1] y,   # IN  (n, k) forward softmax
@@ -153,14 +143,14 @@ def xent_labels(const floating[:, ::1] y,    # IN  (n, k) probabilities
                 double[::1] row_loss_out):   # OUT (n,)
     """The book's cross_entropy_error: mean of -log(y[label] + 1e-7)."""
     cdef Py_ssize_t n = y.shape[0], k = y.shape[1]
-    cdef double total
+    cdef double mean
     with nogil:
         if floating is float:
             fnn_xent_labels_f32(&y[0, 0], &labels[0], &row_loss_out[0], n, k)
         else:
             fnn_xent_labels_f64(&y[0, 0], &labels[0], &row_loss_out[0], n, k)
-        total = _sum(row_loss_out)
-    return total / n
+        mean = fnn_mean_row_loss(&row_loss_out[0], n)
+    return mean
 
 
 def xent_targets(const floating[:, ::1] y,   # IN  (n, k) probabilities
@@ -168,11 +158,11 @@ def xent_targets(const floating[:, ::1] y,   # IN  (n, k) probabilities
                  double[::1] row_loss_out):  # OUT (n,)
     """The book's cross_entropy_error: mean of -sum t log(y + 1e-7)."""
     cdef Py_ssize_t n = y.shape[0], k = y.shape[1]
-    cdef double total
+    cdef double mean
     with nogil:
         if floating is float:
             fnn_xent_targets_f32(&y[0, 0], &t[0, 0], &row_loss_out[0], n, k)
         else:
             fnn_xent_targets_f64(&y[0, 0], &t[0, 0], &row_loss_out[0], n, k)
-        total = _sum(row_loss_out)
-    return total / n
+        mean = fnn_mean_row_loss(&row_loss_out[0], n)
+    return mean

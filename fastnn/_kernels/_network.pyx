@@ -103,8 +103,6 @@ cdef void _backward(int L, const int *sizes, int n, const floating *x, floating 
 
 cdef double _loss_grad(floating *z, const void *t, bint labels, double *row_loss, int n, int k,
                        bint exact) noexcept nogil:
-    cdef double total = 0
-    cdef int i
     if floating is float:
         if labels:
             fnn_softmax_xent_grad_labels_f32(z, <const int64_t *> t, z, row_loss, n, k, exact, 1)
@@ -115,9 +113,7 @@ cdef double _loss_grad(floating *z, const void *t, bint labels, double *row_loss
             fnn_softmax_xent_grad_labels_f64(z, <const int64_t *> t, z, row_loss, n, k, exact, 1)
         else:
             fnn_softmax_xent_grad_targets_f64(z, <const double *> t, z, row_loss, n, k, exact, 1)
-    for i in range(n):
-        total += row_loss[i]
-    return total / n
+    return fnn_mean_row_loss(row_loss, n)
 
 
 cdef class _Sizes:
