@@ -18,12 +18,11 @@ def _load_data(data_dir, offline_fallback=True):
 
     try:
         return "MNIST", load_mnist(normalize=True, flatten=True, data_dir=data_dir)
-    except DatasetNotFoundError as exc:
+    except DatasetNotFoundError:
         if not offline_fallback:
             raise
-        first_line = str(exc).splitlines()[0]
-        print(f"MNIST not available ({first_line}); training on scikit-learn's 8x8 digits "
-              "instead (set FASTNN_DATA or --data-dir to an MNIST folder)", flush=True)
+        print("MNIST is neither on this machine nor downloadable; training on scikit-learn's "
+              "8x8 digits instead (set FASTNN_DATA or --data-dir to an MNIST folder)", flush=True)
         return "digits", load_digits(normalize=True, flatten=True)
 
 
