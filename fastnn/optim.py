@@ -235,7 +235,7 @@ class Momentum(_Optimizer):
         return self.lr, self.momentum
 
 
-class Nesterov(_Optimizer):
+class Nesterov(Momentum):
     r"""Nesterov's accelerated gradient (http://arxiv.org/abs/1212.0901), in the book's form.
 
     .. math::
@@ -257,21 +257,11 @@ class Nesterov(_Optimizer):
 
     Notes
     -----
+    The constructor, state and checks are Momentum's; only the update differs.
     Twin: :class:`fastnn.reference.optim.Nesterov`.
     """
 
-    lr = _Hyperparameter(_rate)
-    momentum = _Hyperparameter(_fraction)
-    _state_names = ("v",)
     _kernel = staticmethod(_optim.nesterov_update)
-
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr = lr
-        self.momentum = momentum
-        self.v = None
-
-    def _step_scalars(self):
-        return self.lr, self.momentum
 
 
 class AdaGrad(_Optimizer):
