@@ -172,9 +172,11 @@ class _Optimizer:
         return arrays
 
     def __repr__(self):
-        args = ", ".join(f"{name}={getattr(self, name)!r}"
-                         for name, attr in vars(type(self)).items()
+        names = {}  # the hyper-parameters along the MRO, base classes' first
+        for cls in reversed(type(self).__mro__):
+            names.update((name, None) for name, attr in vars(cls).items()
                          if isinstance(attr, _Hyperparameter))
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
         return f"{type(self).__name__}({args})"
 
 
