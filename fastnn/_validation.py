@@ -120,6 +120,26 @@ def check_count(value, name, minimum=1):
     return int(value)
 
 
+def check_in_place(p, name):
+    """Raise unless ``p`` (a parameter) can be updated in place by a kernel: a writable,
+    C-contiguous float32/float64 ndarray."""
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, updated in place; got {type(p).__name__}")
+    if p.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} has dtype {p.dtype}; parameters are updated in place and must be native "
+            "float32 or float64 arrays (convert them once, before training)"
+        )
+    flags = p.flags
+    if not flags.c_contiguous:
+        raise ValueError(
+            f"{name} is not C-contiguous: updating it would update a copy that the layer "
+            "holding it never sees (give the layer np.ascontiguousarray(...) once)"
+        )
+    if not flags.writeable:
+        raise ValueError(f"{name} is read-only and cannot be updated in place")
+
+
 def as_labels(t, n, k, name="t"):
     """Integer class labels for a batch of ``n`` rows and ``k`` classes, as C int64 ``(n,)``.
 

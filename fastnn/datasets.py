@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastnn.functions import one_hot
 from fastnn.io import atomic_open
 
 __all__ = ["DatasetError", "DatasetNotFoundError", "MNIST_MIRRORS", "load_mnist", "load_digits"]
@@ -293,14 +294,6 @@ def _load_mnist_raw(data_dir, download):
     return raw
 
 
-def _one_hot(labels):
-    """(N,) integer labels -> (N, 10) float64 one-hot rows, as the book's
-    ``_change_one_hot_label`` builds them."""
-    one_hot = np.zeros((labels.size, _N_CLASSES))
-    one_hot[np.arange(labels.size), labels] = 1
-    return one_hot
-
-
 def _finish(images, labels, scale, normalize, flatten, one_hot_label):
     """Apply the book's three options to uint8 ``images`` (N, side, side) and uint8 labels."""
     n, side = images.shape[0], images.shape[1]
@@ -308,7 +301,8 @@ def _finish(images, labels, scale, normalize, flatten, one_hot_label):
         images = images.astype(np.float32)
         images /= scale
     images = images.reshape(n, side * side) if flatten else images.reshape(n, 1, side, side)
-    return images, _one_hot(labels) if one_hot_label else labels
+    # float64 one-hot rows, as the book's _change_one_hot_label builds them
+    return images, one_hot(labels, _N_CLASSES) if one_hot_label else labels
 
 
 def load_mnist(normalize=True, flatten=True, one_hot_label=False, data_dir=None,

@@ -24,6 +24,7 @@ import numpy as np
 
 from fastnn import _validation as v
 from fastnn._kernels import _numgrad
+from fastnn.functions import one_hot
 
 __all__ = [
     "numerical_diff", "numerical_gradient", "numerical_gradient_2d",
@@ -239,11 +240,7 @@ def _network_targets(t, n, k, single):
     if single and t.shape == (k,):
         t = t.reshape(1, k)
     kind, t = v.as_targets(t, (n, k))
-    if kind == "labels":
-        rows = np.zeros((n, k))
-        rows[np.arange(n), t] = 1.0
-        return rows
-    return v.as_float(t, "t", np.float64)
+    return one_hot(t, k) if kind == "labels" else v.as_float(t, "t", np.float64)
 
 
 def network_numerical_gradient(weights, biases, x, t, activation="relu", exact_loss=False,

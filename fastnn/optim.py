@@ -53,33 +53,13 @@ class _Hyperparameter:
         obj.__dict__[self._slot] = self._check(value, self._name)
 
 
-def _check_param(p, key):
-    """Raise unless ``params[key]`` can be updated in place by a kernel."""
-    name = f"params[{key!r}]"
-    if not isinstance(p, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, updated in place; got {type(p).__name__}")
-    if p.dtype not in v.FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} has dtype {p.dtype}; parameters are updated in place and must be native "
-            "float32 or float64 arrays (convert them once, before training)"
-        )
-    flags = p.flags
-    if not flags.c_contiguous:
-        raise ValueError(
-            f"{name} is not C-contiguous: updating it would update a copy that the layer "
-            "holding it never sees (give the layer np.ascontiguousarray(...) once)"
-        )
-    if not flags.writeable:
-        raise ValueError(f"{name} is read-only and cannot be updated in place")
-
-
 def _checked_grad(p, g, key):
     """``grads[key]`` as an array a kernel can take with ``params[key]``, or an error.
 
     The slow path of :func:`_checked_pairs`: explains a bad parameter, converts a gradient of
     another dtype or layout (one copy), refuses one of another shape.
     """
-    _check_param(p, key)
+    v.check_in_place(p, f"params[{key!r}]")
     name = f"grads[{key!r}]"
     g = v.as_float(g, name, p.dtype)
     v.check_shape(g, p.shape, name)
