@@ -6,7 +6,7 @@ function beside its twin.  Regression tracking, not a test: nothing here asserts
 import numpy as np
 import pytest
 
-from fastnn.reference.pairs import FAST, PAIRS, REFERENCE
+from fastnn.registry import FAST, PAIRS, REFERENCE
 
 
 @pytest.mark.parametrize("api", [FAST, REFERENCE], ids=lambda api: api.name)

@@ -1,4 +1,6 @@
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("FASTNN_HYPOTHESIS_PROFILE", "ci"))
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+BOOK_CODE = SHARED_DATASETS / "book-code"
 
 # float64 results agree with their twins to 1e-12 and float32 ones to 1e-5, relative to the
 # largest magnitude of the twin's result (a norm-wise error, so that a near-zero element
@@ -37,3 +40,17 @@ def assert_twin(fast, ref, dtype, what=""):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def book_module(name):
+    """A module of the book's own code (``"common.layers"``, ``"ch07.simple_convnet"``...),
+    imported from ../shared/datasets/book-code/ as the book's scripts import it; the test
+    skips where the snapshot is absent.  Read-only use: nothing is written there (Python's
+    bytecode cache is kept out of the read-only folder)."""
+    if not (BOOK_CODE / "common" / "layers.py").is_file():
+        pytest.skip(f"the book's code is not at {BOOK_CODE} (../shared/datasets/book-code/)")
+    sys.dont_write_bytecode = True
+    for folder in (str(BOOK_CODE), *(str(BOOK_CODE / name.split(".")[0]),) * ("." in name)):
+        if folder not in sys.path:
+            sys.path.append(folder)
+    return importlib.import_module(name)

@@ -1,4 +1,4 @@
-"""Every registered compiled path agrees with its NumPy twin (fastnn.reference.pairs.PAIRS)."""
+"""Every registered compiled path agrees with its NumPy twin (fastnn.registry.PAIRS)."""
 import zlib
 
 import numpy as np
@@ -7,7 +7,7 @@ from conftest import assert_twin
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastnn.reference.pairs import FAST, PAIRS, REFERENCE
+from fastnn.registry import FAST, PAIRS, REFERENCE
 
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1), (1, 10), (7, 3), (100, 10), (33, 65)]

@@ -15,7 +15,7 @@ import fastnn.layers as L
 import fastnn.nets as N
 import fastnn.optim as O
 import fastnn.reference.functions as RF
-from fastnn.reference.pairs import FAST, PAIRS
+from fastnn.registry import FAST, PAIRS
 
 NAN, INF = np.nan, np.inf
 DTYPES = [np.float32, np.float64]
