@@ -32,11 +32,44 @@ def test_calls_are_capped_by_work_and_restored():
 
 
 @needs_blas_control
-def test_no_cap_leaves_the_library_alone():
+def test_by_default_the_work_chooses_up_to_the_library_setting():
     assert threads.get_num_threads() is None
     with threads.blas_limit(2):
         with threads.for_work(1):
-            assert blas.num_threads == 2
+            assert blas.num_threads == 1  # the book's small GEMMs: one thread, unasked
+        assert blas.num_threads == 2
+        with threads.for_work(10 * threads.MIN_WORK_PER_THREAD):
+            assert blas.num_threads == min(2, threads.available_cpus())
+    with threads.blas_limit(1):
+        with threads.for_work(10 * threads.MIN_WORK_PER_THREAD):
+            assert blas.num_threads == 1  # never above the library's own setting
+
+
+@needs_blas_control
+def test_only_the_main_thread_changes_the_setting():
+    import threading
+
+    seen = []
+    with threads.blas_limit(2):
+        def worker():
+            with threads.for_work(1):
+                seen.append(blas.num_threads)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert blas.num_threads == 2
+    assert seen == [2]
+
+
+def test_caps_above_the_available_cpus_are_clamped_and_said():
+    cpus = threads.available_cpus()
+    with pytest.warns(RuntimeWarning, match=f"{cpus + 63} threads requested.*using {cpus}"):
+        previous = threads.set_num_threads(cpus + 63)
+    try:
+        assert threads.get_num_threads() == cpus
+    finally:
+        threads.set_num_threads(previous)
+    assert cpus == len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus >= 1
 
 
 def test_results_do_not_depend_on_the_cap():
