@@ -70,15 +70,22 @@ def environment():
         "fastnn_blas_threads": blas_threads(),
         "fastnn_blas": f"{BLAS_ROUTE} ({os.path.basename(BLAS_PATH or '?')})",
     }
-    try:
-        import Cython
-        env["cython"] = Cython.__version__
-    except ImportError:
-        pass
+    env["cython"] = cython_version()
     torch = _torch()
     if torch is not None:
         env["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
     return env
+
+
+def cython_version():
+    """Cython's version, or '-' where it is not installed (it builds fastnn; running and
+    benchmarking it need no Cython, and the test extras do not install it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("Cython")
+    except PackageNotFoundError:
+        return "-"
 
 
 def format_environment(env):
