@@ -428,6 +428,9 @@ def load_network(path, activation=None, return_description=False):
                           stacklevel=2)
         from fastnn.nets import MultiLayerNet
 
+        if "W1" not in arrays:
+            raise ValueError(f"{source}: not the weights of a network: it holds "
+                             f"{sorted(arrays)[:8]}, no W1, b1, W2, b2, ...")
         try:
             network = MultiLayerNet.from_params(arrays, activation=assumed)
         except (TypeError, ValueError) as exc:
