@@ -420,6 +420,28 @@ def _predict_arguments(p):
     _add_threads(p)
 
 
+def _test_data_for(args, path, network, description):
+    """(name, (x_test, t_test)) of the data set the network was trained on: the one its file
+    names, else the one its input size says (784: MNIST, 64: the digits)."""
+    trained_on = (description or {}).get("info", {}).get("dataset")
+    inputs = network.affine_layers[0].W.shape[0]
+    if trained_on is None:
+        trained_on = {784: "MNIST", 64: "digits"}.get(inputs)
+    if trained_on == "digits":
+        from fastnn.datasets import load_digits
+
+        _note(args, f"{path} was trained on scikit-learn's 8x8 digits: scored on them")
+        _, test = load_digits(normalize=True, flatten=True)
+    elif trained_on == "MNIST":
+        _, test = _load_mnist(args)
+    else:
+        raise RuntimeError(f"{path}: a network of {inputs} inputs; MNIST has 784, the digits 64")
+    if test[0].shape[1] != inputs:
+        raise RuntimeError(f"{path}: a network of {inputs} inputs, but {trained_on} has "
+                           f"{test[0].shape[1]}")
+    return trained_on, test
+
+
 def _predict(args):
     from fastnn.io import load_network
 
@@ -430,23 +452,7 @@ def _predict(args):
     except Exception as exc:
         raise RuntimeError(_first_line(exc) if args.weights in str(exc)
                            else f"{args.weights}: {_first_line(exc)}") from exc
-    trained_on = (description or {}).get("info", {}).get("dataset")
-    inputs = network.affine_layers[0].W.shape[0]
-    if trained_on is None:
-        trained_on = {784: "MNIST", 64: "digits"}.get(inputs)
-    if trained_on == "digits":
-        from fastnn.datasets import load_digits
-
-        _note(args, f"{args.weights} was trained on scikit-learn's 8x8 digits: scored on them")
-        _, (x_test, t_test) = load_digits(normalize=True, flatten=True)
-    elif trained_on == "MNIST":
-        _, (x_test, t_test) = _load_mnist(args)
-    else:
-        raise RuntimeError(f"{args.weights}: a network of {inputs} inputs; MNIST has 784, the "
-                           "digits 64")
-    if x_test.shape[1] != inputs:
-        raise RuntimeError(f"{args.weights}: a network of {inputs} inputs, but {trained_on} "
-                           f"has {x_test.shape[1]}")
+    trained_on, (x_test, t_test) = _test_data_for(args, args.weights, network, description)
     accuracy = network.accuracy(x_test, t_test)
     print(f"{args.weights}: test accuracy {accuracy:.4f} "
           f"({int(round(accuracy * x_test.shape[0]))} of {x_test.shape[0]} {trained_on} test "
@@ -581,6 +587,8 @@ def _plot_arguments(p):
 
 def _plot(args):
     _needs_matplotlib("fastnn plot")
+    if args.batch > 50:
+        raise UsageError(f"--batch {args.batch}: the table shows at most 50 images")
     from fastnn import plots
 
     out = args.out or f"fastnn-{args.figure}.png"
@@ -609,8 +617,8 @@ def _plot_softmax(args, out, plots):
     if args.weights:
         from fastnn.io import load_network
 
-        network = load_network(args.weights, activation=None)
-        name, ((x_train, t_train), (x_test, t_test)) = "MNIST", _load_mnist(args)
+        network, description = load_network(args.weights, return_description=True)
+        name, (x_test, t_test) = _test_data_for(args, args.weights, network, description)
         what = args.weights
     else:
         from fastnn.nets import TwoLayerNet
@@ -623,15 +631,16 @@ def _plot_softmax(args, out, plots):
             batch = rng.integers(0, x_train.shape[0], 100)
             optimizer.update(network.params, network.gradient(x_train[batch], t_train[batch]))
         what = f"TwoLayerNet after {args.iters} steps on {name}"
-    rows = np.random.default_rng(args.seed).choice(x_test.shape[0], args.batch, replace=False)
+    n = min(args.batch, x_test.shape[0])
+    rows = np.random.default_rng(args.seed).choice(x_test.shape[0], n, replace=False)
     probabilities = softmax(network.predict(x_test[rows]))
     side = int(round(math.sqrt(x_test.shape[1])))
     images = x_test[rows].reshape(-1, side, side) if side * side == x_test.shape[1] else None
     plots.softmax_table(out, probabilities, t_test[rows], images=images,
                         title=f"softmax of {what}: P(y) per class")
     right = int(np.sum(probabilities.argmax(axis=1) == t_test[rows]))
-    return (f"P(y) per class for {args.batch} {name} test images ({what}); the argmax is "
-            f"right for {right} of {args.batch}")
+    return (f"P(y) per class for {n} {name} test images ({what}); the argmax is right for "
+            f"{right} of {n}")
 
 
 # --- the command ----------------------------------------------------------------------------------

@@ -462,6 +462,19 @@ def test_plot_softmax_of_mnist_scores(capsys, tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@needs_matplotlib
+@needs_sklearn
+def test_plot_softmax_of_a_saved_digits_network(capsys, tmp_path):
+    run(capsys, "train", "--digits", "--iters", "300", "--save", "d.pkl", "--quiet")
+    code, out, err = run(capsys, "plot", "softmax", "--weights", "d.pkl", "--batch", "5",
+                         "--out", "s.png")
+    assert code == 0, err
+    assert "P(y) per class for 5 digits test images (d.pkl)" in out
+    assert "trained on scikit-learn's 8x8 digits" in err
+    code, _, err = run(capsys, "plot", "softmax", "--batch", "51")
+    assert code == 2 and "at most 50" in err
+
+
 @needs_mnist
 @needs_matplotlib
 def test_train_plot_writes_the_curves(capsys, tmp_path):
