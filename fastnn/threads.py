@@ -20,10 +20,12 @@ and on a busy machine a spinning second BLAS thread is far worse: the README's Q
 (10,000 steps at batch 100) took 20-76 s on this 2-core machine while other processes ran,
 against 5.5-6 s on one thread.
 
-Only the main thread changes the setting (as threadpoolctl does for OpenBLAS's shared pool):
-the setting is the whole process's, and two threads changing and restoring it at once could
-leave it wrong.  Calls from other threads run on the setting as it is.  Results may differ in
-the last bits between thread counts (OpenBLAS's kernels split the sums differently).
+The setting is the whole process's, so calls from several threads take turns to change it
+(see :class:`for_work`): each call runs on the count its work gives, whichever thread makes
+it, so results do not depend on which threads run at once.  They may differ in the last bits
+between thread counts (OpenBLAS splits the work differently), which is why a given work always
+gets the same count.  NumPy's own products in other threads see fastnn's count while a fastnn
+call is in flight.
 
 The ``Trainer`` sets the library to one thread while it trains: its two threads, training and
 evaluation, each take one core.
@@ -46,10 +48,15 @@ __all__ = ["get_num_threads", "set_num_threads", "num_threads", "blas_limit", "f
 # nothing (149 us on one, 161 us on two); at batch 1000 (39 million) it ran 1.5x faster.
 MIN_WORK_PER_THREAD = 16_000_000
 
+# OpenBLAS runs a GEMM of at most 65536 * GEMM_MULTITHREAD_THRESHOLD (4) multiply-adds on the
+# calling thread alone, whatever its setting (interface/gemm.c): such calls need no turn, and
+# skipping it keeps a batch-1 training step (about 27 us) free of the bookkeeping.
+_OPENBLAS_ALONE_BELOW = 65536 * 4
+_alone_below = 0
+
 _max_threads = None  # the ceiling set by set_num_threads; None: the library's own setting
 _controller = None
 _get = _set = None  # the BLAS library's get/set of its thread count, bound once
-_main_ident = threading.main_thread().ident
 
 
 def available_cpus():
@@ -81,7 +88,7 @@ def _bind():
     """Bind the library's get/set functions once.  For OpenBLAS's own thread pool, its C
     functions directly: through threadpoolctl a get/set/restore costs 4.5 us, which is a
     sixth of a batch-1 training step; a direct ctypes call costs a tenth of that."""
-    global _get, _set
+    global _get, _set, _alone_below
     lib = _blas()
     if lib is None:
         _get = _set = False
@@ -94,6 +101,7 @@ def _bind():
                 get.restype, get.argtypes = ctypes.c_int, ()
                 put.restype, put.argtypes = None, (ctypes.c_int,)
                 _get, _set = get, put
+                _alone_below = _OPENBLAS_ALONE_BELOW
                 return
     _get = lambda: lib.num_threads  # noqa: E731
     _set = lib.set_num_threads
@@ -156,28 +164,87 @@ def blas_limit(n):
             lib.set_num_threads(previous)
 
 
+def _wanted(setting, multiply_adds):
+    cap = min(setting, _cpus) if _max_threads is None else _max_threads
+    return max(1, min(cap, multiply_adds // MIN_WORK_PER_THREAD))
+
+
 class for_work:
     """``with for_work(multiply_adds): <compiled call>``: the BLAS thread count for a call of
-    this much work (see the module doc), restored afterwards."""
+    this much work (see the module doc), restored afterwards.
 
-    __slots__ = ("previous",)
+    The count is the library's, shared by the whole process, so calls from several threads
+    take turns to change it: a call runs at once when no other is in flight or the others run
+    at its count, and otherwise waits for them.  So every call runs on the count its work
+    gives, whichever thread makes it, and separate networks in separate threads compute
+    exactly what they compute one after the other.  A call inside another (in one thread)
+    runs on the outer call's count.
+    """
+
+    __slots__ = ("work", "mode")
 
     def __init__(self, multiply_adds):
-        self.previous = None
-        if _get is None:
-            _bind()
-        if not _get or threading.get_ident() != _main_ident:
-            return
-        current = _get()
-        cap = min(current, _cpus) if _max_threads is None else _max_threads
-        wanted = max(1, min(cap, multiply_adds // MIN_WORK_PER_THREAD))
-        if wanted != current:
-            _set(wanted)
-            self.previous = current
+        self.work = multiply_adds
+        self.mode = 0  # 0: nothing to undo, 1: holds a turn, 2: nested in this thread's turn
 
     def __enter__(self):
+        # written out rather than factored: it runs around every compiled call, and a batch-1
+        # training step takes about 27 us
+        global _active, _resting, _running, _waiting
+        if _get is None:
+            _bind()
+        if not _get or self.work <= _alone_below:
+            return self
+        local = _local.__dict__
+        if local.get("depth"):
+            local["depth"] += 1
+            self.mode = 2
+            return self
+        _mutex.acquire()
+        try:
+            while True:
+                if _active == 0:
+                    current = _get()
+                    cap = min(current, _cpus) if _max_threads is None else _max_threads
+                    wanted = max(1, min(cap, self.work // MIN_WORK_PER_THREAD))
+                    if wanted != current:
+                        _set(wanted)
+                    _resting, _running = current, wanted
+                    break
+                if _wanted(_resting, self.work) == _running:
+                    break
+                _waiting += 1
+                _turns.wait()
+                _waiting -= 1
+            _active += 1
+        finally:
+            _mutex.release()
+        local["depth"] = 1
+        self.mode = 1
         return self
 
     def __exit__(self, *exc_info):
-        if self.previous is not None:
-            _set(self.previous)
+        global _active
+        if self.mode == 1:
+            _local.__dict__["depth"] = 0
+            _mutex.acquire()
+            try:
+                _active -= 1
+                if _active == 0:
+                    if _running != _resting:
+                        _set(_resting)
+                    if _waiting:
+                        _turns.notify_all()
+            finally:
+                _mutex.release()
+        elif self.mode == 2:
+            _local.__dict__["depth"] -= 1
+        self.mode = 0
+
+
+_mutex = threading.Lock()
+_turns = threading.Condition(_mutex)  # calls that wait for another count
+_waiting = 0
+_active = 0  # calls in flight, all on _running threads
+_resting = _running = None  # the library's own setting, and the count of the calls in flight
+_local = threading.local()  # .depth: for_work blocks this thread is inside
