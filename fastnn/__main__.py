@@ -39,7 +39,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help texts; descriptions as written."""
+    """Every default in the help texts (not "None" or a flag's False); descriptions as
+    written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+                or "%(default)" in text
+                or isinstance(action, argparse._SubParsersAction)):
+            return text
+        return (text + " " if text else "") + "(default: %(default)s)"
 
 
 # --- argument types: each refuses a bad value with a message that says what would do -----------
@@ -214,16 +223,19 @@ def _load_data(args, fallback=True):
 def _train_arguments(p):
     p.add_argument("--hidden", type=count, nargs="+", default=[50], metavar="UNITS",
                    help="hidden layer sizes; one relu layer is the book's TwoLayerNet")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="activation of the hidden layers")
     p.add_argument("--optimizer", type=optimizer_name, default="SGD",
                    help="SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam (any case)")
     p.add_argument("--lr", type=rate, default=0.1, help="learning rate")
-    p.add_argument("--batch-size", type=count, default=100)
+    p.add_argument("--batch-size", type=count, default=100, help="images per step")
     p.add_argument("--iters", type=count, default=10000, help="steps (the book's 10000)")
     p.add_argument("--epochs", type=rate, default=None, help="epochs instead of --iters")
-    p.add_argument("--weight-decay", type=nonnegative, default=0.0, metavar="LAMBDA")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--weight-decay", type=nonnegative, default=0.0, metavar="LAMBDA",
+                   help="adds 0.5 * LAMBDA * sum(W**2) to the loss")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                   help="of the network (float64 as the book)")
+    p.add_argument("--seed", type=seed, default=0, help="of the weights and the batches")
     _add_data(p)
     p.add_argument("--digits", action="store_true",
                    help="train on scikit-learn's 8x8 digits (what happens, with a note, when "
@@ -492,10 +504,13 @@ def _gradcheck_arguments(p):
     p.add_argument("--hidden", type=count, nargs="+", default=[50], metavar="UNITS",
                    help="hidden layer sizes (50: the book's TwoLayerNet); several, or "
                         "--activation/--weight-decay, give a MultiLayerNet")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    p.add_argument("--weight-decay", type=nonnegative, default=0.0, metavar="LAMBDA")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="activation of the hidden layers")
+    p.add_argument("--weight-decay", type=nonnegative, default=0.0, metavar="LAMBDA",
+                   help="adds 0.5 * LAMBDA * sum(W**2) to the loss")
     p.add_argument("--batch", type=count, default=3, help="images")
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                   help="of the network")
     p.add_argument("--exact", action="store_true",
                    help="exact log-softmax loss instead of the book's -log(y + 1e-7)")
     p.add_argument("--seed", type=seed, default=None,
