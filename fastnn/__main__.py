@@ -389,7 +389,8 @@ def _train(args):
         training_curves(args.plot, trainer.train_loss_list, trainer.train_acc_list,
                         trainer.test_acc_list, iter_per_epoch=iter_per_epoch,
                         title=f"{name}, hidden {args.hidden} {args.activation}, "
-                              f"{args.optimizer} lr {args.lr}, {dtype.name}")
+                              f"{args.optimizer} lr {args.lr}, {dtype.name}",
+                        final_test_acc=accuracy)
         print(f"training curves written to {args.plot}")
     if args.compare_reference:
         _compare_reference(args, (x_train, t_train, x_test, t_test), iters, wall,

@@ -40,7 +40,8 @@ def _accuracy_limits(values):
     return max(0.0, lo - pad), min(1.0, hi + pad)
 
 
-def training_curves(path, loss, train_acc, test_acc, iter_per_epoch=None, title=None):
+def training_curves(path, loss, train_acc, test_acc, iter_per_epoch=None, title=None,
+                    final_test_acc=None):
     """The loss per step (raw, and smoothed as the book's ``smooth_curve``) and the accuracies
     per epoch, side by side.
 
@@ -56,6 +57,9 @@ def training_curves(path, loss, train_acc, test_acc, iter_per_epoch=None, title=
     iter_per_epoch : int, optional
         Steps per epoch: the accuracy axis is then in epochs trained.
     title : str, optional
+    final_test_acc : float, optional
+        The test accuracy after the last step (``Trainer.train()``'s result), marked where the
+        run ended (needs ``iter_per_epoch``).
     """
     from fastnn.util import smooth_curve
 
@@ -84,7 +88,8 @@ def training_curves(path, loss, train_acc, test_acc, iter_per_epoch=None, title=
         # the first evaluations (about 0.1 on MNIST, taken after one step) would flatten the
         # range where the curves differ: scale to the last nine tenths, the first one excepted
         start = max(1, len(train_acc) // 10)
-        lo, hi = _accuracy_limits(train_acc[start:] + test_acc[start:])
+        lo, hi = _accuracy_limits(train_acc[start:] + test_acc[start:] +
+                                  ([final_test_acc] if final_test_acc is not None else []))
         ax_acc.set_ylim(lo, hi)
         below = [i for i in range(start) if min(train_acc[i], test_acc[i]) < lo]
         if below:
@@ -93,7 +98,10 @@ def training_curves(path, loss, train_acc, test_acc, iter_per_epoch=None, title=
                             xycoords="axes fraction", va="top", fontsize=8, color="gray")
     ax_acc.set(xlabel=xlabel, ylabel="accuracy", title="accuracy")
     ax_acc.xaxis.get_major_locator().set_params(integer=True)
-    if len(test_acc):
+    if final_test_acc is not None and iter_per_epoch:
+        ax_acc.plot([loss.size / iter_per_epoch], [final_test_acc], "*", ms=10, color="tab:red",
+                    label=f"test, after the last step: {final_test_acc:.4f}")
+    elif len(test_acc):
         ax_acc.axhline(test_acc[-1], color="gray", lw=0.6, ls=":")
         ax_acc.text(x[-1], test_acc[-1], f"last test evaluation {test_acc[-1]:.4f} ",
                     va="bottom", ha="right", fontsize=8, color="gray")
