@@ -28,7 +28,8 @@ def test_training_curves_smooth_the_loss_and_scale_the_accuracy_axis(tmp_path):
     loss = 2.3 * np.exp(-np.arange(600) / 100) + 0.1 + 0.05 * rng.random(600)
     train = [0.16] + list(np.linspace(0.90, 0.98, 16))
     test = [0.15] + list(np.linspace(0.905, 0.97, 16))
-    fig = plots.training_curves(tmp_path / "c.png", loss, train, test, iter_per_epoch=600)
+    fig = plots.training_curves(tmp_path / "c.png", loss, train, test, iter_per_epoch=36,
+                                final_test_acc=0.985)
     image = read_png(tmp_path / "c.png")
     assert image.shape[:2] == (420, 1100)
     ax_loss, ax_acc = fig.axes
@@ -37,8 +38,11 @@ def test_training_curves_smooth_the_loss_and_scale_the_accuracy_axis(tmp_path):
     np.testing.assert_allclose(smooth.get_ydata(), smooth_curve(loss))
     lo, hi = ax_acc.get_ylim()
     # the range is where the curves differ, not from the untrained 0.16
-    assert 0.85 < lo < 0.90 and 0.98 < hi <= 1.0
+    assert 0.85 < lo < 0.90 and hi <= 1.0
     assert any("below the axis" in text.get_text() for text in ax_acc.texts)
+    final, = [line for line in ax_acc.lines if "after the last step" in line.get_label()]
+    assert (final.get_xdata()[0], final.get_ydata()[0]) == (600 / 36, 0.985)
+    assert hi > 0.985  # the final point is on the axis too
 
 
 @settings(max_examples=6, deadline=None)
