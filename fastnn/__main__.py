@@ -204,7 +204,7 @@ def _load_data(args, fallback=True):
     except DatasetNotFoundError as exc:
         if not fallback:
             raise
-        reason = str(exc).splitlines()[0]
+        reason = _mnist_not_found(exc)
         try:
             data = load_digits(normalize=True, flatten=True)
         except ImportError:
@@ -690,7 +690,27 @@ def build_parser():
     return parser
 
 
+def _mnist_not_found(exc):
+    """load_mnist's many-line message in one: what failed and where it looked."""
+    lines = str(exc).splitlines()
+    what = lines[0].rstrip(":. ")
+    reasons = [line.split(": ", 1)[-1] for line in lines[1:] if line.startswith("  http")]
+    if reasons:
+        what += f" ({reasons[-1].rstrip('.')})"
+    folders = []
+    if "Looked in:" in lines:
+        for line in lines[lines.index("Looked in:") + 1:]:
+            if not line.startswith("  "):
+                break
+            folders.append(line.strip())
+    return what + (f"; looked in {', '.join(folders)}" if folders else "")
+
+
 def _first_line(exc):
+    from fastnn.datasets import DatasetNotFoundError
+
+    if isinstance(exc, DatasetNotFoundError):
+        return _mnist_not_found(exc)
     text = str(exc).strip()
     if isinstance(exc, KeyError) and len(exc.args) == 1:
         text = f"missing {exc.args[0]!r}"
