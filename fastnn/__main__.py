@@ -309,18 +309,24 @@ def _make_network(args, input_size, output_size, dtype):
                          dtype=dtype, rng=args.seed)
 
 
-def _trainer_threads(trainer_class, n):
-    """Keyword arguments that make the Trainer train on ``n`` BLAS threads (a Trainer without
-    ``blas_threads`` always trains on one)."""
+def _trainer_options(trainer_class, n_threads):
+    """Keyword arguments for the Trainer: train on ``n_threads`` BLAS threads (None: its
+    default, one) and record the loss that ``gradient()`` computed (no second forward pass per
+    step).  A Trainer without these parameters trains on one thread and records that loss
+    anyway."""
     import inspect
 
-    if "blas_threads" in inspect.signature(trainer_class).parameters:
-        return {"blas_threads": n}
-    if n != 1:
-        raise UsageError(f"--threads {n} with --compare-reference: this Trainer trains on one "
-                         "BLAS thread, so both runs would not be on the same count; use "
+    parameters = inspect.signature(trainer_class).parameters
+    options = {"record_loss": "before"} if "record_loss" in parameters else {}
+    if n_threads is None:
+        return options
+    if "blas_threads" in parameters:
+        options["blas_threads"] = n_threads
+    elif n_threads != 1:
+        raise UsageError(f"--threads {n_threads} with --compare-reference: this Trainer trains "
+                         "on one BLAS thread, so both runs would not be on the same count; use "
                          "--threads 1")
-    return {}
+    return options
 
 
 def _train(args):
@@ -339,11 +345,9 @@ def _train(args):
         raise UsageError("--digits and --data-dir: choose one data set")
     _set_threads(args.threads)
     compare_threads = (args.threads or 1) if args.compare_reference else None
-    trainer_kwargs = {}
-    if args.compare_reference:
-        from fastnn.trainer import Trainer
+    from fastnn.trainer import Trainer
 
-        trainer_kwargs = _trainer_threads(Trainer, compare_threads)
+    trainer_kwargs = _trainer_options(Trainer, compare_threads)
 
     name, ((x_train, t_train), (x_test, t_test)) = _load_data(args)
     dtype = np.dtype(args.dtype)
