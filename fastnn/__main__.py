@@ -494,12 +494,12 @@ def _bench(args):
         raise UsageError("--json and --png name the same file")
     from fastnn.benchmark import bench
 
-    _set_threads(args.threads)
-    bench(quick=args.quick, threads=args.threads, rounds=args.rounds, json_path=args.json or None)
+    n_threads = _set_threads(args.threads)  # clamped to the CPUs this process may use
+    bench(quick=args.quick, threads=n_threads, rounds=args.rounds, json_path=args.json or None)
     if args.png:
         from fastnn.benchmark import scaling_plot
 
-        scaling_plot(args.png, threads=args.threads)
+        scaling_plot(args.png, threads=n_threads)
         print(f"speed-up against batch size written to {args.png}")
 
 

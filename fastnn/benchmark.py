@@ -438,9 +438,11 @@ def scaling_plot(path, threads=1, rounds=5, batches=(1, 10, 100, 1000, 10000)):
 @contextlib.contextmanager
 def same_threads(threads):
     """Every implementation on ``threads`` threads: every BLAS library loaded (NumPy's, which
-    fastnn's GEMMs use too, and SciPy's) and PyTorch's pool."""
+    fastnn's GEMMs use too, and SciPy's) and PyTorch's pool; never more than the CPUs this
+    process may use (OpenBLAS keeps every thread it starts)."""
     from threadpoolctl import threadpool_limits
 
+    threads = min(threads, available_cpus())
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(threads)

@@ -373,6 +373,14 @@ def test_epoch_lines_are_limited_whatever_the_epoch_size(capsys):
     assert not [line for line in out.splitlines() if line.startswith("epoch")]
 
 
+def test_bench_threads_are_clamped_to_the_cpus(capsys):
+    cpus = threads.available_cpus()
+    code, out, err = run(capsys, "bench", "--quick", "--rounds", "1", "--threads", cpus + 62)
+    assert code == 0 and f"using {cpus}" in err
+    blas_lines = [line for line in out.splitlines() if line.startswith("BLAS: openblas")]
+    assert blas_lines and all(f"threads {cpus} " in line for line in blas_lines)
+
+
 def test_bench_writes_its_table_and_json(capsys, tmp_path):
     code, out, err = run(capsys, "bench", "--quick", "--rounds", "1", "--json", "b.json")
     assert code == 0, err
