@@ -450,11 +450,13 @@ def same_threads(threads):
         yield
 
 
-def bench(quick=False, threads=1, rounds=7, json_path=None, out=sys.stdout):
-    """Run the side-by-side benchmark and print its table; returns the cases with times.
+def bench(quick=False, threads=1, rounds=7, json_path=None, out=None):
+    """Run the side-by-side benchmark and print its table (to ``out``, default sys.stdout as
+    it is at the call); returns the cases with times.
 
     ``threads`` is the thread count of every implementation alike.
     """
+    out = sys.stdout if out is None else out
     with same_threads(threads):
         env = environment()
         print(format_environment(env), file=out, flush=True)
