@@ -192,7 +192,7 @@ def _load_mnist(args, one_hot_label=False):
                       data_dir=args.data_dir, download=not args.no_download)
 
 
-def _load_data(args, fallback=True):
+def _load_data(args):
     """("MNIST", data), or, when MNIST can be neither found nor downloaded, ("digits", data)
     with a note that stands out."""
     from fastnn.datasets import DatasetNotFoundError, load_digits
@@ -202,8 +202,6 @@ def _load_data(args, fallback=True):
     try:
         return "MNIST", _load_mnist(args)
     except DatasetNotFoundError as exc:
-        if not fallback:
-            raise
         reason = _mnist_not_found(exc)
         try:
             data = load_digits(normalize=True, flatten=True)
