@@ -4,11 +4,12 @@
 #   bash tests/sanitize.sh [extra pytest arguments]
 #
 # Run from anywhere (the repository is found from this script's path), inside a Python
-# environment with numpy, scipy, Cython, setuptools, pytest and hypothesis, and gcc.
+# environment with numpy, threadpoolctl, meson, ninja, Cython, pytest and hypothesis, and gcc.
 #
-# The sanitized extension modules are built in a scratch copy of the source tree, never in
-# the checkout: others import the checkout's .so files while this runs.  The copy leaves out
-# build products (*.so, build/), environments, .git and caches.
+# The sanitized extension modules are built by meson in a scratch folder, from a scratch copy
+# of the source tree, never in the checkout (others import the checkout's modules while this
+# runs), and copied into the copy's fastnn/_kernels/, which the tests then import.  The copy
+# leaves out build products (*.so, build/), environments, .git and caches.
 #
 # The tests: those that drive the compiled code through every entry point, on good and on
 # bad input (parity with the twins, the fuzzing, the robustness and thread cases, layers,
@@ -41,12 +42,16 @@ else
 fi
 
 cd "$work/src"
-echo "sanitize: building with FASTNN_SANITIZE=1 (log: build.log)"
-if ! FASTNN_SANITIZE=1 "$python" setup.py build_ext --inplace --parallel 2 >build.log 2>&1; then
+echo "sanitize: building with -Db_sanitize=address,undefined (log: build.log)"
+# b_lundef=false: the modules leave the sanitizers' symbols to the preloaded runtimes
+if ! { "$python" -m mesonbuild.mesonmain setup "$work/build" . -Dbuildtype=debug \
+           -Db_sanitize=address,undefined -Db_lundef=false &&
+       "$python" -m mesonbuild.mesonmain compile -C "$work/build"; } >build.log 2>&1; then
     tail -n 40 build.log
     echo "sanitize: build failed" >&2
     exit 1
 fi
+cp "$work"/build/fastnn/_kernels/*.so fastnn/_kernels/
 
 libasan="$(gcc -print-file-name=libasan.so)"
 libubsan="$(gcc -print-file-name=libubsan.so)"
@@ -75,12 +80,15 @@ for name in ("_activations", "_dense", "_loss", "_network", "_numgrad", "_optim"
         sys.exit(f"sanitize: {module.__file__} is not instrumented")
 EOF
 
-# The canary: a kernel reading past the end of an array must be reported.
+# The canary: a C kernel reading past the end of an array must be reported.  The compiled entry
+# points refuse arrays shorter than the sizes they are given, so the kernel is called directly.
 if "$python" -c "
+import ctypes
 import numpy as np
 from fastnn._kernels import _activations
-dout, dx = np.ones(200), np.empty(200)
-_activations.relu_backward(dout, np.zeros(100, np.uint8), dx)  # mask 100 bytes short
+kernel = ctypes.CDLL(_activations.__file__).fnn_relu_backward_f64
+dout, mask, dx = np.ones(200), np.zeros(100, np.uint8), np.empty(200)  # mask 100 bytes short
+kernel(*(ctypes.c_void_p(a.ctypes.data) for a in (dout, mask, dx)), ctypes.c_ssize_t(200))
 " >canary.log 2>&1; then
     echo "sanitize: the canary's out-of-bounds read went unreported: ASan is not active" >&2
     exit 1
