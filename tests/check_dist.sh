@@ -37,7 +37,7 @@ if unzip -l "$wheel" | grep -E '\.(c|pyx)$'; then
     exit 1
 fi
 if command -v auditwheel >/dev/null || "$python" -m auditwheel --version >/dev/null 2>&1; then
-    "$python" -m auditwheel show "$wheel" | sed -n '1,4p' | sed 's/^/dist: auditwheel: /'
+    "$python" -m auditwheel show "$wheel" 2>/dev/null | sed -n '1,4p' | sed 's/^/dist: auditwheel: /'
 fi
 
 echo "dist: installing $(basename "$wheel") into a fresh venv"

@@ -3,13 +3,12 @@
 #
 #   bash tests/sanitize.sh [extra pytest arguments]
 #
-# Run from anywhere (the repository is found from this script's path), inside a Python
-# environment with numpy, threadpoolctl, meson, ninja, Cython, pytest and hypothesis, and gcc.
-#
-# The sanitized extension modules are built by meson in a scratch folder, from a scratch copy
-# of the source tree, never in the checkout (others import the checkout's modules while this
-# runs), and copied into the copy's fastnn/_kernels/, which the tests then import.  The copy
-# leaves out build products (*.so, build/), environments, .git and caches.
+# Run from anywhere (the repository is found from this script's path) with a Python that has
+# venv and pip, and gcc.  The sanitized build is installed, not editable, into a scratch venv
+# of its own (numpy, threadpoolctl, pytest, hypothesis and the build tools come from the
+# package index), from a scratch copy of the source tree: the checkout and its environment
+# stay as they are, and the tests, run from the checkout's tests/ folder, import the
+# sanitized package.
 #
 # The tests: those that drive the compiled code through every entry point, on good and on
 # bad input (parity with the twins, the fuzzing, the robustness and thread cases, layers,
@@ -34,24 +33,31 @@ TESTS=(tests/test_parity.py tests/test_fuzz.py tests/test_robustness.py tests/te
 echo "sanitize: copying $repo to $work/src"
 mkdir -p "$work/src"
 excludes=('*.so' '*.o' 'build' '.venv' 'venv' '.git' '__pycache__' '.pytest_cache'
-          '.hypothesis' '*.egg-info')
+          '.hypothesis' '*.egg-info' '.mesonpy-*')
 if command -v rsync >/dev/null; then
     rsync -a "${excludes[@]/#/--exclude=}" "$repo/" "$work/src/"
 else
     tar -C "$repo" "${excludes[@]/#/--exclude=}" -cf - . | tar -C "$work/src" -xf -
 fi
 
-cd "$work/src"
+echo "sanitize: a scratch venv with the build tools and the tests' needs"
+"$python" -m venv "$work/venv"
+venv_python="$work/venv/bin/python"
+"$venv_python" -m pip install -q numpy threadpoolctl pytest hypothesis "meson-python>=0.16" \
+    "meson>=1.4" ninja "Cython>=3.1" 2>&1 | grep -v "^WARNING: Location" || true
+
 echo "sanitize: building with -Db_sanitize=address,undefined (log: build.log)"
 # b_lundef=false: the modules leave the sanitizers' symbols to the preloaded runtimes
-if ! { "$python" -m mesonbuild.mesonmain setup "$work/build" . -Dbuildtype=debug \
-           -Db_sanitize=address,undefined -Db_lundef=false &&
-       "$python" -m mesonbuild.mesonmain compile -C "$work/build"; } >build.log 2>&1; then
-    tail -n 40 build.log
+if ! "$venv_python" -m pip install -v --no-build-isolation --no-deps \
+        -Csetup-args=-Dbuildtype=debug -Csetup-args=-Db_sanitize=address,undefined \
+        -Csetup-args=-Db_lundef=false "$work/src" \
+        >"$work/build.log" 2>&1; then
+    tail -n 40 "$work/build.log"
     echo "sanitize: build failed" >&2
     exit 1
 fi
-cp "$work"/build/fastnn/_kernels/*.so fastnn/_kernels/
+python="$venv_python"
+cd "$work"  # not the source tree: the installed, sanitized package is the one imported
 
 libasan="$(gcc -print-file-name=libasan.so)"
 libubsan="$(gcc -print-file-name=libubsan.so)"
@@ -65,12 +71,11 @@ done
 export LD_PRELOAD="$libasan $libubsan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 export FASTNN_HYPOTHESIS_PROFILE="${FASTNN_HYPOTHESIS_PROFILE:-ci}"
 
 # The modules imported must be the sanitized ones of the copy.
-"$python" - "$work/src" <<'EOF'
+"$python" - "$work/venv" <<'EOF'
 import importlib, sys
 for name in ("_activations", "_dense", "_loss", "_network", "_numgrad", "_optim"):
     module = importlib.import_module("fastnn._kernels." + name)
@@ -102,7 +107,8 @@ echo "sanitize: canary caught (heap-buffer-overflow reported)"
 
 echo "sanitize: running ${TESTS[*]}"
 status=0
-"$python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" "$@" 2>&1 | tee pytest.log || status=$?
+"$python" -m pytest -q -p no:cacheprovider --rootdir "$repo" "${TESTS[@]/#/$repo/}" "$@" 2>&1 |
+    tee pytest.log || status=$?
 if grep -qE "ERROR: AddressSanitizer|runtime error:" pytest.log; then
     echo "sanitize: sanitizer report above" >&2
     exit 1
