@@ -33,7 +33,6 @@ import socket
 import struct
 import sys
 import threading
-import time
 import urllib.request
 import zlib
 from pathlib import Path
