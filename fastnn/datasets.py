@@ -529,14 +529,20 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, data_dir=None,
     Notes
     -----
     The files are validated as IDX, not by checksum, because valid copies exist whose gzip
-    compression differs from the published one.  Downloads are checksummed.
+    compression differs from the published one.  Downloads are checksummed.  Each file's
+    header is read first, and no more than the data it announces (plus one byte, to see that
+    nothing follows) is ever decompressed; FIFOs and devices are not data files.
 
     The first searched folder holding all four files is used.
 
     The parsed arrays are kept in an uncompressed ``.npz`` in the user cache (never beside
     the data), which later calls read instead of decompressing the files.  A change of any
     file's path, size, mtime or inode invalidates it; if the user cache is not writable,
-    nothing is cached.
+    nothing is cached.  The cache is re-checked on every read (each array's shape against its
+    source file's header, uint8, matching counts, labels 0..9) and rebuilt when it fails.
+
+    A download reads at most the file's published size, gives up on a mirror after 60 s
+    without data or 600 s in all, and moves on to the next mirror.
     """
     raw = _load_mnist_raw(data_dir, download)
     return tuple(_finish(raw[img], raw[label], 255.0, normalize, flatten, one_hot_label)

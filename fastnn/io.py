@@ -285,6 +285,9 @@ def atomic_open(path, mode="wb"):
         raise ValueError(f"atomic_open supports mode 'wb' or 'w', not {mode!r}")
     target, existing = _destination(path)
     folder, name = os.path.split(target)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, f"cannot write {os.fspath(path)}: its directory "
+                                "does not exist", folder)
     _remove_stale_temporaries(folder)
     fd = _open_anonymous(folder)
     tmp = None

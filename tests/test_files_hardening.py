@@ -1038,3 +1038,10 @@ def test_loader_one_hot_matches_functions_one_hot():
     assert rows.dtype == expected.dtype == np.float64 and rows.shape == (1000, 10)
     np.testing.assert_array_equal(rows, expected)
     assert datasets._one_hot(labels[:0]).shape == (0, 10)
+
+
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="directory does not exist") as info:
+        save_params(tmp_path / "no" / "w.npz", {"W": np.ones(2)})
+    assert str(tmp_path / "no") in str(info.value)
+    assert list(tmp_path.iterdir()) == []
