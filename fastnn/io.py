@@ -179,16 +179,27 @@ def _open_anonymous(folder):
         return None  # EOPNOTSUPP, EISDIR (kernels before 3.11), ...
 
 
+_libc = []
+
+
+def _linkat():
+    """libc's linkat, or None."""
+    if not _libc:
+        try:
+            import ctypes
+
+            _libc.append(ctypes.CDLL(None, use_errno=True).linkat)
+        except (ImportError, OSError, AttributeError):
+            _libc.append(None)
+    return _libc[0]
+
+
 def _link_anonymous(fd, path):
     """Give the anonymous file ``fd`` the name ``path``; False if no way works here."""
-    try:  # linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH): needs CAP_DAC_READ_SEARCH or Linux 6.10
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.linkat(fd, b"", -100, os.fsencode(path), 0x1000) == 0:
-            return True
-    except (OSError, AttributeError):
-        pass
+    linkat = _linkat()
+    # linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH): needs CAP_DAC_READ_SEARCH (or Linux 6.10)
+    if linkat is not None and linkat(fd, b"", -100, os.fsencode(path), 0x1000) == 0:
+        return True
     try:  # the classic way, through /proc (needs /proc, and the same mount)
         os.link(f"/proc/self/fd/{fd}", path, follow_symlinks=True)
         return True
@@ -294,7 +305,7 @@ def atomic_open(path, mode="wb"):
     if fd is None:
         fd, tmp = _open_named(folder, name)
     try:
-        if existing is not None:
+        if existing is not None and hasattr(os, "fchmod"):
             with contextlib.suppress(OSError):
                 os.fchmod(fd, stat.S_IMODE(existing.st_mode))
         with os.fdopen(fd, mode, closefd=False,
@@ -304,6 +315,9 @@ def atomic_open(path, mode="wb"):
             os.fsync(fd)
         if tmp is None:
             tmp = _name_anonymous(fd, folder, name)
+        # Closed before the rename, which Windows refuses for an open file.
+        os.close(fd)
+        fd = None
         os.replace(tmp, target)
     except BaseException:
         if tmp is not None:
@@ -311,7 +325,8 @@ def atomic_open(path, mode="wb"):
                 os.unlink(tmp)
         raise
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     if os.name == "posix":
         # Makes the rename itself durable; best effort, as some file systems refuse it.
         with contextlib.suppress(OSError):

@@ -1045,3 +1045,13 @@ def test_missing_directory_is_named(tmp_path):
         save_params(tmp_path / "no" / "w.npz", {"W": np.ones(2)})
     assert str(tmp_path / "no") in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@posix_only
+def test_symlink_loop_is_refused(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OSError):
+        save_params(tmp_path / "a", {"W": np.ones(2)})
+    assert (tmp_path / "a").is_symlink() and (tmp_path / "b").is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
