@@ -40,7 +40,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastnn.io import WeightFileError, _open_regular, _read_npz_file, _write_npz, atomic_open
+# _DEFLATE_MAX_RATIO: a gzip file whose header announces more than that times its size is
+# refused before anything is allocated; _CHUNK: bytes decompressed at a time.
+from fastnn.io import (_CHUNK, _DEFLATE_MAX_RATIO, WeightFileError, _open_regular,
+                       _read_npz_file, _write_npz, atomic_open)
 
 __all__ = ["DatasetError", "DatasetNotFoundError", "MNIST_MIRRORS", "load_mnist", "load_digits"]
 
@@ -79,10 +82,6 @@ _IMAGE_SIDE = 28
 _N_CLASSES = 10
 _IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the third byte of the magic number
 _GZIP_MAGIC = b"\x1f\x8b"
-# Deflate cannot expand its input more than about 1032-fold: a header announcing more data
-# than that is refused before anything is allocated.
-_DEFLATE_MAX_RATIO = 1032
-_CHUNK = 1 << 20  # bytes decompressed at a time
 _CACHE_VERSION = 2  # bump when the layout of the parsed cache changes
 _CACHE_KEY_LIMIT = 1 << 16  # bytes; the key is a short JSON text
 
