@@ -60,7 +60,7 @@ _NPZ_BAD_CHARS = ("\x00", "/", "\\")
 _NPY_HEADER_LIMIT = 10000  # bytes; NumPy's own default limit for a .npy header
 # Deflate cannot expand its input more than about 1032-fold; a member claiming more is a lie.
 _DEFLATE_MAX_RATIO = 1032
-_CHUNK = 1 << 20  # bytes read at a time, so no read makes a copy of a whole array
+_CHUNK = 1 << 18  # bytes read at a time: no read copies a whole array; fits in L2 (NumPy reads so)
 
 
 class WeightFileError(ValueError):
@@ -660,7 +660,9 @@ def _unpickle(f):
     stream declares is there: the unpickler itself allocates a declared length before reading
     it, so a 100-byte pickle could otherwise ask for terabytes.
     """
-    data = f.read()
+    # read(size), not read(): after the 4-byte sniff and a seek, read() grows its buffer step
+    # by step and takes ten times as long.
+    data = f.read(os.fstat(f.fileno()).st_size)
     for _ in pickletools.genops(io.BytesIO(data)):
         pass
     # latin1 turns Python 2 byte strings into str, as NumPy's own docs recommend.
