@@ -54,6 +54,13 @@ def test_the_twins_import_nothing_compiled():
     assert out.stdout.strip() == "[]", out.stdout
 
 
+def test_loading_data_imports_nothing_compiled():
+    code = ("import sys, fastnn.datasets, fastnn.io, fastnn.util; "
+            "print(sorted(m for m in sys.modules if m.startswith('fastnn._kernels')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_import_fastnn_layers_imports_no_scipy():
     env_free = {"FASTNN_BLAS": ""}
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import fastnn.layers"],
