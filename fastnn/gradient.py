@@ -239,8 +239,8 @@ def _network_targets(t, n, k, single):
     t = np.asarray(t)
     if single and t.shape == (k,):
         t = t.reshape(1, k)
-    kind, t = v.as_targets(t, (n, k))
-    return one_hot(t, k) if kind == "labels" else v.as_float(t, "t", np.float64)
+    labels, t = v.resolve_targets(t, (n, k), np.float64)
+    return one_hot(t, k) if labels else t
 
 
 def network_numerical_gradient(weights, biases, x, t, activation="relu", exact_loss=False,
