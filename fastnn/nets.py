@@ -10,7 +10,6 @@ and the 'identity' activation.
 
 Twins: :mod:`fastnn.reference.nets`.
 """
-import math
 from collections import OrderedDict
 
 import numpy as np
@@ -114,6 +113,7 @@ class _Network:
         self._checked_weights = None
         self._dW = [np.empty((sizes[i], sizes[i + 1]), self.dtype) for i in range(len(sizes) - 1)]
         self._db = [np.empty(sizes[i + 1], self.dtype) for i in range(len(sizes) - 1)]
+        self._grad_buffers = self._dW + self._db
         self._grads = {}
         for idx, (dW, db) in enumerate(zip(self._dW, self._db), start=1):
             self._grads[f"W{idx}"], self._grads[f"b{idx}"] = dW, db
@@ -135,10 +135,14 @@ class _Network:
             return None
         affines = self.affine_layers
         cached = self._checked_weights
-        # the same arrays as last time, still of their shapes (which in-place assignment to
-        # .shape could change): nothing else about them can have changed
+        # the same arrays as last time, still of their shapes, dtype and layout (in-place
+        # assignment to .shape, .strides or .dtype can change each): nothing else about them
+        # can have changed
+        dtype = self.dtype
         if cached is not None and len(affines) == len(cached[0]) and all(
                 layer.W is W and layer.b is b and W.shape == (i, o) and b.shape == (o,)
+                and W.dtype == dtype and b.dtype == dtype
+                and W.flags.c_contiguous and b.flags.c_contiguous
                 for layer, W, b, i, o in zip(affines, *cached, self._sizes, self._sizes[1:])):
             return cached
         Ws, bs = [], []
@@ -172,12 +176,7 @@ class _Network:
         if cast:
             x2, single = v.as_batch(x, "x", dtype)
         else:
-            x = np.asarray(x)
-            if x.ndim == 0:
-                raise ValueError("x must have at least one dimension, got a scalar")
-            single = x.ndim == 1
-            # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
-            x2 = x.reshape((1, x.size) if single else (x.shape[0], math.prod(x.shape[1:])))
+            x2, single = v.batch_view(x)
         if x2.shape[1] != self._sizes[0]:
             raise ValueError(
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
@@ -199,10 +198,7 @@ class _Network:
             yield start, stop, ws, block
 
     def _targets(self, x2, t):
-        kind, t = v.as_targets(t, (x2.shape[0], self._sizes[-1]))
-        if kind == "targets":
-            t = v.as_float(t, "t", x2.dtype)
-        return kind == "labels", t
+        return v.resolve_targets(t, (x2.shape[0], self._sizes[-1]), x2.dtype)
 
     def predict(self, x):
         """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,)."""
@@ -270,6 +266,10 @@ class _Network:
             return self._layered_gradient(x, t)
         labels, t = self._targets(x2, t)
         ws = self._workspace(x2.shape[0])
+        if _network.overlapping((x2, t), self._grad_buffers):
+            # an input inside the gradient buffers (the last call's result handed back) would
+            # be overwritten while it is read
+            x2, t = x2.copy(), t.copy()
         with threads.for_work(ws.work):
             loss = _network.gradient(
                 *weights, x2, t, labels, ws.a, self._dW, self._db, ws.s0, ws.s1, ws.row_loss,
