@@ -227,7 +227,8 @@ def _train_arguments(p):
                    help="SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam (any case)")
     p.add_argument("--lr", type=rate, default=0.1, help="learning rate")
     p.add_argument("--batch-size", type=count, default=100, help="images per step")
-    p.add_argument("--iters", type=count, default=10000, help="steps (the book's 10000)")
+    p.add_argument("--iters", type=count, default=None,
+                   help="steps (default: 10000, the book's)")
     p.add_argument("--epochs", type=rate, default=None, help="epochs instead of --iters")
     p.add_argument("--weight-decay", type=nonnegative, default=0.0, metavar="LAMBDA",
                    help="adds 0.5 * LAMBDA * sum(W**2) to the loss")
@@ -341,6 +342,8 @@ def _train(args):
         raise UsageError("--save and --plot name the same file")
     if args.digits and args.data_dir:
         raise UsageError("--digits and --data-dir: choose one data set")
+    if args.iters is not None and args.epochs is not None:
+        raise UsageError("--iters and --epochs: choose one")
     _set_threads(args.threads)
     compare_threads = (args.threads or 1) if args.compare_reference else None
     from fastnn.trainer import Trainer
@@ -350,7 +353,8 @@ def _train(args):
     name, ((x_train, t_train), (x_test, t_test)) = _load_data(args)
     dtype = np.dtype(args.dtype)
     iter_per_epoch = max(math.ceil(x_train.shape[0] / args.batch_size), 1)
-    iters = args.iters if args.epochs is None else max(int(args.epochs * iter_per_epoch), 1)
+    iters = ((args.iters or 10000) if args.epochs is None
+             else max(int(args.epochs * iter_per_epoch), 1))
     total_epochs = math.ceil(iters / iter_per_epoch)
     threads_said = ("one BLAS thread per training thread" if compare_threads is None
                     else f"{compare_threads} BLAS thread(s), as the book's run")
