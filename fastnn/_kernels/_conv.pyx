@@ -1,0 +1,353 @@
+# Design: convolution and max-pooling (the book's Convolution, Pooling, im2col, col2im), NCHW.
+#
+# First version: per sample, the transposed im2col of a block of output rows (C*FH*FW, rows*OW),
+# built in an L2-sized buffer, times W (FN, C*FH*FW) by one GEMM straight into the NCHW output,
+# bias and ReLU added to the block while it is in cache.  Measurements and the final shape of
+# the kernels follow below as they are taken.
+#
+# The kernel API (stable; fastnn.layers and fastnn.nets call it, every array a plain
+# C-contiguous ndarray of one dtype, float32 or float64, checked by fastnn/_kernels/_arrays.pxd):
+#
+#   conv_work_size(C, H, W, FN, FH, FW, stride, pad) -> int
+#       elements of the scratch array that conv_forward / conv_backward take as ``work``
+#       (one array serves both; without it each call allocates its own).
+#   conv_forward(x, W, b, out, stride, pad, relu=False, work=None)
+#       x (N, C, H, W), W (FN, C, FH, FW), b (FN,)  ->  out (N, FN, OH, OW) = conv(x, W) + b,
+#       then ReLU in the same pass if ``relu`` (the book's Relu: 0 where the sum is <= 0).
+#   conv_backward(dout, x, W, dW_out, db_out, dx_out, stride, pad, relu_out=None, work=None)
+#       dW_out (FN, C, FH, FW), db_out (FN,), and dx_out (N, C, H, W) unless it is None (the
+#       input gradient skipped: a network's first layer).  With ``relu_out`` (the output of
+#       conv_forward(..., relu=True)), dout is first masked by ReLU's backward (dout where
+#       relu_out > 0, else 0), without modifying dout.
+#   maxpool_forward(x, out, argmax_out, pool_h, pool_w, stride, pad)
+#       x (N, C, H, W) -> out (N, C, OH, OW), argmax_out int32 (N, C, OH, OW): the index
+#       ky * pool_w + kx of the maximum in its window (the book's np.argmax: first maximum,
+#       a NaN wins; padding counts as zeros, as the book's im2col pads).
+#   maxpool_backward(dout, argmax, dx_out, pool_h, pool_w, stride, pad)
+#       dx_out (N, C, H, W): dout routed to each window's argmax (added where windows overlap).
+#   im2col(x, col_out, FH, FW, stride, pad), col2im(col, x_out, FH, FW, stride, pad)
+#       the book's matrices: col (N*OH*OW, C*FH*FW), rows (n, oh, ow), columns (c, ky, kx).
+#
+# OH = (H + 2 pad - FH) // stride + 1 and OW likewise.  Every function checks its arrays'
+# dtypes, layouts and sizes against that geometry and raises ValueError/TypeError before any
+# pointer reaches C; all of them release the GIL around their loops.  The internal layout is
+# the API's, NCHW, so there are no layout conversions to call.
+#
+# Twins: fastnn.reference.conv.im2col / col2im / Convolution / Pooling.
+import numpy as np
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdint cimport int32_t
+from libc.string cimport memset
+
+from fastnn._kernels._arrays cimport dim, flat_data, float_type
+from fastnn._kernels._blas cimport gemm
+from fastnn._kernels._cconv cimport *
+
+cnp.import_array()
+
+# Elements of one block of the transposed im2col matrix: output rows are taken BLOCK at a time
+# so that the block, read by the GEMM right after it is written, stays in the core's L2.
+cdef enum:
+    BLOCK = 32768
+
+
+cdef struct Geom:
+    fnn_index N, C, H, W, FN, FH, FW, stride, pad, OH, OW, K, P, rows
+
+
+cdef int _geometry(Geom *g, fnn_index N, fnn_index C, fnn_index H, fnn_index W, fnn_index FN,
+                   fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad) except -1:
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    if FH < 1 or FW < 1 or FH > H + 2 * pad or FW > W + 2 * pad:
+        raise ValueError(f"a {FH}x{FW} window does not fit an input of {H}x{W} padded by {pad}")
+    if C < 1 or FN < 1:
+        raise ValueError(f"channels and filters must be >= 1, got C={C}, FN={FN}")
+    g.N, g.C, g.H, g.W, g.FN, g.FH, g.FW, g.stride, g.pad = N, C, H, W, FN, FH, FW, stride, pad
+    g.OH = (H + 2 * pad - FH) // stride + 1
+    g.OW = (W + 2 * pad - FW) // stride + 1
+    g.K = C * FH * FW
+    g.P = g.OH * g.OW
+    g.rows = max(1, min(g.OH, BLOCK // (g.K * g.OW)))
+    if g.K > 2**31 - 1 or g.P > 2**31 - 1 or FN > 2**31 - 1:
+        raise ValueError("convolution dimensions exceed BLAS's 32-bit sizes")
+    return 0
+
+
+cdef inline fnn_index _work_size(Geom *g) noexcept nogil:
+    return 2 * g.K * g.rows * g.OW + g.FN * g.P
+
+
+cdef void *_data_4d(object a, str name, int typenum, fnn_index d0, fnn_index d1, fnn_index d2,
+                    fnn_index d3, bint out=False) except NULL:
+    """Data of ``a``, which must be 4-D of shape (d0, d1, d2, d3)."""
+    cdef fnn_index shape[4]
+    shape[0], shape[1], shape[2], shape[3] = d0, d1, d2, d3
+    for i in range(4):
+        if dim(a, name, 4, i) != shape[i]:
+            raise ValueError(f"{name}: expected shape {(d0, d1, d2, d3)}, got {a.shape}")
+    return flat_data(a, name, typenum, d0 * d1 * d2 * d3, out)
+
+
+cdef int _conv_geometry(Geom *g, object x, object W, object stride, object pad) except -1:
+    cdef fnn_index C = dim(x, "x", 4, 1)
+    if dim(W, "W", 4, 1) != C:
+        raise ValueError(f"W {W.shape} expects {W.shape[1]} input channels, x {x.shape} has {C}")
+    _geometry(g, x.shape[0], C, x.shape[2], x.shape[3], W.shape[0], W.shape[2], W.shape[3],
+              stride, pad)
+    return 0
+
+
+def conv_work_size(fnn_index C, fnn_index H, fnn_index W, fnn_index FN, fnn_index FH,
+                   fnn_index FW, fnn_index stride, fnn_index pad):
+    """Elements of the ``work`` array of conv_forward and conv_backward for this geometry."""
+    cdef Geom g
+    _geometry(&g, 1, C, H, W, FN, FH, FW, stride, pad)
+    return _work_size(&g)
+
+
+cdef object _work(object work, Geom *g, int typenum):
+    """``work``, checked, or a new scratch array (which the caller keeps alive)."""
+    if work is None:
+        return np.empty(_work_size(g), dtype=np.float32 if typenum == cnp.NPY_FLOAT32 else np.float64)
+    return work
+
+
+# --- convolution --------------------------------------------------------------------------------
+
+cdef void _forward(const floating *x, const floating *Wt, const floating *b, floating *out,
+                   floating *col, Geom *g, bint relu) noexcept nogil:
+    cdef fnn_index n, oh0, oh1, Pb
+    cdef const floating *xn
+    cdef floating *on
+    for n in range(g.N):
+        xn = x + n * g.C * g.H * g.W
+        on = out + n * g.FN * g.P
+        oh0 = 0
+        while oh0 < g.OH:
+            oh1 = min(oh0 + g.rows, g.OH)
+            Pb = (oh1 - oh0) * g.OW
+            if floating is float:
+                fnn_im2col_t_f32(xn, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1,
+                                 col)
+            else:
+                fnn_im2col_t_f64(xn, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1,
+                                 col)
+            # out block (FN, Pb) = W (FN, K) @ colT (K, Pb), in the output's own rows
+            gemm(False, False, g.FN, Pb, g.K, 1, Wt, g.K, col, Pb, 0, on + oh0 * g.OW, g.P)
+            # the epilogue while the block is still in cache
+            if floating is float:
+                fnn_bias_act_f32(on + oh0 * g.OW, g.FN, g.P, Pb, b, relu)
+            else:
+                fnn_bias_act_f64(on + oh0 * g.OW, g.FN, g.P, Pb, b, relu)
+            oh0 = oh1
+
+
+def conv_forward(x,      # IN  (N, C, H, W)
+                 W,      # IN  (FN, C, FH, FW)
+                 b,      # IN  (FN,)
+                 out,    # OUT (N, FN, OH, OW)
+                 stride, pad, bint relu=False,
+                 work=None):  # scratch of conv_work_size(...) elements, or None
+    """out = conv(x, W) + b (ReLU'd if ``relu``); twin: fastnn.reference.conv.Convolution."""
+    cdef Geom g
+    cdef int t = float_type(x, "x")
+    _conv_geometry(&g, x, W, stride, pad)
+    cdef const void *px = flat_data(x, "x", t, g.N * g.C * g.H * g.W)
+    cdef const void *pw = flat_data(W, "W", t, g.FN * g.K)
+    cdef const void *pb = flat_data(b, "b", t, g.FN)
+    cdef void *po = _data_4d(out, "out", t, g.N, g.FN, g.OH, g.OW, True)
+    work = _work(work, &g, t)  # held by this frame while the kernel runs
+    cdef void *pk = flat_data(work, "work", t, _work_size(&g), True)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _forward(<const float *>px, <const float *>pw, <const float *>pb, <float *>po,
+                     <float *>pk, &g, relu)
+        else:
+            _forward(<const double *>px, <const double *>pw, <const double *>pb, <double *>po,
+                     <double *>pk, &g, relu)
+
+
+cdef void _backward(const floating *dout, const floating *x, const floating *Wt, floating *dW,
+                    floating *db, floating *dx, const floating *relu_out, floating *work,
+                    Geom *g) noexcept nogil:
+    cdef fnn_index n, oh0, oh1, Pb
+    cdef floating *col = work
+    cdef floating *dcol = work + g.K * g.rows * g.OW
+    cdef floating *dmask = work + 2 * g.K * g.rows * g.OW
+    cdef const floating *d
+    cdef const floating *xn
+    memset(dW, 0, g.FN * g.K * sizeof(floating))
+    memset(db, 0, g.FN * sizeof(floating))
+    if dx != NULL:
+        memset(dx, 0, g.N * g.C * g.H * g.W * sizeof(floating))
+    for n in range(g.N):
+        d = dout + n * g.FN * g.P
+        xn = x + n * g.C * g.H * g.W
+        if relu_out != NULL:
+            if floating is float:
+                fnn_relu_grad_from_out_f32(d, relu_out + n * g.FN * g.P, g.FN * g.P, dmask)
+            else:
+                fnn_relu_grad_from_out_f64(d, relu_out + n * g.FN * g.P, g.FN * g.P, dmask)
+            d = dmask
+        if floating is float:
+            fnn_row_sums_add_f32(d, g.FN, g.P, db)
+        else:
+            fnn_row_sums_add_f64(d, g.FN, g.P, db)
+        oh0 = 0
+        while oh0 < g.OH:
+            oh1 = min(oh0 + g.rows, g.OH)
+            Pb = (oh1 - oh0) * g.OW
+            if floating is float:
+                fnn_im2col_t_f32(xn, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1,
+                                 col)
+            else:
+                fnn_im2col_t_f64(xn, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1,
+                                 col)
+            # dW (FN, K) += dout block (FN, Pb) @ colT (K, Pb).T
+            gemm(False, True, g.FN, g.K, Pb, 1, d + oh0 * g.OW, g.P, col, Pb, 1, dW, g.K)
+            if dx != NULL:
+                # dcolT (K, Pb) = W (FN, K).T @ dout block (FN, Pb), scattered back into dx
+                gemm(True, False, g.K, Pb, g.FN, 1, Wt, g.K, d + oh0 * g.OW, g.P, 0, dcol, Pb)
+                if floating is float:
+                    fnn_col2im_t_add_f32(dcol, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW,
+                                         oh0, oh1, dx + n * g.C * g.H * g.W)
+                else:
+                    fnn_col2im_t_add_f64(dcol, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW,
+                                         oh0, oh1, dx + n * g.C * g.H * g.W)
+            oh0 = oh1
+
+
+def conv_backward(dout,      # IN  (N, FN, OH, OW)
+                  x,         # IN  (N, C, H, W), the forward input
+                  W,         # IN  (FN, C, FH, FW)
+                  dW_out,    # OUT (FN, C, FH, FW)
+                  db_out,    # OUT (FN,)
+                  dx_out,    # OUT (N, C, H, W), or None to skip the input gradient
+                  stride, pad,
+                  relu_out=None,  # IN (N, FN, OH, OW): forward output after ReLU, or None
+                  work=None):     # scratch of conv_work_size(...) elements, or None
+    """Gradients of conv_forward; twin: fastnn.reference.conv.Convolution.backward."""
+    cdef Geom g
+    cdef int t = float_type(x, "x")
+    _conv_geometry(&g, x, W, stride, pad)
+    cdef const void *pd = _data_4d(dout, "dout", t, g.N, g.FN, g.OH, g.OW)
+    cdef const void *px = flat_data(x, "x", t, g.N * g.C * g.H * g.W)
+    cdef const void *pw = flat_data(W, "W", t, g.FN * g.K)
+    cdef void *pdw = flat_data(dW_out, "dW_out", t, g.FN * g.K, True)
+    cdef void *pdb = flat_data(db_out, "db_out", t, g.FN, True)
+    cdef void *pdx = NULL
+    if dx_out is not None:
+        pdx = _data_4d(dx_out, "dx_out", t, g.N, g.C, g.H, g.W, True)
+    cdef const void *pr = NULL
+    if relu_out is not None:
+        pr = _data_4d(relu_out, "relu_out", t, g.N, g.FN, g.OH, g.OW)
+    work = _work(work, &g, t)  # held by this frame while the kernel runs
+    cdef void *pk = flat_data(work, "work", t, _work_size(&g), True)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _backward(<const float *>pd, <const float *>px, <const float *>pw, <float *>pdw,
+                      <float *>pdb, <float *>pdx, <const float *>pr, <float *>pk, &g)
+        else:
+            _backward(<const double *>pd, <const double *>px, <const double *>pw, <double *>pdw,
+                      <double *>pdb, <double *>pdx, <const double *>pr, <double *>pk, &g)
+
+
+# --- max pooling --------------------------------------------------------------------------------
+
+cdef int _pool_geometry(Geom *g, object x, object pool_h, object pool_w, object stride,
+                        object pad) except -1:
+    _geometry(g, dim(x, "x", 4, 0), x.shape[1], x.shape[2], x.shape[3], 1, pool_h, pool_w,
+              stride, pad)
+    return 0
+
+
+def maxpool_forward(x,           # IN  (N, C, H, W)
+                    out,         # OUT (N, C, OH, OW)
+                    argmax_out,  # OUT int32 (N, C, OH, OW): ky * pool_w + kx of the maximum
+                    pool_h, pool_w, stride, pad):
+    """Max pooling with its argmax in one pass; twin: fastnn.reference.conv.Pooling.forward."""
+    cdef Geom g
+    cdef int t = float_type(x, "x")
+    _pool_geometry(&g, x, pool_h, pool_w, stride, pad)
+    cdef fnn_index NC = g.N * g.C
+    cdef const void *px = flat_data(x, "x", t, NC * g.H * g.W)
+    cdef void *po = _data_4d(out, "out", t, g.N, g.C, g.OH, g.OW, True)
+    cdef int32_t *pa = <int32_t *>_data_4d(argmax_out, "argmax_out", cnp.NPY_INT32, g.N, g.C,
+                                           g.OH, g.OW, True)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fnn_maxpool_forward_f32(<const float *>px, NC, g.H, g.W, g.FH, g.FW, g.stride, g.pad,
+                                    g.OH, g.OW, <float *>po, pa)
+        else:
+            fnn_maxpool_forward_f64(<const double *>px, NC, g.H, g.W, g.FH, g.FW, g.stride,
+                                    g.pad, g.OH, g.OW, <double *>po, pa)
+
+
+def maxpool_backward(dout,    # IN  (N, C, OH, OW)
+                     argmax,  # IN  int32 (N, C, OH, OW), from maxpool_forward
+                     dx_out,  # OUT (N, C, H, W)
+                     pool_h, pool_w, stride, pad):
+    """dout routed to the argmax of each window; twin: fastnn.reference.conv.Pooling.backward."""
+    cdef Geom g
+    cdef int t = float_type(dx_out, "dx_out")
+    _pool_geometry(&g, dx_out, pool_h, pool_w, stride, pad)
+    cdef fnn_index NC = g.N * g.C
+    cdef const void *pd = _data_4d(dout, "dout", t, g.N, g.C, g.OH, g.OW)
+    cdef const int32_t *pa = <const int32_t *>_data_4d(argmax, "argmax", cnp.NPY_INT32, g.N,
+                                                       g.C, g.OH, g.OW)
+    cdef void *px = flat_data(dx_out, "dx_out", t, NC * g.H * g.W, True)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fnn_maxpool_backward_f32(<const float *>pd, pa, NC, g.H, g.W, g.FW, g.stride, g.pad,
+                                     g.OH, g.OW, <float *>px)
+        else:
+            fnn_maxpool_backward_f64(<const double *>pd, pa, NC, g.H, g.W, g.FW, g.stride,
+                                     g.pad, g.OH, g.OW, <double *>px)
+
+
+# --- the book's matrices ------------------------------------------------------------------------
+
+def im2col(x,        # IN  (N, C, H, W)
+           col_out,  # OUT (N*OH*OW, C*FH*FW)
+           FH, FW, stride, pad):
+    """The book's im2col into ``col_out``; twin: fastnn.reference.conv.im2col."""
+    cdef Geom g
+    cdef int t = float_type(x, "x")
+    _geometry(&g, dim(x, "x", 4, 0), x.shape[1], x.shape[2], x.shape[3], 1, FH, FW, stride, pad)
+    cdef const void *px = flat_data(x, "x", t, g.N * g.C * g.H * g.W)
+    if dim(col_out, "col_out", 2, 0) != g.N * g.P or col_out.shape[1] != g.K:
+        raise ValueError(f"col_out: expected shape {(g.N * g.P, g.K)}, got {col_out.shape}")
+    cdef void *pc = flat_data(col_out, "col_out", t, g.N * g.P * g.K, True)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fnn_im2col_f32(<const float *>px, g.N, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad,
+                           g.OH, g.OW, <float *>pc)
+        else:
+            fnn_im2col_f64(<const double *>px, g.N, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad,
+                           g.OH, g.OW, <double *>pc)
+
+
+def col2im(col,    # IN  (N*OH*OW, C*FH*FW)
+           x_out,  # OUT (N, C, H, W)
+           FH, FW, stride, pad):
+    """The book's col2im into ``x_out``; twin: fastnn.reference.conv.col2im."""
+    cdef Geom g
+    cdef int t = float_type(x_out, "x_out")
+    _geometry(&g, dim(x_out, "x_out", 4, 0), x_out.shape[1], x_out.shape[2], x_out.shape[3], 1,
+              FH, FW, stride, pad)
+    if dim(col, "col", 2, 0) != g.N * g.P or col.shape[1] != g.K:
+        raise ValueError(f"col: expected shape {(g.N * g.P, g.K)}, got {col.shape}")
+    cdef const void *pc = flat_data(col, "col", t, g.N * g.P * g.K)
+    cdef void *px = flat_data(x_out, "x_out", t, g.N * g.C * g.H * g.W, True)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fnn_col2im_f32(<const float *>pc, g.N, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad,
+                           g.OH, g.OW, <float *>px)
+        else:
+            fnn_col2im_f64(<const double *>pc, g.N, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad,
+                           g.OH, g.OW, <double *>px)
