@@ -28,14 +28,26 @@
                           fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,         \
                           fnn_index OH, fnn_index OW, REAL *x);                                \
     /* One sample's im2col, transposed, for the output rows [oh0, oh1): colT (C*FH*FW,        \
-       (oh1 - oh0) * OW), so that W (FN, C*FH*FW) @ colT is the NCHW output block. */          \
+       (oh1 - oh0) * OW) in rows of stride ld, so that W (FN, C*FH*FW) @ colT is the NCHW      \
+       output block. */                                                                        \
     void fnn_im2col_t_##SFX(const REAL *x, fnn_index C, fnn_index H, fnn_index W,              \
                             fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,       \
-                            fnn_index OW, fnn_index oh0, fnn_index oh1, REAL *colT);           \
-    /* Its adjoint: x (C, H, W) += the entries of colT at the pixels they came from. */       \
-    void fnn_col2im_t_add_##SFX(const REAL *colT, fnn_index C, fnn_index H, fnn_index W,       \
-                                fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,   \
-                                fnn_index OW, fnn_index oh0, fnn_index oh1, REAL *x);          \
+                            fnn_index OW, fnn_index oh0, fnn_index oh1, REAL *colT,            \
+                            fnn_index ld);                                                     \
+    /* Its adjoint: x (C, H, W) += the entries of colT (rows of stride ld) at the pixels they  \
+       came from. */                                                                           \
+    void fnn_col2im_t_add_##SFX(const REAL *colT, fnn_index ld, fnn_index C, fnn_index H,      \
+                                fnn_index W, fnn_index FH, fnn_index FW, fnn_index stride,     \
+                                fnn_index pad, fnn_index OW, fnn_index oh0, fnn_index oh1,     \
+                                REAL *x);                                                      \
+    /* dst[f, j] = src[f, j] + b[f] (then ReLU if relu), rows of strides ld_src and ld_dst. */  \
+    void fnn_bias_act_copy_##SFX(const REAL *src, fnn_index ld_src, REAL *dst,                 \
+                                 fnn_index ld_dst, fnn_index FN, fnn_index cols,               \
+                                 const REAL *b, int relu);                                     \
+    /* dst[r, j] = src[r, j], or ReLU's backward (out <= 0 ? 0 : src) where out (of src's      \
+       strides) is not NULL. */                                                                \
+    void fnn_gather_rows_##SFX(const REAL *src, fnn_index ld_src, const REAL *out, REAL *dst,  \
+                               fnn_index ld_dst, fnn_index rows, fnn_index cols);              \
     /* GEMM epilogue: out[f, j] += b[f] for j < cols (rows of stride ld), then ReLU if relu   \
        (the book's: 0 where the sum is <= 0, NaN kept). */                                    \
     void fnn_bias_act_##SFX(REAL *out, fnn_index FN, fnn_index ld, fnn_index cols,            \
@@ -55,7 +67,8 @@
     /* Its backward: dx (NC, H, W) = 0, then dout added at each window's argmax (a gradient   \
        routed into the padding is dropped, as the book's col2im crops it). */                 \
     void fnn_maxpool_backward_##SFX(const REAL *dout, const int32_t *argmax, fnn_index NC,     \
-                                    fnn_index H, fnn_index W, fnn_index PW, fnn_index stride,  \
+                                    fnn_index H, fnn_index W, fnn_index PH, fnn_index PW,      \
+                                    fnn_index stride,                                          \
                                     fnn_index pad, fnn_index OH, fnn_index OW, REAL *dx);
 
 FNN_DECLARE_CONV(float, f32)

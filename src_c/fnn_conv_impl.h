@@ -63,9 +63,9 @@ void FNN(fnn_col2im)(const REAL *restrict col, fnn_index N, fnn_index C, fnn_ind
 
 void FNN(fnn_im2col_t)(const REAL *restrict x, fnn_index C, fnn_index H, fnn_index W,
                        fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,
-                       fnn_index OW, fnn_index oh0, fnn_index oh1, REAL *restrict colT)
+                       fnn_index OW, fnn_index oh0, fnn_index oh1, REAL *restrict colT,
+                       fnn_index Pb)
 {
-    const fnn_index Pb = (oh1 - oh0) * OW;
     for (fnn_index c = 0; c < C; c++)
         for (fnn_index ky = 0; ky < FH; ky++)
             for (fnn_index kx = 0; kx < FW; kx++) {
@@ -95,11 +95,11 @@ void FNN(fnn_im2col_t)(const REAL *restrict x, fnn_index C, fnn_index H, fnn_ind
 }
 
 FNN_MULTIVERSION
-void FNN(fnn_col2im_t_add)(const REAL *restrict colT, fnn_index C, fnn_index H, fnn_index W,
-                           fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,
-                           fnn_index OW, fnn_index oh0, fnn_index oh1, REAL *restrict x)
+void FNN(fnn_col2im_t_add)(const REAL *restrict colT, fnn_index Pb, fnn_index C, fnn_index H,
+                           fnn_index W, fnn_index FH, fnn_index FW, fnn_index stride,
+                           fnn_index pad, fnn_index OW, fnn_index oh0, fnn_index oh1,
+                           REAL *restrict x)
 {
-    const fnn_index Pb = (oh1 - oh0) * OW;
     for (fnn_index c = 0; c < C; c++)
         for (fnn_index ky = 0; ky < FH; ky++)
             for (fnn_index kx = 0; kx < FW; kx++) {
@@ -141,6 +141,43 @@ void FNN(fnn_bias_act)(REAL *restrict out, fnn_index FN, fnn_index ld, fnn_index
 }
 
 FNN_MULTIVERSION
+void FNN(fnn_bias_act_copy)(const REAL *restrict src, fnn_index ld_src, REAL *restrict dst,
+                            fnn_index ld_dst, fnn_index FN, fnn_index cols,
+                            const REAL *restrict b, int relu)
+{
+    for (fnn_index f = 0; f < FN; f++) {
+        const REAL *restrict s = src + f * ld_src;
+        REAL *restrict o = dst + f * ld_dst;
+        const REAL bf = b[f];
+        if (relu)
+            for (fnn_index j = 0; j < cols; j++) {
+                const REAL v = s[j] + bf;
+                o[j] = v <= 0 ? (REAL)0 : v;
+            }
+        else
+            for (fnn_index j = 0; j < cols; j++)
+                o[j] = s[j] + bf;
+    }
+}
+
+FNN_MULTIVERSION
+void FNN(fnn_gather_rows)(const REAL *restrict src, fnn_index ld_src, const REAL *restrict out,
+                          REAL *restrict dst, fnn_index ld_dst, fnn_index rows, fnn_index cols)
+{
+    for (fnn_index r = 0; r < rows; r++) {
+        const REAL *restrict s = src + r * ld_src;
+        REAL *restrict d = dst + r * ld_dst;
+        if (out == NULL) {
+            memcpy(d, s, (size_t)cols * sizeof(REAL));
+            continue;
+        }
+        const REAL *restrict o = out + r * ld_src;
+        for (fnn_index j = 0; j < cols; j++)
+            d[j] = o[j] <= 0 ? (REAL)0 : s[j];
+    }
+}
+
+FNN_MULTIVERSION
 void FNN(fnn_relu_grad_from_out)(const REAL *restrict dout, const REAL *restrict out,
                                  fnn_index size, REAL *restrict dst)
 {
@@ -168,46 +205,146 @@ void FNN(fnn_row_sums_add)(const REAL *restrict a, fnn_index rows, fnn_index col
     }
 }
 
+/* One output row's windows that lie wholly inside the input, [ow0, ow1): no bounds checks, and
+   the choice of the maximum made by selects. */
+FNN_INLINE void FNN(fnn_pool_row_interior)(const REAL *restrict xr, fnn_index W, fnn_index PH,
+                                           fnn_index PW, fnn_index stride, fnn_index pad,
+                                           fnn_index ow0, fnn_index ow1, REAL *restrict o,
+                                           int32_t *restrict a)
+{
+    for (fnn_index ow = ow0; ow < ow1; ow++) {
+        const REAL *restrict p = xr + (ow * stride - pad);
+        REAL best = p[0];
+        int32_t arg = 0;
+        for (fnn_index ky = 0; ky < PH; ky++)
+            for (fnn_index kx = 0; kx < PW; kx++) {
+                const REAL v = p[ky * W + kx];
+                /* np.argmax: the first maximum, and a NaN beats everything */
+                const int take = (v > best) | ((v != v) & (best == best));
+                best = take ? v : best;
+                arg = take ? (int32_t)(ky * PW + kx) : arg;
+            }
+        o[ow] = best;
+        a[ow] = arg;
+    }
+}
+
+/* The book's 2x2 window at stride 2, written out so that the loop over ow vectorises: the
+   pairs of neighbours become vector shuffles, and the index of the maximum is carried as a
+   REAL so that every select is of one vector type (GCC 12 vectorises no chain of selects that
+   mixes float masks with int32 values). */
+#define FNN_POOL_TAKE(v, best) ((v) > (best) || ((v) != (v) && (best) == (best)))
+FNN_INLINE void FNN(fnn_pool_row_2x2)(const REAL *restrict r0, const REAL *restrict r1,
+                                      fnn_index pad, fnn_index ow0, fnn_index ow1,
+                                      REAL *restrict o, int32_t *restrict a)
+{
+    for (fnn_index ow = ow0; ow < ow1; ow++) {
+        const fnn_index i = 2 * ow - pad;
+        const REAL v0 = r0[i], v1 = r0[i + 1], v2 = r1[i], v3 = r1[i + 1];
+        REAL best = v0, arg = 0;
+        arg = FNN_POOL_TAKE(v1, best) ? (REAL)1 : arg;
+        best = FNN_POOL_TAKE(v1, best) ? v1 : best;
+        arg = FNN_POOL_TAKE(v2, best) ? (REAL)2 : arg;
+        best = FNN_POOL_TAKE(v2, best) ? v2 : best;
+        arg = FNN_POOL_TAKE(v3, best) ? (REAL)3 : arg;
+        best = FNN_POOL_TAKE(v3, best) ? v3 : best;
+        o[ow] = best;
+        a[ow] = (int32_t)arg;
+    }
+}
+
+/* The same for any window, padding and edges included (padding reads as 0). */
+FNN_INLINE void FNN(fnn_pool_row_checked)(const REAL *restrict xp, fnn_index H, fnn_index W,
+                                          fnn_index PH, fnn_index PW, fnn_index stride,
+                                          fnn_index pad, fnn_index oh, fnn_index ow0,
+                                          fnn_index ow1, REAL *restrict o, int32_t *restrict a)
+{
+    const fnn_index iy0 = oh * stride - pad;
+    for (fnn_index ow = ow0; ow < ow1; ow++) {
+        const fnn_index ix0 = ow * stride - pad;
+        REAL best = 0;
+        int32_t arg = 0, k = 0;
+        for (fnn_index ky = 0; ky < PH; ky++) {
+            const fnn_index iy = iy0 + ky;
+            const int row_in = iy >= 0 && iy < H;
+            for (fnn_index kx = 0; kx < PW; kx++, k++) {
+                const fnn_index ix = ix0 + kx;
+                const REAL v = (row_in && ix >= 0 && ix < W) ? xp[iy * W + ix] : (REAL)0;
+                if (k == 0 || v > best || (v != v && best == best)) {
+                    best = v;
+                    arg = k;
+                }
+            }
+        }
+        o[ow] = best;
+        a[ow] = arg;
+    }
+}
+
 FNN_MULTIVERSION
 void FNN(fnn_maxpool_forward)(const REAL *restrict x, fnn_index NC, fnn_index H, fnn_index W,
                               fnn_index PH, fnn_index PW, fnn_index stride, fnn_index pad,
                               fnn_index OH, fnn_index OW, REAL *restrict out,
                               int32_t *restrict argmax)
 {
+    /* the outputs whose windows lie inside the input: ix0 = ow * stride - pad >= 0 and
+       ix0 + PW <= W (and likewise for rows) */
+    fnn_index lo = (pad + stride - 1) / stride;
+    fnn_index hi = W - PW + pad >= 0 ? (W - PW + pad) / stride + 1 : 0;
+    hi = hi > OW ? OW : hi;
+    lo = lo > hi ? hi : lo;
+    const int book = PH == 2 && PW == 2 && stride == 2;
     for (fnn_index p = 0; p < NC; p++) {
         const REAL *restrict xp = x + p * H * W;
-        REAL *restrict op = out + p * OH * OW;
-        int32_t *restrict ap = argmax + p * OH * OW;
-        for (fnn_index oh = 0; oh < OH; oh++)
-            for (fnn_index ow = 0; ow < OW; ow++) {
-                const fnn_index iy0 = oh * stride - pad, ix0 = ow * stride - pad;
-                REAL best = 0;
-                int32_t arg = 0;
-                int32_t k = 0;
-                for (fnn_index ky = 0; ky < PH; ky++) {
-                    const fnn_index iy = iy0 + ky;
-                    const int row_in = iy >= 0 && iy < H;
-                    for (fnn_index kx = 0; kx < PW; kx++, k++) {
-                        const fnn_index ix = ix0 + kx;
-                        const REAL v = (row_in && ix >= 0 && ix < W) ? xp[iy * W + ix] : (REAL)0;
-                        /* np.argmax: the first maximum, and a NaN beats everything */
-                        if (k == 0 || v > best || (v != v && best == best)) {
-                            best = v;
-                            arg = k;
-                        }
-                    }
-                }
-                op[oh * OW + ow] = best;
-                ap[oh * OW + ow] = arg;
+        for (fnn_index oh = 0; oh < OH; oh++) {
+            REAL *restrict o = out + (p * OH + oh) * OW;
+            int32_t *restrict a = argmax + (p * OH + oh) * OW;
+            const fnn_index iy0 = oh * stride - pad;
+            if (iy0 < 0 || iy0 + PH > H) {
+                FNN(fnn_pool_row_checked)(xp, H, W, PH, PW, stride, pad, oh, 0, OW, o, a);
+                continue;
             }
+            FNN(fnn_pool_row_checked)(xp, H, W, PH, PW, stride, pad, oh, 0, lo, o, a);
+            if (book)
+                FNN(fnn_pool_row_2x2)(xp + iy0 * W, xp + (iy0 + 1) * W, pad, lo, hi, o, a);
+            else
+                FNN(fnn_pool_row_interior)(xp + iy0 * W, W, PH, PW, stride, pad, lo, hi, o, a);
+            FNN(fnn_pool_row_checked)(xp, H, W, PH, PW, stride, pad, oh, hi, OW, o, a);
+        }
     }
 }
 
+FNN_MULTIVERSION
 void FNN(fnn_maxpool_backward)(const REAL *restrict dout, const int32_t *restrict argmax,
-                               fnn_index NC, fnn_index H, fnn_index W, fnn_index PW,
-                               fnn_index stride, fnn_index pad, fnn_index OH, fnn_index OW,
-                               REAL *restrict dx)
+                               fnn_index NC, fnn_index H, fnn_index W, fnn_index PH,
+                               fnn_index PW, fnn_index stride, fnn_index pad, fnn_index OH,
+                               fnn_index OW, REAL *restrict dx)
 {
+    if (PH == 2 && PW == 2 && stride == 2 && pad == 0 && 2 * OH <= H && 2 * OW <= W) {
+        /* the book's 2x2 windows tile the input: each pixel of a window written once, the
+           gradient or 0, in one vectorised pass instead of zeroing dx and scattering into it
+           (and the rows and columns that no window covers zeroed) */
+        for (fnn_index p = 0; p < NC; p++) {
+            REAL *restrict xp = dx + p * H * W;
+            for (fnn_index oh = 0; oh < OH; oh++) {
+                const REAL *restrict dp = dout + (p * OH + oh) * OW;
+                const int32_t *restrict ap = argmax + (p * OH + oh) * OW;
+                REAL *restrict r0 = xp + 2 * oh * W;
+                REAL *restrict r1 = r0 + W;
+                for (fnn_index ow = 0; ow < OW; ow++) {
+                    const REAL k = (REAL)ap[ow], d = dp[ow];
+                    r0[2 * ow] = k == 0 ? d : (REAL)0;
+                    r0[2 * ow + 1] = k == 1 ? d : (REAL)0;
+                    r1[2 * ow] = k == 2 ? d : (REAL)0;
+                    r1[2 * ow + 1] = k == 3 ? d : (REAL)0;
+                }
+                for (fnn_index ix = 2 * OW; ix < W; ix++)
+                    r0[ix] = r1[ix] = 0;
+            }
+            memset(xp + 2 * OH * W, 0, (size_t)((H - 2 * OH) * W) * sizeof(REAL));
+        }
+        return;
+    }
     memset(dx, 0, (size_t)(NC * H * W) * sizeof(REAL));
     for (fnn_index p = 0; p < NC; p++) {
         const REAL *restrict dp = dout + p * OH * OW;

@@ -20,15 +20,15 @@ cdef extern from "fnn_conv.h" nogil:
                         fnn_index OH, fnn_index OW, double *x)
     void fnn_im2col_t_f32(const float *x, fnn_index C, fnn_index H, fnn_index W, fnn_index FH,
                           fnn_index FW, fnn_index stride, fnn_index pad, fnn_index OW,
-                          fnn_index oh0, fnn_index oh1, float *colT)
+                          fnn_index oh0, fnn_index oh1, float *colT, fnn_index ld)
     void fnn_im2col_t_f64(const double *x, fnn_index C, fnn_index H, fnn_index W, fnn_index FH,
                           fnn_index FW, fnn_index stride, fnn_index pad, fnn_index OW,
-                          fnn_index oh0, fnn_index oh1, double *colT)
-    void fnn_col2im_t_add_f32(const float *colT, fnn_index C, fnn_index H, fnn_index W,
-                              fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,
+                          fnn_index oh0, fnn_index oh1, double *colT, fnn_index ld)
+    void fnn_col2im_t_add_f32(const float *colT, fnn_index ld, fnn_index C, fnn_index H,
+                              fnn_index W, fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,
                               fnn_index OW, fnn_index oh0, fnn_index oh1, float *x)
-    void fnn_col2im_t_add_f64(const double *colT, fnn_index C, fnn_index H, fnn_index W,
-                              fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,
+    void fnn_col2im_t_add_f64(const double *colT, fnn_index ld, fnn_index C, fnn_index H,
+                              fnn_index W, fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,
                               fnn_index OW, fnn_index oh0, fnn_index oh1, double *x)
     void fnn_bias_act_f32(float *out, fnn_index FN, fnn_index ld, fnn_index cols,
                           const float *b, int relu)
@@ -47,8 +47,16 @@ cdef extern from "fnn_conv.h" nogil:
                                  fnn_index PH, fnn_index PW, fnn_index stride, fnn_index pad,
                                  fnn_index OH, fnn_index OW, double *out, int32_t *argmax)
     void fnn_maxpool_backward_f32(const float *dout, const int32_t *argmax, fnn_index NC,
-                                  fnn_index H, fnn_index W, fnn_index PW, fnn_index stride,
-                                  fnn_index pad, fnn_index OH, fnn_index OW, float *dx)
+                                  fnn_index H, fnn_index W, fnn_index PH, fnn_index PW,
+                                  fnn_index stride, fnn_index pad, fnn_index OH, fnn_index OW, float *dx)
     void fnn_maxpool_backward_f64(const double *dout, const int32_t *argmax, fnn_index NC,
-                                  fnn_index H, fnn_index W, fnn_index PW, fnn_index stride,
-                                  fnn_index pad, fnn_index OH, fnn_index OW, double *dx)
+                                  fnn_index H, fnn_index W, fnn_index PH, fnn_index PW,
+                                  fnn_index stride, fnn_index pad, fnn_index OH, fnn_index OW, double *dx)
+    void fnn_bias_act_copy_f32(const float *src, fnn_index ld_src, float *dst, fnn_index ld_dst,
+                               fnn_index FN, fnn_index cols, const float *b, int relu)
+    void fnn_gather_rows_f32(const float *src, fnn_index ld_src, const float *out, float *dst,
+                             fnn_index ld_dst, fnn_index rows, fnn_index cols)
+    void fnn_bias_act_copy_f64(const double *src, fnn_index ld_src, double *dst, fnn_index ld_dst,
+                               fnn_index FN, fnn_index cols, const double *b, int relu)
+    void fnn_gather_rows_f64(const double *src, fnn_index ld_src, const double *out, double *dst,
+                             fnn_index ld_dst, fnn_index rows, fnn_index cols)

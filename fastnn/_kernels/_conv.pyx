@@ -47,14 +47,25 @@ from fastnn._kernels._cconv cimport *
 
 cnp.import_array()
 
-# Elements of one block of the transposed im2col matrix: output rows are taken BLOCK at a time
-# so that the block, read by the GEMM right after it is written, stays in the core's L2.
-cdef enum:
-    BLOCK = 32768
+# Elements of one block of the transposed im2col matrix (one sample's rows, or several samples
+# side by side): the block, read by the GEMM right after it is written, stays in the core's L2,
+# and a block of several small samples makes one GEMM of them instead of one each (each GEMM
+# packs W again).
+cdef fnn_index BLOCK = 32768
+
+
+def _set_block(fnn_index elements):
+    """Set the block size in elements (for tuning measurements); returns the previous one."""
+    global BLOCK
+    previous, BLOCK = BLOCK, max(1, elements)
+    return previous
 
 
 cdef struct Geom:
-    fnn_index N, C, H, W, FN, FH, FW, stride, pad, OH, OW, K, P, rows
+    fnn_index N, C, H, W, FN, FH, FW, stride, pad, OH, OW, K, P
+    fnn_index rows  # output rows per block of one sample (OH when a sample fits a block)
+    fnn_index spb   # samples per block (1 unless a whole sample fits a block several times)
+    fnn_index cols  # columns of the largest block: spb * P or rows * OW
 
 
 cdef int _geometry(Geom *g, fnn_index N, fnn_index C, fnn_index H, fnn_index W, fnn_index FN,
@@ -72,14 +83,23 @@ cdef int _geometry(Geom *g, fnn_index N, fnn_index C, fnn_index H, fnn_index W, 
     g.OW = (W + 2 * pad - FW) // stride + 1
     g.K = C * FH * FW
     g.P = g.OH * g.OW
-    g.rows = max(1, min(g.OH, BLOCK // (g.K * g.OW)))
-    if g.K > 2**31 - 1 or g.P > 2**31 - 1 or FN > 2**31 - 1:
+    if g.K * g.P <= BLOCK:
+        g.rows = g.OH
+        g.spb = BLOCK // (g.K * g.P)
+        g.cols = g.spb * g.P
+    else:
+        # the fewest blocks that each fit, of equal height (no thin last block)
+        g.spb = 1
+        g.rows = max(1, min(g.OH, BLOCK // (g.K * g.OW)))
+        g.rows = (g.OH + (g.OH + g.rows - 1) // g.rows - 1) // ((g.OH + g.rows - 1) // g.rows)
+        g.cols = g.rows * g.OW
+    if g.K > 2**31 - 1 or g.cols > 2**31 - 1 or g.P > 2**31 - 1 or FN > 2**31 - 1:
         raise ValueError("convolution dimensions exceed BLAS's 32-bit sizes")
     return 0
 
 
 cdef inline fnn_index _work_size(Geom *g) noexcept nogil:
-    return 2 * g.K * g.rows * g.OW + g.FN * g.P
+    return 2 * g.K * g.cols + g.FN * max(g.cols, g.P)
 
 
 cdef void *_data_4d(object a, str name, int typenum, fnn_index d0, fnn_index d1, fnn_index d2,
@@ -104,7 +124,8 @@ cdef int _conv_geometry(Geom *g, object x, object W, object stride, object pad) 
 
 def conv_work_size(fnn_index C, fnn_index H, fnn_index W, fnn_index FN, fnn_index FH,
                    fnn_index FW, fnn_index stride, fnn_index pad):
-    """Elements of the ``work`` array of conv_forward and conv_backward for this geometry."""
+    """Elements of the ``work`` array of conv_forward and conv_backward for this geometry
+    (any batch size)."""
     cdef Geom g
     _geometry(&g, 1, C, H, W, FN, FH, FW, stride, pad)
     return _work_size(&g)
@@ -119,32 +140,81 @@ cdef object _work(object work, Geom *g, int typenum):
 
 # --- convolution --------------------------------------------------------------------------------
 
+# the per-precision C kernels under one fused name
+cdef inline void _im2col_t(const floating *x, Geom *g, fnn_index oh0, fnn_index oh1,
+                           floating *col, fnn_index ld) noexcept nogil:
+    if floating is float:
+        fnn_im2col_t_f32(x, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1, col, ld)
+    else:
+        fnn_im2col_t_f64(x, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1, col, ld)
+
+
+cdef inline void _col2im_t_add(const floating *col, fnn_index ld, Geom *g, fnn_index oh0,
+                               fnn_index oh1, floating *x) noexcept nogil:
+    if floating is float:
+        fnn_col2im_t_add_f32(col, ld, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0,
+                             oh1, x)
+    else:
+        fnn_col2im_t_add_f64(col, ld, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0,
+                             oh1, x)
+
+
+cdef inline void _row_sums_add(const floating *a, fnn_index rows, fnn_index cols,
+                               floating *sums) noexcept nogil:
+    if floating is float:
+        fnn_row_sums_add_f32(a, rows, cols, sums)
+    else:
+        fnn_row_sums_add_f64(a, rows, cols, sums)
+
+
+cdef inline void _gather_rows(const floating *src, fnn_index ld_src, const floating *out,
+                              floating *dst, fnn_index ld_dst, fnn_index rows,
+                              fnn_index cols) noexcept nogil:
+    if floating is float:
+        fnn_gather_rows_f32(src, ld_src, out, dst, ld_dst, rows, cols)
+    else:
+        fnn_gather_rows_f64(src, ld_src, out, dst, ld_dst, rows, cols)
+
+
 cdef void _forward(const floating *x, const floating *Wt, const floating *b, floating *out,
-                   floating *col, Geom *g, bint relu) noexcept nogil:
-    cdef fnn_index n, oh0, oh1, Pb
-    cdef const floating *xn
+                   floating *work, Geom *g, bint relu) noexcept nogil:
+    cdef fnn_index n0, s, j, oh0, oh1, L
+    cdef fnn_index xs = g.C * g.H * g.W, os = g.FN * g.P
+    cdef floating *col = work
+    cdef floating *tmp = work + 2 * g.K * g.cols
     cdef floating *on
-    for n in range(g.N):
-        xn = x + n * g.C * g.H * g.W
-        on = out + n * g.FN * g.P
-        oh0 = 0
-        while oh0 < g.OH:
-            oh1 = min(oh0 + g.rows, g.OH)
-            Pb = (oh1 - oh0) * g.OW
-            if floating is float:
-                fnn_im2col_t_f32(xn, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1,
-                                 col)
-            else:
-                fnn_im2col_t_f64(xn, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1,
-                                 col)
-            # out block (FN, Pb) = W (FN, K) @ colT (K, Pb), in the output's own rows
-            gemm(False, False, g.FN, Pb, g.K, 1, Wt, g.K, col, Pb, 0, on + oh0 * g.OW, g.P)
-            # the epilogue while the block is still in cache
-            if floating is float:
-                fnn_bias_act_f32(on + oh0 * g.OW, g.FN, g.P, Pb, b, relu)
-            else:
-                fnn_bias_act_f64(on + oh0 * g.OW, g.FN, g.P, Pb, b, relu)
-            oh0 = oh1
+    n0 = 0
+    while n0 < g.N:
+        s = min(g.spb, g.N - n0)
+        if g.spb > 1:
+            # several samples side by side: colT (K, s*P), one GEMM into tmp (FN, s*P), and
+            # the epilogue copies each sample's (FN, P) into place with bias and ReLU
+            L = s * g.P
+            for j in range(s):
+                _im2col_t(x + (n0 + j) * xs, g, 0, g.OH, col + j * g.P, L)
+            gemm(False, False, g.FN, L, g.K, 1, Wt, g.K, col, L, 0, tmp, L)
+            for j in range(s):
+                if floating is float:
+                    fnn_bias_act_copy_f32(tmp + j * g.P, L, out + (n0 + j) * os, g.P, g.FN, g.P,
+                                          b, relu)
+                else:
+                    fnn_bias_act_copy_f64(tmp + j * g.P, L, out + (n0 + j) * os, g.P, g.FN, g.P,
+                                          b, relu)
+        else:
+            # one sample, a block of output rows at a time, straight into its NCHW rows
+            on = out + n0 * os
+            oh0 = 0
+            while oh0 < g.OH:
+                oh1 = min(oh0 + g.rows, g.OH)
+                L = (oh1 - oh0) * g.OW
+                _im2col_t(x + n0 * xs, g, oh0, oh1, col, L)
+                gemm(False, False, g.FN, L, g.K, 1, Wt, g.K, col, L, 0, on + oh0 * g.OW, g.P)
+                if floating is float:
+                    fnn_bias_act_f32(on + oh0 * g.OW, g.FN, g.P, L, b, relu)
+                else:
+                    fnn_bias_act_f64(on + oh0 * g.OW, g.FN, g.P, L, b, relu)
+                oh0 = oh1
+        n0 += s
 
 
 def conv_forward(x,      # IN  (N, C, H, W)
@@ -175,51 +245,52 @@ def conv_forward(x,      # IN  (N, C, H, W)
 cdef void _backward(const floating *dout, const floating *x, const floating *Wt, floating *dW,
                     floating *db, floating *dx, const floating *relu_out, floating *work,
                     Geom *g) noexcept nogil:
-    cdef fnn_index n, oh0, oh1, Pb
+    cdef fnn_index n0, s, j, oh0, oh1, L
+    cdef fnn_index xs = g.C * g.H * g.W, os = g.FN * g.P
     cdef floating *col = work
-    cdef floating *dcol = work + g.K * g.rows * g.OW
-    cdef floating *dmask = work + 2 * g.K * g.rows * g.OW
+    cdef floating *dcol = work + g.K * g.cols
+    cdef floating *dbuf = work + 2 * g.K * g.cols
     cdef const floating *d
-    cdef const floating *xn
     memset(dW, 0, g.FN * g.K * sizeof(floating))
     memset(db, 0, g.FN * sizeof(floating))
     if dx != NULL:
-        memset(dx, 0, g.N * g.C * g.H * g.W * sizeof(floating))
-    for n in range(g.N):
-        d = dout + n * g.FN * g.P
-        xn = x + n * g.C * g.H * g.W
-        if relu_out != NULL:
-            if floating is float:
-                fnn_relu_grad_from_out_f32(d, relu_out + n * g.FN * g.P, g.FN * g.P, dmask)
-            else:
-                fnn_relu_grad_from_out_f64(d, relu_out + n * g.FN * g.P, g.FN * g.P, dmask)
-            d = dmask
-        if floating is float:
-            fnn_row_sums_add_f32(d, g.FN, g.P, db)
-        else:
-            fnn_row_sums_add_f64(d, g.FN, g.P, db)
-        oh0 = 0
-        while oh0 < g.OH:
-            oh1 = min(oh0 + g.rows, g.OH)
-            Pb = (oh1 - oh0) * g.OW
-            if floating is float:
-                fnn_im2col_t_f32(xn, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1,
-                                 col)
-            else:
-                fnn_im2col_t_f64(xn, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW, oh0, oh1,
-                                 col)
-            # dW (FN, K) += dout block (FN, Pb) @ colT (K, Pb).T
-            gemm(False, True, g.FN, g.K, Pb, 1, d + oh0 * g.OW, g.P, col, Pb, 1, dW, g.K)
+        memset(dx, 0, g.N * xs * sizeof(floating))
+    n0 = 0
+    while n0 < g.N:
+        s = min(g.spb, g.N - n0)
+        if g.spb > 1:
+            # several samples side by side: dout (masked by ReLU) gathered into (FN, s*P)
+            L = s * g.P
+            for j in range(s):
+                _gather_rows(dout + (n0 + j) * os, g.P,
+                             relu_out + (n0 + j) * os if relu_out != NULL else NULL,
+                             dbuf + j * g.P, L, g.FN, g.P)
+                _im2col_t(x + (n0 + j) * xs, g, 0, g.OH, col + j * g.P, L)
+            _row_sums_add(dbuf, g.FN, L, db)
+            # dW (FN, K) += dout (FN, L) @ colT (K, L).T
+            gemm(False, True, g.FN, g.K, L, 1, dbuf, L, col, L, 1, dW, g.K)
             if dx != NULL:
-                # dcolT (K, Pb) = W (FN, K).T @ dout block (FN, Pb), scattered back into dx
-                gemm(True, False, g.K, Pb, g.FN, 1, Wt, g.K, d + oh0 * g.OW, g.P, 0, dcol, Pb)
-                if floating is float:
-                    fnn_col2im_t_add_f32(dcol, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW,
-                                         oh0, oh1, dx + n * g.C * g.H * g.W)
-                else:
-                    fnn_col2im_t_add_f64(dcol, g.C, g.H, g.W, g.FH, g.FW, g.stride, g.pad, g.OW,
-                                         oh0, oh1, dx + n * g.C * g.H * g.W)
-            oh0 = oh1
+                # dcolT (K, L) = W (FN, K).T @ dout (FN, L), scattered back into dx
+                gemm(True, False, g.K, L, g.FN, 1, Wt, g.K, dbuf, L, 0, dcol, L)
+                for j in range(s):
+                    _col2im_t_add(dcol + j * g.P, L, g, 0, g.OH, dx + (n0 + j) * xs)
+        else:
+            d = dout + n0 * os
+            if relu_out != NULL:
+                _gather_rows(d, g.P, relu_out + n0 * os, dbuf, g.P, g.FN, g.P)
+                d = dbuf
+            _row_sums_add(d, g.FN, g.P, db)
+            oh0 = 0
+            while oh0 < g.OH:
+                oh1 = min(oh0 + g.rows, g.OH)
+                L = (oh1 - oh0) * g.OW
+                _im2col_t(x + n0 * xs, g, oh0, oh1, col, L)
+                gemm(False, True, g.FN, g.K, L, 1, d + oh0 * g.OW, g.P, col, L, 1, dW, g.K)
+                if dx != NULL:
+                    gemm(True, False, g.K, L, g.FN, 1, Wt, g.K, d + oh0 * g.OW, g.P, 0, dcol, L)
+                    _col2im_t_add(dcol, L, g, oh0, oh1, dx + n0 * xs)
+                oh0 = oh1
+        n0 += s
 
 
 def conv_backward(dout,      # IN  (N, FN, OH, OW)
@@ -303,10 +374,10 @@ def maxpool_backward(dout,    # IN  (N, C, OH, OW)
     cdef void *px = flat_data(dx_out, "dx_out", t, NC * g.H * g.W, True)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fnn_maxpool_backward_f32(<const float *>pd, pa, NC, g.H, g.W, g.FW, g.stride, g.pad,
-                                     g.OH, g.OW, <float *>px)
+            fnn_maxpool_backward_f32(<const float *>pd, pa, NC, g.H, g.W, g.FH, g.FW, g.stride,
+                                     g.pad, g.OH, g.OW, <float *>px)
         else:
-            fnn_maxpool_backward_f64(<const double *>pd, pa, NC, g.H, g.W, g.FW, g.stride,
+            fnn_maxpool_backward_f64(<const double *>pd, pa, NC, g.H, g.W, g.FH, g.FW, g.stride,
                                      g.pad, g.OH, g.OW, <double *>px)
 
 
