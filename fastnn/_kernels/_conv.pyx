@@ -330,9 +330,9 @@ def conv_backward(dout,      # IN  (N, FN, OH, OW)
 
 # --- max pooling --------------------------------------------------------------------------------
 
-cdef int _pool_geometry(Geom *g, object x, object pool_h, object pool_w, object stride,
-                        object pad) except -1:
-    _geometry(g, dim(x, "x", 4, 0), x.shape[1], x.shape[2], x.shape[3], 1, pool_h, pool_w,
+cdef int _pool_geometry(Geom *g, object x, str name, object pool_h, object pool_w,
+                        object stride, object pad) except -1:
+    _geometry(g, dim(x, name, 4, 0), x.shape[1], x.shape[2], x.shape[3], 1, pool_h, pool_w,
               stride, pad)
     return 0
 
@@ -344,7 +344,7 @@ def maxpool_forward(x,           # IN  (N, C, H, W)
     """Max pooling with its argmax in one pass; twin: fastnn.reference.conv.Pooling.forward."""
     cdef Geom g
     cdef int t = float_type(x, "x")
-    _pool_geometry(&g, x, pool_h, pool_w, stride, pad)
+    _pool_geometry(&g, x, "x", pool_h, pool_w, stride, pad)
     cdef fnn_index NC = g.N * g.C
     cdef const void *px = flat_data(x, "x", t, NC * g.H * g.W)
     cdef void *po = _data_4d(out, "out", t, g.N, g.C, g.OH, g.OW, True)
@@ -366,7 +366,7 @@ def maxpool_backward(dout,    # IN  (N, C, OH, OW)
     """dout routed to the argmax of each window; twin: fastnn.reference.conv.Pooling.backward."""
     cdef Geom g
     cdef int t = float_type(dx_out, "dx_out")
-    _pool_geometry(&g, dx_out, pool_h, pool_w, stride, pad)
+    _pool_geometry(&g, dx_out, "dx_out", pool_h, pool_w, stride, pad)
     cdef fnn_index NC = g.N * g.C
     cdef const void *pd = _data_4d(dout, "dout", t, g.N, g.C, g.OH, g.OW)
     cdef const int32_t *pa = <const int32_t *>_data_4d(argmax, "argmax", cnp.NPY_INT32, g.N,
