@@ -410,3 +410,37 @@ def test_empty_batches():
     assert pool.backward(pool.forward(np.zeros((0, 3, 4, 4)))).shape == (0, 3, 4, 4)
     assert U.im2col(np.zeros((0, 3, 4, 4)), 2, 2).shape == (0, 12)
     assert U.col2im(np.zeros((0, 12)), (0, 3, 4, 4), 2, 2).shape == (0, 3, 4, 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("g,fn,window", [
+    ((5, 1, 28, 28, 5, 5, 1, 0), 30, (2, 2, 2, 0)),    # SimpleConvNet's
+    ((3, 16, 14, 14, 3, 3, 1, 2), 8, (2, 2, 2, 0)),   # DeepConvNet's conv4 + pool
+    ((4, 3, 9, 8, 3, 2, 2, 1), 5, (3, 2, 1, 1)),      # overlapping windows, padded
+    ((2, 40, 12, 12, 3, 3, 1, 1), 6, (2, 2, 2, 0)),   # samples larger than a block
+])
+def test_fused_conv_relu_pool(dtype, g, fn, window):
+    """conv_relu_pool_forward/backward equal Convolution -> Relu -> Pooling of the twins."""
+    rng = np.random.default_rng(fn)
+    x, W, b, _ = _conv_inputs(rng, g, fn, dtype)
+    x[0, 0, :2] = np.nan  # NaN through ReLU (kept, as the book's) and the pooling
+    stride, pad = g[6], g[7]
+    conv, pool = R.Convolution(W, b, stride, pad), R.Pooling(*window)
+    relu = __import__("fastnn.reference.layers", fromlist=["Relu"]).Relu()
+    ref_out = pool.forward(relu.forward(conv.forward(x)))
+    out = np.empty(ref_out.shape, dtype)
+    argmax = np.empty(ref_out.shape, np.int32)
+    work = np.empty(_conv.conv_work_size(g[1], g[2], g[3], fn, g[4], g[5], stride, pad), dtype)
+    _conv.conv_relu_pool_forward(x, W, b, out, argmax, stride, pad, *window, work)
+    assert_twin(np.nan_to_num(out, nan=7.0), np.nan_to_num(ref_out, nan=7.0), dtype, "forward")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref_out))
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx_ref = conv.backward(relu.backward(pool.backward(dout)))
+    dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
+    _conv.conv_relu_pool_backward(dout, argmax, out, x, W, dW, db, dx, stride, pad, *window, work)
+    finite = [np.nan_to_num(a, nan=7.0) for a in (dx, dW, db)]
+    ref = [np.nan_to_num(a, nan=7.0) for a in (dx_ref, conv.dW, conv.db)]
+    assert_twin(finite, ref, dtype, "backward")
+    dW2, db2 = np.empty_like(W), np.empty_like(b)
+    _conv.conv_relu_pool_backward(dout, argmax, out, x, W, dW2, db2, None, stride, pad, *window)
+    np.testing.assert_array_equal(dW2, dW)

@@ -19,6 +19,15 @@
 #       input gradient skipped: a network's first layer).  With ``relu_out`` (the output of
 #       conv_forward(..., relu=True)), dout is first masked by ReLU's backward (dout where
 #       relu_out > 0, else 0), without modifying dout.
+#   conv_relu_pool_forward(x, W, b, out, argmax_out, stride, pad, pool_h, pool_w,
+#                          pool_stride, pool_pad, work=None)
+#       the book's Convolution -> Relu -> Pooling: out (N, FN, POH, POW) the pooled ReLU of the
+#       convolution, argmax_out int32 as maxpool_forward's; the full-size convolution output is
+#       never written (each block of samples is pooled while it is in cache).
+#   conv_relu_pool_backward(dout, argmax, out, x, W, dW_out, db_out, dx_out, stride, pad,
+#                           pool_h, pool_w, pool_stride, pool_pad, work=None)
+#       its gradients from the pooled output's (``out`` is the pooled output, whose sign
+#       gives ReLU's mask); dx_out None skips the input gradient.
 #   maxpool_forward(x, out, argmax_out, pool_h, pool_w, stride, pad)
 #       x (N, C, H, W) -> out (N, C, OH, OW), argmax_out int32 (N, C, OH, OW): the index
 #       ky * pool_w + kx of the maximum in its window (the book's np.argmax: first maximum,
@@ -99,7 +108,10 @@ cdef int _geometry(Geom *g, fnn_index N, fnn_index C, fnn_index H, fnn_index W, 
 
 
 cdef inline fnn_index _work_size(Geom *g) noexcept nogil:
-    return 2 * g.K * g.cols + g.FN * max(g.cols, g.P)
+    # col and dcol (K x cols each), then three buffers of FN x max(cols, P): the GEMM's output
+    # or dout gathered, and for the fused conv + ReLU + pool, the convolution's output and the
+    # pooled gradient masked by ReLU
+    return 2 * g.K * g.cols + 3 * g.FN * max(g.cols, g.P)
 
 
 cdef void *_data_4d(object a, str name, int typenum, fnn_index d0, fnn_index d1, fnn_index d2,
@@ -245,14 +257,13 @@ def conv_forward(x,      # IN  (N, C, H, W)
 cdef void _backward(const floating *dout, const floating *x, const floating *Wt, floating *dW,
                     floating *db, floating *dx, const floating *relu_out, floating *work,
                     Geom *g) noexcept nogil:
+    """dW += ..., db += ... (the caller zeroes them once), dx = ... for g.N samples."""
     cdef fnn_index n0, s, j, oh0, oh1, L
     cdef fnn_index xs = g.C * g.H * g.W, os = g.FN * g.P
     cdef floating *col = work
     cdef floating *dcol = work + g.K * g.cols
     cdef floating *dbuf = work + 2 * g.K * g.cols
     cdef const floating *d
-    memset(dW, 0, g.FN * g.K * sizeof(floating))
-    memset(db, 0, g.FN * sizeof(floating))
     if dx != NULL:
         memset(dx, 0, g.N * xs * sizeof(floating))
     n0 = 0
@@ -319,13 +330,156 @@ def conv_backward(dout,      # IN  (N, FN, OH, OW)
         pr = _data_4d(relu_out, "relu_out", t, g.N, g.FN, g.OH, g.OW)
     work = _work(work, &g, t)  # held by this frame while the kernel runs
     cdef void *pk = flat_data(work, "work", t, _work_size(&g), True)
+    cdef size_t item = 4 if t == cnp.NPY_FLOAT32 else 8
     with nogil:
+        memset(pdw, 0, g.FN * g.K * item)
+        memset(pdb, 0, g.FN * item)
         if t == cnp.NPY_FLOAT32:
             _backward(<const float *>pd, <const float *>px, <const float *>pw, <float *>pdw,
                       <float *>pdb, <float *>pdx, <const float *>pr, <float *>pk, &g)
         else:
             _backward(<const double *>pd, <const double *>px, <const double *>pw, <double *>pdw,
                       <double *>pdb, <double *>pdx, <const double *>pr, <double *>pk, &g)
+
+
+# --- convolution + ReLU + max pooling, fused ----------------------------------------------------
+
+cdef int _fused_geometry(Geom *g, Geom *pg, object x, object W, object stride, object pad,
+                         object pool_h, object pool_w, object pool_stride,
+                         object pool_pad) except -1:
+    _conv_geometry(g, x, W, stride, pad)
+    # the pooling of the convolution's (N * FN) planes of OH x OW
+    _geometry(pg, g.N, g.FN, g.OH, g.OW, 1, pool_h, pool_w, pool_stride, pool_pad)
+    return 0
+
+
+cdef inline void _maxpool_forward(const floating *x, fnn_index NC, Geom *pg, floating *out,
+                                  int32_t *argmax) noexcept nogil:
+    if floating is float:
+        fnn_maxpool_forward_f32(x, NC, pg.H, pg.W, pg.FH, pg.FW, pg.stride, pg.pad, pg.OH,
+                                pg.OW, out, argmax)
+    else:
+        fnn_maxpool_forward_f64(x, NC, pg.H, pg.W, pg.FH, pg.FW, pg.stride, pg.pad, pg.OH,
+                                pg.OW, out, argmax)
+
+
+cdef void _fused_forward(const floating *x, const floating *Wt, const floating *b,
+                         floating *out, int32_t *argmax, floating *work, Geom *g,
+                         Geom *pg) noexcept nogil:
+    # a block of samples at a time: its convolution (+ bias + ReLU) into a buffer that stays in
+    # cache, pooled from there; the full-size convolution output is never written
+    cdef Geom sub = g[0]
+    cdef fnn_index n0 = 0, s
+    cdef fnn_index big = g.FN * max(g.cols, g.P)
+    cdef floating *conv = work + 2 * g.K * g.cols + big
+    cdef fnn_index po = g.FN * pg.OH * pg.OW
+    while n0 < g.N:
+        s = min(g.spb, g.N - n0)
+        sub.N = s
+        _forward(x + n0 * g.C * g.H * g.W, Wt, b, conv, work, &sub, True)
+        _maxpool_forward(conv, s * g.FN, pg, out + n0 * po, argmax + n0 * po)
+        n0 += s
+
+
+def conv_relu_pool_forward(x,           # IN  (N, C, H, W)
+                           W,           # IN  (FN, C, FH, FW)
+                           b,           # IN  (FN,)
+                           out,         # OUT (N, FN, POH, POW): pooled ReLU(conv(x, W) + b)
+                           argmax_out,  # OUT int32 (N, FN, POH, POW), as maxpool_forward's
+                           stride, pad, pool_h, pool_w, pool_stride, pool_pad,
+                           work=None):  # scratch of conv_work_size(...) elements, or None
+    """The book's Convolution -> Relu -> Pooling forward in one pass over blocks of samples.
+
+    Twins: fastnn.reference.conv.Convolution, fastnn.reference.layers.Relu,
+    fastnn.reference.conv.Pooling, one after the other."""
+    cdef Geom g, pg
+    cdef int t = float_type(x, "x")
+    _fused_geometry(&g, &pg, x, W, stride, pad, pool_h, pool_w, pool_stride, pool_pad)
+    cdef const void *px = flat_data(x, "x", t, g.N * g.C * g.H * g.W)
+    cdef const void *pw = flat_data(W, "W", t, g.FN * g.K)
+    cdef const void *pb = flat_data(b, "b", t, g.FN)
+    cdef void *po = _data_4d(out, "out", t, g.N, g.FN, pg.OH, pg.OW, True)
+    cdef int32_t *pa = <int32_t *>_data_4d(argmax_out, "argmax_out", cnp.NPY_INT32, g.N, g.FN,
+                                           pg.OH, pg.OW, True)
+    work = _work(work, &g, t)  # held by this frame while the kernel runs
+    cdef void *pk = flat_data(work, "work", t, _work_size(&g), True)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _fused_forward(<const float *>px, <const float *>pw, <const float *>pb,
+                           <float *>po, pa, <float *>pk, &g, &pg)
+        else:
+            _fused_forward(<const double *>px, <const double *>pw, <const double *>pb,
+                           <double *>po, pa, <double *>pk, &g, &pg)
+
+
+cdef void _fused_backward(const floating *dout, const int32_t *argmax, const floating *pooled,
+                          const floating *x, const floating *Wt, floating *dW, floating *db,
+                          floating *dx, floating *work, Geom *g, Geom *pg) noexcept nogil:
+    # per block of samples: the pooled gradient masked by ReLU (0 where the pooled output is
+    # <= 0: there the window's maximum, hence the ReLU's input, was <= 0), routed to the
+    # argmax into a cache-resident (s, FN, OH, OW) buffer, then the convolution's backward
+    cdef Geom sub = g[0]
+    cdef fnn_index n0 = 0, s
+    cdef fnn_index big = g.FN * max(g.cols, g.P)
+    cdef floating *dconv = work + 2 * g.K * g.cols + big
+    cdef floating *dmask = dconv + big
+    cdef fnn_index po = g.FN * pg.OH * pg.OW
+    while n0 < g.N:
+        s = min(g.spb, g.N - n0)
+        sub.N = s
+        if floating is float:
+            fnn_relu_grad_from_out_f32(dout + n0 * po, pooled + n0 * po, s * po, dmask)
+            fnn_maxpool_backward_f32(dmask, argmax + n0 * po, s * g.FN, pg.H, pg.W, pg.FH,
+                                     pg.FW, pg.stride, pg.pad, pg.OH, pg.OW, dconv)
+        else:
+            fnn_relu_grad_from_out_f64(dout + n0 * po, pooled + n0 * po, s * po, dmask)
+            fnn_maxpool_backward_f64(dmask, argmax + n0 * po, s * g.FN, pg.H, pg.W, pg.FH,
+                                     pg.FW, pg.stride, pg.pad, pg.OH, pg.OW, dconv)
+        _backward(dconv, x + n0 * g.C * g.H * g.W, Wt, dW, db,
+                  dx + n0 * g.C * g.H * g.W if dx != NULL else NULL, NULL, work, &sub)
+        n0 += s
+
+
+def conv_relu_pool_backward(dout,     # IN  (N, FN, POH, POW): gradient of the pooled output
+                            argmax,   # IN  int32 (N, FN, POH, POW), from conv_relu_pool_forward
+                            out,      # IN  (N, FN, POH, POW), the pooled output
+                            x,        # IN  (N, C, H, W), the forward input
+                            W,        # IN  (FN, C, FH, FW)
+                            dW_out,   # OUT (FN, C, FH, FW)
+                            db_out,   # OUT (FN,)
+                            dx_out,   # OUT (N, C, H, W), or None to skip the input gradient
+                            stride, pad, pool_h, pool_w, pool_stride, pool_pad,
+                            work=None):  # scratch of conv_work_size(...) elements, or None
+    """Gradients of conv_relu_pool_forward (the book's Pooling, Relu and Convolution
+    backward, one after the other, without their full-size intermediates)."""
+    cdef Geom g, pg
+    cdef int t = float_type(x, "x")
+    _fused_geometry(&g, &pg, x, W, stride, pad, pool_h, pool_w, pool_stride, pool_pad)
+    cdef const void *pd = _data_4d(dout, "dout", t, g.N, g.FN, pg.OH, pg.OW)
+    cdef const int32_t *pa = <const int32_t *>_data_4d(argmax, "argmax", cnp.NPY_INT32, g.N,
+                                                       g.FN, pg.OH, pg.OW)
+    cdef const void *pp = _data_4d(out, "out", t, g.N, g.FN, pg.OH, pg.OW)
+    cdef const void *px = flat_data(x, "x", t, g.N * g.C * g.H * g.W)
+    cdef const void *pw = flat_data(W, "W", t, g.FN * g.K)
+    cdef void *pdw = flat_data(dW_out, "dW_out", t, g.FN * g.K, True)
+    cdef void *pdb = flat_data(db_out, "db_out", t, g.FN, True)
+    cdef void *pdx = NULL
+    if dx_out is not None:
+        pdx = _data_4d(dx_out, "dx_out", t, g.N, g.C, g.H, g.W, True)
+    work = _work(work, &g, t)  # held by this frame while the kernel runs
+    cdef void *pk = flat_data(work, "work", t, _work_size(&g), True)
+    cdef size_t item = 4 if t == cnp.NPY_FLOAT32 else 8
+    with nogil:
+        memset(pdw, 0, g.FN * g.K * item)
+        memset(pdb, 0, g.FN * item)
+        if t == cnp.NPY_FLOAT32:
+            _fused_backward(<const float *>pd, pa, <const float *>pp, <const float *>px,
+                            <const float *>pw, <float *>pdw, <float *>pdb, <float *>pdx,
+                            <float *>pk, &g, &pg)
+        else:
+            _fused_backward(<const double *>pd, pa, <const double *>pp, <const double *>px,
+                            <const double *>pw, <double *>pdw, <double *>pdb, <double *>pdx,
+                            <double *>pk, &g, &pg)
 
 
 # --- max pooling --------------------------------------------------------------------------------
