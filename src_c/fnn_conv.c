@@ -17,6 +17,14 @@ static inline void fnn_valid_range(fnn_index n, fnn_index k, fnn_index stride, f
     *hi = h;
 }
 
+/* Copy loops of a few dozen values stay loops: GCC would otherwise turn them into memcpy calls,
+   whose call overhead exceeds such a copy. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FNN_SHORT_COPIES __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define FNN_SHORT_COPIES
+#endif
+
 #define REAL float
 #define SFX f32
 #include "fnn_conv_impl.h"

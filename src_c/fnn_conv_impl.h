@@ -61,6 +61,7 @@ void FNN(fnn_col2im)(const REAL *restrict col, fnn_index N, fnn_index C, fnn_ind
                 }
 }
 
+FNN_MULTIVERSION FNN_SHORT_COPIES
 void FNN(fnn_im2col_t)(const REAL *restrict x, fnn_index C, fnn_index H, fnn_index W,
                        fnn_index FH, fnn_index FW, fnn_index stride, fnn_index pad,
                        fnn_index OW, fnn_index oh0, fnn_index oh1, REAL *restrict colT,
@@ -76,15 +77,20 @@ void FNN(fnn_im2col_t)(const REAL *restrict x, fnn_index C, fnn_index H, fnn_ind
                     REAL *restrict dst = row + (oh - oh0) * OW;
                     const fnn_index iy = oh * stride - pad + ky;
                     if (iy < 0 || iy >= H) {
-                        memset(dst, 0, (size_t)OW * sizeof(REAL));
+                        for (fnn_index ow = 0; ow < OW; ow++)
+                            dst[ow] = 0;
                         continue;
                     }
                     for (fnn_index ow = 0; ow < lo; ow++)
                         dst[ow] = 0;
-                    /* the valid middle: one contiguous run (a memcpy) at stride 1 */
+                    /* the valid middle: one contiguous run at stride 1, copied by a loop
+                       the compiler vectorises inline (a memcpy call per run of the book's 24
+                       or 28 values cost more than the copy: 9% of a SimpleConvNet layer;
+                       FNN_SHORT_COPIES keeps GCC from making the loop a memcpy again) */
                     const REAL *restrict src = x + (c * H + iy) * W + (lo * stride - pad + kx);
                     if (stride == 1)
-                        memcpy(dst + lo, src, (size_t)(hi - lo) * sizeof(REAL));
+                        for (fnn_index ow = lo; ow < hi; ow++)
+                            dst[ow] = src[ow - lo];
                     else
                         for (fnn_index ow = lo; ow < hi; ow++)
                             dst[ow] = src[(ow - lo) * stride];

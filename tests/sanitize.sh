@@ -27,7 +27,7 @@ python="${PYTHON:-python}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/fastnn-sanitize.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-TESTS=(tests/test_parity.py tests/test_fuzz.py tests/test_robustness.py tests/test_threads.py
+TESTS=(tests/test_parity.py tests/test_fuzz.py tests/test_conv.py tests/test_robustness.py tests/test_threads.py
        tests/test_layers.py tests/test_functions.py tests/test_nets.py tests/test_optim.py)
 
 echo "sanitize: copying $repo to $work/src"
@@ -77,7 +77,7 @@ export FASTNN_HYPOTHESIS_PROFILE="${FASTNN_HYPOTHESIS_PROFILE:-ci}"
 # The modules imported must be the sanitized ones of the copy.
 "$python" - "$work/venv" <<'EOF'
 import importlib, sys
-for name in ("_activations", "_dense", "_loss", "_network", "_numgrad", "_optim"):
+for name in ("_activations", "_conv", "_dense", "_loss", "_network", "_numgrad", "_optim"):
     module = importlib.import_module("fastnn._kernels." + name)
     if not module.__file__.startswith(sys.argv[1]):
         sys.exit(f"sanitize: imported {module.__file__}, not the sanitized copy")
