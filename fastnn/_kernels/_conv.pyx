@@ -1,9 +1,50 @@
 # Design: convolution and max-pooling (the book's Convolution, Pooling, im2col, col2im), NCHW.
 #
-# First version: per sample, the transposed im2col of a block of output rows (C*FH*FW, rows*OW),
-# built in an L2-sized buffer, times W (FN, C*FH*FW) by one GEMM straight into the NCHW output,
-# bias and ReLU added to the block while it is in cache.  Measurements and the final shape of
-# the kernels follow below as they are taken.
+# Why the kernels are shaped as they are (measured on the development machine, AMD EPYC with
+# AVX2 + FMA, one thread, float32, batch 100, CPU time of the process while other jobs loaded
+# the machine: for direction, not for quotation):
+#
+# * NCHW inside, as at the API.  Per sample, the transposed im2col matrix colT (C*FH*FW,
+#   OH*OW) makes W (FN, C*FH*FW) @ colT the sample's NCHW output itself: no transpose before
+#   or after the GEMM (the book transposes the whole output twice, and copies the im2col
+#   matrix into float64).  A channels-last or blocked layout would need a conversion at every
+#   layer boundary of the book's networks (Affine flattens NCHW), for GEMMs that run at the
+#   same speed: OpenBLAS's sgemm ran 43-56 GFLOP/s at these shapes (30 x 576 x 25 for
+#   SimpleConvNet's layer, 64 x 192 x 576 for DeepConvNet's last ones).
+# * Blocks that stay in L2: colT is built for BLOCK elements at a time (whole samples, several
+#   side by side when they are small, so that one GEMM covers them and W is packed once per
+#   block; or equal bands of output rows when one sample is larger), consumed by the GEMM at
+#   once, and never exists for the whole batch.  Bias and ReLU are added to each output block
+#   while it is still in cache (the GEMM's epilogue).  The backward rebuilds colT per block
+#   rather than keeping the forward's (a 5.8 MB matrix for SimpleConvNet's layer, 45 MB for
+#   DeepConvNet's second one); dx, when wanted, goes through dcolT = W.T @ dout per block,
+#   scattered back (col2im) while in cache.
+# * Convolution + ReLU + pooling fused (conv_relu_pool_*): each block's ReLU'd output is pooled
+#   from the cache, so the full-size convolution output (7 MB at SimpleConvNet's shape) is
+#   never written nor read back, and the backward routes the pooled gradient to the argmax in
+#   a cache-resident buffer.  SimpleConvNet's conv + ReLU + pool, forward and backward without
+#   dx: 11.6 ms as separate kernels, 9.5 ms fused; PyTorch's conv2d + relu + max_pool2d with
+#   autograd 42 ms in the same run.
+# * Max pooling with its argmax in one pass, the book's 2x2 stride 2 written out so that GCC
+#   vectorises it (the index of the maximum carried as a float so that all selects have one
+#   vector type): 100x30x24x24 forward 12.1 ms as a general loop, 1.4 ms vectorised (PyTorch
+#   12.2 ms); its backward writes each pixel of dx once instead of zeroing and scattering
+#   (2.2 -> 0.9 ms).  The argmax is kept as int32 window indices in NCHW; the book's arg_max
+#   array is derived from it on request.
+# * Short copies as inline loops: a memcpy call per im2col row of 24 values cost 9% of the
+#   SimpleConvNet layer.
+# * Where PyTorch (oneDNN's direct convolutions in blocked layouts) stays ahead: DeepConvNet's
+#   many-channel layers, e.g. 32 -> 32 channels on 14x14 (pad 2) forward 13 ms here against
+#   7.9 ms, fwd + bwd 35 against 32 ms; the im2col copies (about 3 ms there) and GEMMs at
+#   50 GFLOP/s against its 60 bound them.  What would move it: a register-blocked direct
+#   kernel (intrinsics or vector extensions, which the portable-C kernels here avoid), and,
+#   for stride 1, dx as a convolution of the padded dout with the flipped filters (a GEMM of
+#   inner size FN*FH*FW instead of FN, and no col2im).
+# * SimpleConvNet's first layer (1 channel, K = 25) stays on the GEMM path (its GEMMs ran at
+#   34-52 GFLOP/s): a direct loop in portable C keeps its accumulators in L1 and is bound by
+#   one store per FMA, about the same rate (an estimate; such a kernel was not built).
+# * One thread per call, the GIL released: the BLAS calls are small blocks that a second BLAS
+#   thread would not speed up; two layers (or two halves of a batch) may run on two threads.
 #
 # The kernel API (stable; fastnn.layers and fastnn.nets call it, every array a plain
 # C-contiguous ndarray of one dtype, float32 or float64, checked by fastnn/_kernels/_arrays.pxd):
