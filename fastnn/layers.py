@@ -378,6 +378,16 @@ class Convolution:
         self.x = None
         self.dW = None
         self.db = None
+        self._work = None  # the kernels' scratch, kept from call to call
+
+    def _scratch(self, x, W, stride, pad):
+        """The kernels' scratch array for this geometry and dtype, allocated once."""
+        size = _conv.conv_work_size(x.shape[1], x.shape[2], x.shape[3], W.shape[0], W.shape[2],
+                                    W.shape[3], stride, pad)
+        work = self._work
+        if work is None or work.size != size or work.dtype != x.dtype:
+            work = self._work = np.empty(size, dtype=x.dtype)
+        return work
 
     @property
     def col(self):
@@ -404,7 +414,7 @@ class Convolution:
         b = v.as_float(b, "b", dtype)
         out = np.empty((x.shape[0], W.shape[0], OH, OW), dtype=dtype)
         if out.size:
-            _conv.conv_forward(x, W, b, out, stride, pad)
+            _conv.conv_forward(x, W, b, out, stride, pad, False, self._scratch(x, W, stride, pad))
         self.x = x
         return out
 
@@ -434,7 +444,8 @@ class Convolution:
             dW.fill(0)
             db.fill(0)
         else:
-            _conv.conv_backward(dout, x, W, dW, db, dx, stride, pad)
+            _conv.conv_backward(dout, x, W, dW, db, dx, stride, pad, None,
+                                self._scratch(x, W, stride, pad))
         self.dW, self.db = dW, db
         return dx
 
