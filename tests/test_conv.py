@@ -125,7 +125,8 @@ def test_every_blocking_matches_twin(block, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(3, 4, 24, 24), (2, 3, 7, 9), (1, 2, 1, 5)])
+@pytest.mark.parametrize("shape", [(3, 4, 24, 24), (2, 2, 17, 16), (2, 2, 16, 17), (2, 3, 7, 9),
+                                   (1, 2, 1, 5)])
 def test_book_pooling_paths(dtype, shape):
     """The book's 2x2/2 pooling (vectorised path, odd sizes leave a row or column uncovered),
     with NaN, inf and ties."""
