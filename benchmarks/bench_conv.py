@@ -5,9 +5,10 @@ As a script, a table of interleaved medians and "speed = reference time / fastnn
 
     python -m benchmarks.bench_conv [--rounds 7] [--threads 1] [--dtype float32]
 
-As a pytest-benchmark suite (regression tracking)::
+As a pytest-benchmark suite (regression tracking): the conv family's registered pairs beside
+their twins (benchmarks/conftest.py), and the layers at the book's shapes::
 
-    python -m pytest benchmarks/bench_conv.py --benchmark-group-by=param:case
+    python -m pytest benchmarks/bench_conv.py --benchmark-only
 """
 import argparse
 
@@ -18,6 +19,8 @@ from fastnn import layers as L
 from fastnn.benchmark import median_time
 from fastnn.reference import conv as R
 from fastnn.threads import blas_limit
+
+FAMILY = "conv"
 
 # (name, x shape, filters, filter size, stride, pad); SimpleConvNet's layer, then DeepConvNet's
 CONVS = [
@@ -111,10 +114,15 @@ def all_cases(dtype):
         yield f"{name} {shape[1]}x{shape[2]}x{shape[3]}", pool_steps(shape, dtype)
 
 
+def test_pair(pair_benchmark):
+    pair_benchmark(n=100, k=10)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("impl", ["fastnn", "reference"])
 @pytest.mark.parametrize("case", [c[0] for c in CONVS] + [p[0] for p in POOLS])
 def test_layer(benchmark, case, impl, dtype):
+    benchmark.group = f"{case} {dtype}"
     steps = dict(all_cases(np.dtype(dtype)))
     key = next(k for k in steps if k.startswith(case + " "))
     benchmark(steps[key][impl])

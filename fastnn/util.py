@@ -4,12 +4,10 @@ and the convolution matrices ``im2col``/``col2im``.
 The first three are not hot loops; they follow the book's code so that a script gets the
 book's numbers (``shuffle_dataset`` draws the book's permutation under ``np.random.seed``).
 ``im2col`` and ``col2im`` are compiled (fastnn/_kernels/_conv.pyx); fastnn's own layers do not
-use them (they never build the whole matrix), they are here for the book's scripts.
+use them (they never build the whole matrix), they are here for the book's scripts; their
+kernels are imported on first use (loading data through this module imports nothing compiled).
 """
 import numpy as np
-
-from fastnn import _validation as v
-from fastnn._kernels import _conv
 
 __all__ = ["smooth_curve", "shuffle_dataset", "conv_output_size", "im2col", "col2im"]
 
@@ -51,6 +49,8 @@ def conv_output_size(input_size, filter_size, stride=1, pad=0):
 
 
 def _window(filter_h, filter_w, stride, pad, where):
+    from fastnn import _validation as v
+
     stride, pad = v.check_window(stride, pad, where)
     filter_h = v.check_count(filter_h, f"{where}: filter_h")
     filter_w = v.check_count(filter_w, f"{where}: filter_w")
@@ -79,6 +79,9 @@ def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
 
     Twin: :func:`fastnn.reference.conv.im2col`.
     """
+    from fastnn import _validation as v
+    from fastnn._kernels import _conv
+
     filter_h, filter_w, stride, pad = _window(filter_h, filter_w, stride, pad, "im2col")
     x = v.as_images(input_data, "input_data")
     OH, OW = v.window_output_size(x.shape, (filter_h, filter_w), stride, pad, "input_data",
@@ -108,6 +111,9 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
 
     Twin: :func:`fastnn.reference.conv.col2im`.
     """
+    from fastnn import _validation as v
+    from fastnn._kernels import _conv
+
     filter_h, filter_w, stride, pad = _window(filter_h, filter_w, stride, pad, "col2im")
     try:
         shape = tuple(int(v.check_count(d, "col2im: input_shape", 0)) for d in input_shape)
