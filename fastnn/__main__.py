@@ -4,6 +4,7 @@
   python -m fastnn predict W  test accuracy of saved weights
   python -m fastnn bench      side-by-side speed table against the NumPy twins
   python -m fastnn gradcheck  backprop against numerical gradients, per parameter
+  python -m fastnn search     the book's hyperparameter search, on a Dask cluster or locally
 """
 import argparse
 import sys
@@ -175,6 +176,10 @@ def main(argv=None):
 
     commands.add_parser("gradcheck", help="backprop against numerical gradients (see "
                         "'fastnn gradcheck --help')")
+
+    from fastnn import search  # its own parser and runner; Dask is imported only when used
+
+    search.add_parser(commands)
 
     args = parser.parse_args(argv)
     args.run(args)
