@@ -570,8 +570,11 @@ def _client(workers, scheduler, log):
         return
     import logging
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+    # on loopback only; no dashboard, and its HTTP routes on a free port rather than 8787
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.ERROR,
+                      scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+                      ) as cluster, \
             Client(cluster) as client:
         log(f"on a local Dask cluster of {workers} single-threaded worker processes")
         yield client

@@ -303,7 +303,8 @@ class LoopbackCluster:
         self.workers = {}
         scheduler_file = self.folder / "scheduler.json"
         self._spawn([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
-                     "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                     "127.0.0.1", "--port", "0", "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                     "--scheduler-file",
                      str(scheduler_file)], "scheduler")
         deadline = time.monotonic() + 60
         while not scheduler_file.is_file() or not scheduler_file.read_text().strip():
@@ -414,7 +415,7 @@ def test_a_killed_worker_loses_no_trial_and_none_runs_twice(cluster, tmp_path):
 
 def test_resume_after_a_killed_search_runs_only_the_missing(cluster, tmp_path):
     out = tmp_path / "r.jsonl"
-    options = ["--scheduler", cluster.address, "--trials", "8", "--epochs", "20", "--seed", "5"]
+    options = ["--scheduler", cluster.address, "--trials", "8", "--epochs", "10", "--seed", "5"]
     run = _search(tmp_path, *options, "--out", str(out))
     _until(lambda: out.is_file() and len(lines_of(out)) >= 3, "two results", run)
     run.send_signal(signal.SIGKILL)
@@ -432,7 +433,7 @@ def test_resume_after_a_killed_search_runs_only_the_missing(cluster, tmp_path):
     assert "Best-1(val acc:" in log
 
     # and the resumed file holds what an uninterrupted in-process run computes
-    fresh = search.random_search(8, epochs=20, seed=5, train_size=500, data_dir=MNIST,
+    fresh = search.random_search(8, epochs=10, seed=5, train_size=500, data_dir=MNIST,
                                  download=False, workers=1, progress=False, log=lambda m: None)
     stored = sorted((json.loads(line) for line in after.split(b"\n")[1:-1]),
                     key=lambda r: r["trial"])
@@ -445,10 +446,10 @@ def test_same_seed_same_trials_on_the_cluster_locally_and_in_process(cluster, tm
     import dask
 
     kw = small(epochs=3, train_size=200, seed=11)
-    in_process = search.random_search(6, workers=1, **kw)
-    on_cluster = search.random_search(6, scheduler=cluster.address, **kw)
+    in_process = search.random_search(6, **kw)
+    on_cluster = search.random_search(6, **dict(kw, scheduler=cluster.address))
     with dask.config.set({"temporary-directory": str(tmp_path / "dask")}):
-        on_local = search.random_search(6, workers=2, **kw)
+        on_local = search.random_search(6, **dict(kw, workers=2))
     keys = ("trial", "lr", "weight_decay", "val_acc", "train_acc")
     expected = [{k: r[k] for k in keys} for r in in_process]
     assert [{k: r[k] for k in keys} for r in on_cluster] == expected  # exactly, bit for bit
