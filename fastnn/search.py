@@ -732,15 +732,19 @@ def random_search(trials=100, *, net=DEFAULT_NET, space=None, epochs=50, train_s
         raise SearchError(f"{where} needs Dask: {INSTALL_HINT}; --workers 1 runs in this "
                           "process without it")
 
-    results = _ResultsFile(out, config, resume, log) if out is not None else None
+    # the data first: a search that cannot load it leaves no results file behind
+    data = prepare_data(config["train_size"], config["seed"], config["validation_rate"],
+                        data_dir, download)
+    try:
+        results = _ResultsFile(out, config, resume, log) if out is not None else None
+    except OSError as exc:
+        raise SearchError(f"cannot write the results to {out}: {exc}") from None
     try:
         records = {r["trial"]: r for r in results.records} if results else {}
         missing = [i for i in range(trials) if i not in records]
         kept = [r for r in records.values() if r["trial"] < trials]
         if resume and out is not None:
             log(f"{out}: {len(kept)} of {trials} trials done, running the {len(missing)} missing")
-        data = prepare_data(config["train_size"], config["seed"], config["validation_rate"],
-                            data_dir, download) if missing else None
         n_val = int(config["train_size"] * config["validation_rate"])
         net_text = "-".join(map(str, [784, *config["net"]["hidden"], 10]))
         log(f"search: {len(missing)} trials of {net_text} {config['net']['activation']}, SGD, "
@@ -818,6 +822,8 @@ def add_parser(subparsers):
 
 def run(args):
     """Run ``fastnn search`` from parsed arguments (see :func:`add_parser`)."""
+    from fastnn.datasets import DatasetError
+
     try:
         if args.plot:
             _matplotlib()  # before the search, not after it
@@ -831,7 +837,7 @@ def run(args):
         if args.plot:
             plot_results(records, args.plot)
             print(f"the best {min(20, len(records))} trials' curves written to {args.plot}")
-    except SearchError as exc:
+    except (SearchError, DatasetError) as exc:
         raise SystemExit(f"fastnn search: {exc}") from None
     return 0
 

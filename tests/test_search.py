@@ -242,6 +242,18 @@ def test_resume_in_process_drops_a_cut_last_line_and_runs_only_the_missing(tmp_p
     assert records == [dict(r, wall_time=s["wall_time"]) for r, s in zip(full, records)]
 
 
+@needs_mnist
+def test_no_data_or_no_folder_leaves_no_file(tmp_path):
+    from fastnn.datasets import DatasetNotFoundError
+
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(DatasetNotFoundError):
+        search.random_search(2, **small(out=out, data_dir=tmp_path / "empty"))
+    assert not out.exists()
+    with pytest.raises(SearchError, match="cannot write"):
+        search.random_search(2, **small(out=tmp_path / "no" / "such" / "folder.jsonl"))
+
+
 def test_two_searches_never_share_a_file(tmp_path):
     out = tmp_path / "r.jsonl"
     config = search._config(search.DEFAULT_NET, None, 1, 100, 0, 100, 0.2)
