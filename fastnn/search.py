@@ -203,8 +203,8 @@ def _config(net, space, epochs, train_size, seed, batch_size, validation_rate):
         raise SearchError(f"train_size {train_size} with validation_rate {validation_rate} leaves "
                           f"{n_val} validation and {train_size - n_val} training images; both "
                           f"must be at least 1")
-    return {"dataset": "MNIST", "net": parse_net(net) if isinstance(net, str) else net,
-            "optimizer": "SGD", "space": parse_space(space) if not isinstance(space, dict) else space,
+    return {"dataset": "MNIST", "net": parse_net(net), "optimizer": "SGD",
+            "space": parse_space(space),
             "epochs": int(epochs), "batch_size": int(batch_size), "train_size": int(train_size),
             "validation_rate": float(validation_rate), "seed": int(seed)}
 
@@ -455,9 +455,13 @@ class _ResultsFile:
         self.records = []
         line = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "config": config}) + "\n"
         if resume and os.path.exists(self.path):
-            _, self.records, good_length = load_results(self.path, config)
             self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
-            self._lock()
+            self._lock()  # before reading: no other search appends meanwhile
+            try:
+                _, self.records, good_length = load_results(self.path, config)
+            except BaseException:
+                os.close(self.fd)
+                raise
             if os.fstat(self.fd).st_size > good_length:
                 log(f"{self.path}: dropping an unfinished last line (a write that was cut short)")
                 os.ftruncate(self.fd, good_length)
@@ -839,5 +843,9 @@ def run(args):
             print(f"the best {min(20, len(records))} trials' curves written to {args.plot}")
     except (SearchError, DatasetError) as exc:
         raise SystemExit(f"fastnn search: {exc}") from None
+    except KeyboardInterrupt:
+        kept = f"the finished trials are in {args.out}; --resume runs the others" if args.out \
+            else "no --out: the finished trials are lost"
+        raise SystemExit(f"fastnn search: interrupted; {kept}") from None
     return 0
 

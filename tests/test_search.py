@@ -177,6 +177,21 @@ def test_in_process_search_writes_one_line_per_trial_and_prints_the_books_summar
         for i, r in enumerate(best)]
 
 
+@needs_mnist
+def test_progress_says_trials_done_and_best_so_far(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # the plain lines, where tqdm is absent
+    said = []
+    records = search.random_search(3, **small(progress=True, log=said.append))
+    lines = [m for m in said if m.startswith("[")]
+    assert [m.split("]")[0] for m in lines] == ["[1/3", "[2/3", "[3/3"]
+    best = max(r["val_acc"][-1] for r in records)
+    assert lines[-1].endswith(f"(best {best})")
+    monkeypatch.delitem(sys.modules, "tqdm")
+    pytest.importorskip("tqdm")
+    search.random_search(2, **small(progress=True))
+    assert "2/2" in capsys.readouterr().err  # the bar, on stderr
+
+
 def test_summary_keeps_the_best_20_ties_in_trial_order():
     records = [{"trial": i, "lr": 0.1 * i, "weight_decay": 1e-6, "val_acc": [0.0, (i % 3) / 4],
                 "train_acc": [0.0, 0.0]} for i in range(30)]
