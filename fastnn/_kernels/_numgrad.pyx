@@ -29,7 +29,12 @@
 # float32 parameters enter only through the steps they are moved by, computed in
 # perturbation_steps exactly as the book stores them.
 #
+# The sweeps check for signals between columns (every SIGNAL_EVERY of the output and last
+# hidden layers' cheap columns, every unit of a deeper layer), so that Ctrl-C stops even a
+# sweep of many seconds within a fraction of one.
+#
 # Twin: fastnn.reference.gradient.network_numerical_gradient (the book's brute force).
+from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.stdlib cimport free, malloc
 
@@ -37,6 +42,16 @@ import numpy as np
 
 from fastnn._kernels._blas cimport gemm
 from fastnn._kernels._cfnn cimport *
+
+
+cdef enum:
+    SIGNAL_EVERY = 16  # columns between two checks for Ctrl-C in the cheap sweeps
+
+
+cdef int _check_signals() except -1 nogil:
+    """-1 with the exception set (KeyboardInterrupt) when a signal handler raised."""
+    with gil:
+        return PyErr_CheckSignals()
 
 
 cdef extern from "fnn_numgrad.h" nogil:
@@ -264,6 +279,8 @@ def network_sweep(list weights,   # IN  L float64 arrays (d_l, d_{l+1}), C-conti
     work = _ptr(scratch)
     with nogil:
         for i in range(dprev):
+            if i % SIGNAL_EVERY == 0:
+                _check_signals()
             fnn_numgrad_output_column(&head, col + i * n, plus + i * k, minus + i * k,
                                       acc + i * k, m_exp, m_log, work)
         # the bias is the weight of an input column of ones
@@ -302,6 +319,8 @@ def network_sweep(list weights,   # IN  L float64 arrays (d_l, d_{l+1}), C-conti
         bias_plus, bias_minus, bias_acc = _ptr(b_plus[l]), _ptr(b_minus[l]), _ptr(acc_b[l])
         with nogil:
             for i in range(dprev):
+                if i % SIGNAL_EVERY == 0:
+                    _check_signals()
                 fnn_numgrad_ray_column(&head, &ray, col + i * n, plus + i * d, minus + i * d,
                                        acc + i * d, work)
             fnn_numgrad_ray_column(&head, &ray, one, bias_plus, bias_minus, bias_acc, work)
@@ -375,7 +394,7 @@ def network_sweep(list weights,   # IN  L float64 arrays (d_l, d_{l+1}), C-conti
         db_out[l][...] = acc_b[l] * inv
 
 
-cdef void _deep_layer(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hid,
+cdef int _deep_layer(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hid,
                       const double **w, const Py_ssize_t *dims, Py_ssize_t L, Py_ssize_t l,
                       const double *a_prev_t,  # IN  (dims[l], n) inputs of layer l, transposed
                       const double *w_plus, const double *w_minus,  # IN  (dims[l], dims[l+1])
@@ -384,13 +403,14 @@ cdef void _deep_layer(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hi
                       double *acc_b,           # OUT (dims[l+1],)
                       fnn_index *rows, fnn_index *cols, double *sgn, double *svals,
                       double *dloss, double *buf0, double *buf1, double *scratch,
-                      Py_ssize_t chunk, int m_act) noexcept nogil:
+                      Py_ssize_t chunk, int m_act) except -1 nogil:
     """Layer l < L - 2: collect perturbed rows whose unit j changes, propagate in chunks."""
     cdef Py_ssize_t n = head.n, dprev = dims[l], dl = dims[l + 1]
     cdef Py_ssize_t i, j, r, q
     cdef int sign
     cdef double av, step, s
     for j in range(dl):
+        _check_signals()
         q = 0
         for i in range(dprev + 1):
             for r in range(n):
@@ -414,6 +434,7 @@ cdef void _deep_layer(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hi
         if q:
             _propagate(head, hid, w, dims, L, l, j, q, rows, cols, sgn, svals, dloss, buf0,
                        buf1, scratch, acc_w, acc_b)
+    return 0
 
 
 cdef void _propagate(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hid,
