@@ -334,7 +334,9 @@ def run_trial(index, config, data):
     seed = config["seed"]
     hyper = _draw(config["space"], np.random.default_rng([seed, index, 0]))
     rng = np.random.default_rng([seed, index, 1])
-    x_train, t_train, x_val, t_val = data
+    # arrays sent between Dask workers may arrive at unaligned offsets of a message frame;
+    # fastnn's compiled calls take aligned C-contiguous arrays (one copy here, not per step)
+    x_train, t_train, x_val, t_val = (np.require(a, requirements=["C", "A"]) for a in data)
     net = config["net"]
     network = MultiLayerNet(x_train.shape[1], net["hidden"], 10, activation=net["activation"],
                             weight_init_std="sigmoid" if net["activation"] == "sigmoid" else "relu",
