@@ -458,28 +458,29 @@ def test_a_killed_worker_loses_no_trial_and_none_runs_twice(cluster, tmp_path):
 
 def test_resume_after_a_killed_search_runs_only_the_missing(cluster, tmp_path):
     out = tmp_path / "r.jsonl"
-    options = ["--scheduler", cluster.address, "--trials", "8", "--epochs", "10", "--seed", "5"]
+    options = ["--scheduler", cluster.address, "--trials", "12", "--epochs", "10", "--seed", "5"]
     run = _search(tmp_path, *options, "--out", str(out))
     _until(lambda: out.is_file() and len(lines_of(out)) >= 3, "two results", run)
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
     before = out.read_bytes()
     done = trials_in(out)
-    assert 2 <= len(done) < 8
+    assert 2 <= len(done) < 12
 
     log = _wait(_search(tmp_path, *options, "--out", str(out), "--resume"), tmp_path)
-    assert f"{len(done)} of 8 trials done, running the {8 - len(done)} missing" in log
+    assert f"{len(done)} of 12 trials done, running the {12 - len(done)} missing" in log
     after = out.read_bytes()
     assert before.endswith(b"\n") and after.startswith(before)  # what was there is kept as it was
-    assert sorted(trials_in(out)) == list(range(8))
+    assert sorted(trials_in(out)) == list(range(12))
     assert trials_in(out)[:len(done)] == done
     assert "Best-1(val acc:" in log
 
     # and the resumed file holds what an uninterrupted in-process run computes
-    fresh = search.random_search(8, epochs=10, seed=5, train_size=500, data_dir=MNIST,
+    fresh = search.random_search(12, epochs=10, seed=5, train_size=500, data_dir=MNIST,
                                  download=False, workers=1, progress=False, log=lambda m: None)
     stored = sorted((json.loads(line) for line in after.split(b"\n")[1:-1]),
                     key=lambda r: r["trial"])
+    assert len(stored) == len(fresh) == 12
     for a, b in zip(stored, fresh):
         assert {k: a[k] for k in ("trial", "lr", "weight_decay", "val_acc", "train_acc")} == \
                {k: b[k] for k in ("trial", "lr", "weight_decay", "val_acc", "train_acc")}
