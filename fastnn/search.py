@@ -571,7 +571,8 @@ def _client(workers, scheduler, log):
             raise SearchError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         with client:
             n = sum(client.nthreads().values())
-            log(f"on the Dask scheduler {scheduler} ({len(client.nthreads())} workers, {n} threads)")
+            log(f"on the Dask scheduler {scheduler} ({len(client.nthreads())} workers, {n} threads)"
+                + ("; the trials wait for workers to join" if not n else ""))
             yield client
         return
     import logging
