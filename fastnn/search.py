@@ -36,7 +36,7 @@ Design:
 - **Durable and resumable.**  The results file is JSON Lines: a header line naming the search
   (network, space, epochs, data, seed: everything but the number of trials), then one line per
   finished trial (index, hyperparameters, per-epoch validation and training accuracy, wall
-  time, host, worker), each written by one ``write`` and fsynced before the trial is reported.
+  and CPU time, host, worker), each written by one ``write`` and fsynced before the trial is reported.
   A killed search loses only the trials in flight; ``resume=True`` reads the file and runs only
   the missing trials (and more, if ``trials`` grew).  A file that is not a fastnn search's, is
   malformed, or was written with other settings is refused with the reason, never
