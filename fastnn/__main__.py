@@ -5,6 +5,7 @@
   fastnn bench      side-by-side speed table against the NumPy twins
   fastnn gradcheck  backprop against numerical gradients, per parameter
   fastnn plot FIG   the lecture notes' figures, drawn by fastnn's own functions
+  fastnn search     the book's hyperparameter search, on a Dask cluster or locally
 """
 # Design: each command is two functions, ``_<name>_arguments(parser)``, which declares its
 # arguments (with argparse types that refuse bad values: counts >= 1, finite rates > 0, output
@@ -667,6 +668,18 @@ def _plot_softmax(args, out, plots):
 
 # --- the command ----------------------------------------------------------------------------------
 
+def _search_arguments(p):
+    from fastnn import search  # its arguments and its run live with it; Dask only when used
+
+    search.add_arguments(p)
+
+
+def _search(args):
+    from fastnn import search
+
+    return search.run(args)
+
+
 COMMANDS = [
     # name, help, arguments, run
     ("train", "train a network on MNIST (the main job)", _train_arguments, _train),
@@ -676,6 +689,8 @@ COMMANDS = [
      _gradcheck_arguments, _gradcheck),
     ("plot", "the lecture notes' figures, drawn by fastnn's own functions", _plot_arguments,
      _plot),
+    ("search", "the book's hyperparameter search, on a Dask cluster or locally",
+     _search_arguments, _search),
 ]
 
 

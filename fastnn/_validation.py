@@ -57,7 +57,8 @@ def common_contiguous_dtype(*arrays):
     if dtype not in FLOAT_DTYPES:
         return None
     for a in arrays:
-        if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
+        if (type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous
+                or not a.flags.aligned):
             return None
     return dtype
 
@@ -72,7 +73,9 @@ def as_float(x, name, dtype=None):
         dtype = compute_dtype((name, x))
     elif x.dtype.kind not in "biuf" or (x.dtype.kind == "f" and x.dtype.itemsize > 8):
         raise _kind_error(name, x.dtype)
-    return np.asarray(x, dtype=dtype, order="C")  # keeps 0-d, unlike ascontiguousarray
+    x = np.asarray(x, dtype=dtype, order="C")  # keeps 0-d, unlike ascontiguousarray
+    # an unaligned buffer (a slice of raw bytes, an array Dask received) is C-contiguous too
+    return x if x.flags.aligned else x.copy()
 
 
 def as_batch(x, name, dtype):

@@ -28,8 +28,11 @@ cdef inline cnp.ndarray _plain(object a, str name, int typenum, bint out):
     if cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_ISNOTSWAPPED(arr):
         raise TypeError(f"{name}: expected a native {cnp.PyArray_DescrFromType(typenum)} array, "
                         f"got a {_describe(arr)}")
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
-        raise ValueError(f"{name}: expected a C-contiguous aligned array, got a strided "
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name}: expected a C-contiguous array, got a strided "
+                         f"{_describe(arr)}")
+    if not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{name}: expected an aligned array, got an unaligned "
                          f"{_describe(arr)}")
     if out and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{name}: the output array is read-only")
