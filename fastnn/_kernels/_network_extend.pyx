@@ -61,7 +61,8 @@ cdef class _Net:
     cdef double *work
     cdef bint bn, dropout
 
-    def __cinit__(self, list Ws, list bs, x, dict bn, list masks, list a_out):
+    def __cinit__(self, list Ws, list bs, x, dict bn, list masks, list a_out, bint dropout,
+                  bint train):
         cdef int l, k
         self.L = len(Ws)
         if self.L == 0:
@@ -121,9 +122,9 @@ cdef class _Net:
             self.z = data_2d(bn["z"], "z", typenum, n, self.widest, True)
             self.work = <double *> flat_data(bn["work"], "work", cnp.NPY_FLOAT64,
                                              2 * self.widest, True)
-        self.dropout = masks is not None
-        if self.dropout:
-            if len(masks) != self.L - 1:
+        self.dropout = dropout
+        if dropout and train:
+            if masks is None or len(masks) != self.L - 1:
                 raise ValueError(f"masks: expected {self.L - 1} arrays, one per hidden layer")
             for l in range(self.L - 1):
                 self.mask[l] = <uint8_t *> data_2d(masks[l], f"masks[{l}]", cnp.NPY_BOOL, n,
@@ -303,15 +304,14 @@ def forward(list Ws,       # IN  L weights (sizes[l], sizes[l+1])
             list bs,       # IN  L biases
             x,             # IN  (n, sizes[0])
             dict bn,       # IN/OUT batch normalization's arrays (see _Net), or None
-            list masks,    # IN  L - 1 dropout masks (n, sizes[l+1]) in training, or None
+            list masks,    # IN  L - 1 dropout masks (n, sizes[l+1]), or None at test time
             list a_out,    # OUT L layer outputs; the last gets the logits
-            int activation, bint train_flg, double momentum, double keep):
+            bint dropout, int activation, bint train_flg, double momentum, double keep):
     """Logits of the network for the rows of ``x``, into ``a_out[-1]``.  In training mode
     (``train_flg``) batch normalization uses the batch's statistics and updates the running
     ones, and the masks drop units; in test mode the running statistics normalise and every
     unit is kept, scaled by ``keep``."""
-    cdef _Net net = _Net(Ws, bs, x, bn, masks if train_flg else None, a_out)
-    net.dropout = masks is not None
+    cdef _Net net = _Net(Ws, bs, x, bn, masks, a_out, dropout, train_flg)
     if train_flg and net.n == 0 and net.bn:
         raise ValueError("x: an empty batch has no mean or variance")
     if net.n == 0:
@@ -328,7 +328,7 @@ def gradient(list Ws, list bs,
              x,                  # IN  (n, sizes[0]), n >= 1
              t,                  # IN  int64 labels (n,) or targets (n, sizes[L]) of x's dtype
              bint labels,
-             dict bn, list masks, list a_out,
+             dict bn, list masks, list a_out, bint dropout,
              list dW_out,        # OUT L weight gradients, or None for the loss alone
              list db_out,        # OUT L bias gradients
              list dgamma_out,    # OUT L - 1 (BN only)
@@ -339,8 +339,7 @@ def gradient(list Ws, list bs,
              double momentum, double keep):
     """Loss (without weight decay) of the network on one batch and, unless ``dW_out`` is
     None, the gradients (training mode: ``train_flg`` must be True for them)."""
-    cdef _Net net = _Net(Ws, bs, x, bn, masks if train_flg else None, a_out)
-    net.dropout = masks is not None
+    cdef _Net net = _Net(Ws, bs, x, bn, masks, a_out, dropout, train_flg)
     cdef int n = net.n, L = net.L, K = net.s[L]
     cdef const void *xp = cnp.PyArray_DATA(<cnp.ndarray> x)
     cdef const void *tp
