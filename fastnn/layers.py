@@ -357,15 +357,7 @@ class SigmoidWithLoss:
 
 # --- chapter 6: dropout and batch normalization ---------------------------------------------------
 
-def check_dropout_ratio(ratio, name="dropout_ratio"):
-    """``ratio`` as a float in [0, 1): the share of units a Dropout layer drops."""
-    ratio = v.check_finite_scalar(ratio, name)
-    if not 0 <= ratio < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {ratio}")
-    return ratio
-
-
-def bit_generator(generator):
+def _bit_generator(generator):
     """The bit generator whose doubles make the dropout masks: NumPy's global one (the
     book's ``np.random.rand``, fixed by ``np.random.seed``) when ``generator`` is None."""
     return np.random.get_bit_generator() if generator is None else generator.bit_generator
@@ -386,7 +378,7 @@ class Dropout:
     """
 
     def __init__(self, dropout_ratio=0.5, rng=None):
-        self.dropout_ratio = check_dropout_ratio(dropout_ratio)
+        self.dropout_ratio = v.check_ratio(dropout_ratio, "dropout_ratio")
         self.rng = None if rng is None else np.random.default_rng(rng)
         self.mask = None
 
@@ -395,7 +387,7 @@ class Dropout:
         out = np.empty_like(x)
         if train_flg:
             mask = np.empty(x.shape, dtype=bool)
-            _normalization.dropout_mask(bit_generator(self.rng), mask, self.dropout_ratio)
+            _normalization.dropout_mask(_bit_generator(self.rng), mask, self.dropout_ratio)
             _normalization.mask_multiply(x, mask, out)
             self.mask = mask
         else:

@@ -455,7 +455,7 @@ class MultiLayerNetExtend:
                  weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
                  dropout_ration=0.5, use_batchnorm=False, dtype=np.float64, rng=None,
                  exact_loss=False):
-        from fastnn.layers import BatchNormalization, Dropout, check_dropout_ratio
+        from fastnn.layers import BatchNormalization, Dropout
 
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -469,7 +469,7 @@ class MultiLayerNetExtend:
         self.activation = activation
         self.weight_decay_lambda = v.check_finite_scalar(weight_decay_lambda, "weight_decay_lambda")
         self.use_dropout = bool(use_dropout)
-        self.dropout_ration = check_dropout_ratio(dropout_ration, "dropout_ration")
+        self.dropout_ration = v.check_ratio(dropout_ration, "dropout_ration")
         self.use_batchnorm = bool(use_batchnorm)
         self.exact_loss = bool(exact_loss)
         self.dtype = _check_dtype(dtype)
@@ -585,10 +585,10 @@ class MultiLayerNetExtend:
     def _masks(self, ws, train_flg):
         if not (self.use_dropout and train_flg):
             return None
-        from fastnn.layers import bit_generator
+        from fastnn.layers import _bit_generator
 
         # in the book's order: the masks of the layers one after the other
-        _normalization.dropout_masks(bit_generator(self._generator), ws.masks, self.dropout_ration)
+        _normalization.dropout_masks(_bit_generator(self._generator), ws.masks, self.dropout_ration)
         return ws.masks
 
     def _prepare(self, x, cast=True):

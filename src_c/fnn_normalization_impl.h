@@ -66,7 +66,10 @@ FNN_MULTIVERSION void FNN(fnn_batchnorm_forward_train)(
        sums do not cancel where the mean is large against the spread (the error of the
        variance is about an ulp times (K - mean)^2 / var, K a sample, so about an ulp). */
     for (fnn_index j = 0; j < d; j++) {
-        std[j] = bias ? x[j] + bias[j] : x[j]; /* K, kept in std until the end of the pass */
+        /* K, kept in std until the end of the pass; 0 where the first row is not finite, so
+           that an infinite entry gives the infinite mean NumPy's mean gives */
+        const REAL k = bias ? x[j] + bias[j] : x[j];
+        std[j] = k - k == 0 ? k : (REAL)0;
         mean[j] = 0;
         inv_std[j] = 0;
     }
@@ -83,8 +86,11 @@ FNN_MULTIVERSION void FNN(fnn_batchnorm_forward_train)(
         const double shift = mean[j] / (double)n;
         double var = inv_std[j] / (double)n - shift * shift;
         var = var > 0 ? var : 0; /* rounding may leave -0.0 or a tiny negative */
-        var = inv_std[j] == inv_std[j] ? var : inv_std[j]; /* NaN stays NaN */
+        /* an overflowing sum of squares is an infinite variance, as the book's mean of
+           squares, not inf - inf; a column with inf or NaN has the book's NaN variance */
+        var = inv_std[j] == (double)INFINITY ? inv_std[j] : var;
         const double mu = (double)std[j] + shift;
+        var = mu - mu == 0 && inv_std[j] == inv_std[j] ? var : (double)NAN;
         const double sd = SQRT(var + eps);
         mean[j] = mu;
         inv_std[j] = 1.0 / sd;

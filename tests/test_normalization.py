@@ -323,17 +323,19 @@ def _mnist_rows(n):
 def test_batch_norm_gradient_check_as_the_book_runs_it():
     """ch06/batch_norm_gradient_check.py: one MNIST row, backprop and the numerical gradient
     of a batch-normalized network, against the book's network under the same seed (the
-    book's hidden [100, 100] made [10, 8] so that the book's brute force stays quick).  At
+    book's 784 pixels taken one in four and its hidden [100, 100] made [10, 8], so that the
+    book's brute force stays quick).  At
     batch 1 every batch-normalized layer outputs its beta whatever its input, so the
     gradients of W1 and W2 vanish, and the relu sits exactly at its kink (beta = 0): the
     book's printed differences for the betas are large, and fastnn's are the same."""
     book = book_module("common.multi_layer_net_extend")
     x, t = _mnist_rows(1)
+    x = np.ascontiguousarray(x[:, ::4])
     np.random.seed(0)
-    network = N.MultiLayerNetExtend(input_size=784, hidden_size_list=[10, 8], output_size=10,
+    network = N.MultiLayerNetExtend(input_size=196, hidden_size_list=[10, 8], output_size=10,
                                     use_batchnorm=True)
     np.random.seed(0)
-    book_network = book.MultiLayerNetExtend(input_size=784, hidden_size_list=[10, 8],
+    book_network = book.MultiLayerNetExtend(input_size=196, hidden_size_list=[10, 8],
                                             output_size=10, use_batchnorm=True)
     grad_backprop = {k: g.copy() for k, g in network.gradient(x, t).items()}
     grad_numerical = network.numerical_gradient(x, t)
