@@ -186,18 +186,7 @@ class _Dense:
         self.db = None
 
     def _shapes(self, W, b):
-        if not isinstance(W, np.ndarray):
-            raise TypeError(f"W must be a NumPy array (the layer holds it by reference, as the "
-                            f"book's does), got {type(W).__name__}")
-        if W.ndim != 2:
-            raise ValueError(f"W must be a 2-D array, got shape {W.shape}")
-        n_in, n_out = W.shape[::-1] if self._transposed else W.shape
-        if n_in == 0 or n_out == 0:
-            # the GEMM kernels are never given an empty weight (as nets and numgrad refuse it)
-            raise ValueError(f"W must have at least one input and one output, got shape {W.shape}")
-        if np.shape(b) != (n_out,):
-            raise ValueError(f"b must have shape ({n_out},) to match W {W.shape}, got {np.shape(b)}")
-        return n_in, n_out
+        return v.dense_sizes(W, b, self._transposed)
 
     def forward(self, x):
         W, b = self.W, self.b  # read once: the kernel must get the arrays that were checked
