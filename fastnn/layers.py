@@ -360,7 +360,8 @@ class Dropout:
     generator in the same order, so ``np.random.seed(s)`` gives the book's masks and numbers
     (drawn by a vectorised MT19937 in C, several times faster than NumPy's own).  With
     ``rng`` (a seed or ``np.random.Generator``) they come from that Generator's ``random``
-    instead, which is faster still and leaves the global generator alone.  ``mask`` (bool,
+    instead: an independent stream that leaves the global generator alone (drawn through the
+    Generator's own next_double, one call per value: not faster).  ``mask`` (bool,
     x's shape) is kept for ``backward``, which returns ``dout * mask``.
 
     Twin: :class:`fastnn.reference.normalization.Dropout`.
