@@ -216,6 +216,7 @@ PAIRS = [
 
 
 # --- the normalization family (chapter 6): Dropout, BatchNormalization, MultiLayerNetExtend ---
+# (MultiLayerNetExtend's whole-network step is _network_extend.pyx, over this family's kernels)
 
 def _dropout(train, seeded_global):
     def run(api, x, dout):
@@ -273,6 +274,10 @@ def _extend_step(batchnorm, dropout, **options):
     return run
 
 
+_DROPOUT_TWIN = "fastnn.reference.normalization.Dropout"
+_BN_TWIN = "fastnn.reference.normalization.BatchNormalization"
+
+
 def _extend_inputs(rng, n, k, dtype):
     # at least eight rows: through three layers of batch normalization a batch of very few
     # rows amplifies float32 rounding past 1e-5 in the twin as much as in fastnn (both
@@ -284,22 +289,32 @@ def _extend_inputs(rng, n, k, dtype):
 
 
 PAIRS += [
-    Pair("Dropout", _dropout(True, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
-    Pair("Dropout[global stream]", _dropout(True, True),
+    Pair("Dropout", "normalization", _DROPOUT_TWIN,
+         _dropout(True, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("Dropout[global stream]", "normalization", _DROPOUT_TWIN,
+         _dropout(True, True),
          lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
-    Pair("Dropout[test]", _dropout(False, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
-    Pair("BatchNormalization", _batchnorm(True), _batchnorm_inputs(False)),
-    Pair("BatchNormalization[test]", _batchnorm(False), _batchnorm_inputs(False)),
-    Pair("BatchNormalization[4-D input]", _batchnorm(True), _batchnorm_inputs(True)),
-    Pair("MultiLayerNetExtend[batchnorm]",
+    Pair("Dropout[test]", "normalization", _DROPOUT_TWIN,
+         _dropout(False, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("BatchNormalization", "normalization", _BN_TWIN,
+         _batchnorm(True), _batchnorm_inputs(False)),
+    Pair("BatchNormalization[test]", "normalization", _BN_TWIN,
+         _batchnorm(False), _batchnorm_inputs(False)),
+    Pair("BatchNormalization[4-D input]", "normalization", _BN_TWIN,
+         _batchnorm(True), _batchnorm_inputs(True)),
+    Pair("MultiLayerNetExtend[batchnorm]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
          _extend_step(True, False, weight_decay_lambda=0.05, rng=3),
          _extend_inputs),
-    Pair("MultiLayerNetExtend[batchnorm, dropout]",
+    Pair("MultiLayerNetExtend[batchnorm, dropout]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
          _extend_step(True, True, dropout_ration=0.2), _extend_inputs),
-    Pair("MultiLayerNetExtend[dropout, sigmoid]",
+    Pair("MultiLayerNetExtend[dropout, sigmoid]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
          _extend_step(False, True, activation="sigmoid", weight_init_std="sigmoid", rng=5),
          _extend_inputs),
-    Pair("MultiLayerNetExtend[batchnorm, dropout, identity]",
+    Pair("MultiLayerNetExtend[batchnorm, dropout, identity]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
          _extend_step(True, True, activation="identity", weight_init_std=0.1, rng=6,
                       exact_loss=True), _extend_inputs),
 ]
