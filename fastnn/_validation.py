@@ -252,3 +252,57 @@ def as_scores_and_targets(y, t, name="y"):
     else:
         dtype = compute_dtype((name, y2))
     return as_float(y2, name, dtype), kind, t_res, dtype
+
+
+# --- convolution and pooling ----------------------------------------------------------------
+
+def check_window(stride, pad, where):
+    """``stride`` (an integer >= 1) and ``pad`` (an integer >= 0) of a convolution or pooling
+    window, as Python ints; ``where`` names the caller in the message."""
+    for value, name, minimum in ((stride, "stride", 1), (pad, "pad", 0)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{where}: {name} must be an integer, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{where}: {name} must be >= {minimum}, got {value!r}")
+    return int(stride), int(pad)
+
+
+def as_images(x, name, dtype=None):
+    """``x`` as a C-contiguous 4-D (N, C, H, W) float array of ``dtype``."""
+    x = as_float(x, name, dtype)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be a 4-D array (N, C, H, W), got shape {x.shape}")
+    return x
+
+
+def window_output_size(in_shape, window, stride, pad, name, window_name):
+    """(OH, OW) of a window of shape ``window`` (FH, FW) sliding over the (H, W) of
+    ``in_shape`` (N, C, H, W) padded by ``pad``: the book's ``(H + 2 pad - FH) // stride + 1``.
+    Raises unless the window fits the padded input."""
+    H, W = in_shape[2], in_shape[3]
+    FH, FW = window
+    if FH < 1 or FW < 1:
+        raise ValueError(f"{window_name} must be at least 1x1, got {FH}x{FW}")
+    if FH > H + 2 * pad or FW > W + 2 * pad:
+        raise ValueError(f"{window_name} {FH}x{FW} is larger than {name} {tuple(in_shape)} "
+                         f"padded by {pad} ({H + 2 * pad}x{W + 2 * pad})")
+    return (H + 2 * pad - FH) // stride + 1, (W + 2 * pad - FW) // stride + 1
+
+
+def check_filters(W, b, x_shape=None):
+    """Raise unless ``W`` is a 4-D (FN, C, FH, FW) filter bank, ``b`` has shape (FN,), and
+    ``x_shape`` (N, C, H, W) has W's C channels."""
+    if not isinstance(W, np.ndarray):
+        raise TypeError(f"W must be a NumPy array (the layer holds it by reference, as the "
+                        f"book's does), got {type(W).__name__}")
+    if W.ndim != 4:
+        raise ValueError(f"W must be a 4-D array (FN, C, FH, FW), got shape {W.shape}")
+    if min(W.shape) == 0:
+        raise ValueError(f"W must have at least one filter, channel, row and column, got shape "
+                         f"{W.shape}")
+    if np.shape(b) != (W.shape[0],):
+        raise ValueError(f"b must have shape ({W.shape[0]},) to match W {W.shape}, got "
+                         f"{np.shape(b)}")
+    if x_shape is not None and x_shape[1] != W.shape[1]:
+        raise ValueError(f"x {tuple(x_shape)} has {x_shape[1]} channels but W {W.shape} "
+                         f"expects {W.shape[1]}")

@@ -20,19 +20,23 @@ import numpy as np
 import fastnn.functions
 import fastnn.layers
 import fastnn.nets
+import fastnn.reference.conv
 import fastnn.reference.functions
 import fastnn.reference.layers
 import fastnn.reference.nets
 import fastnn.reference.normalization
+import fastnn.util
 
-FAST = SimpleNamespace(name="fastnn", F=fastnn.functions, L=fastnn.layers, N=fastnn.nets)
+# C: the convolution family, whose twins share one module (fastnn.reference.conv)
+_FAST_CONV = SimpleNamespace(im2col=fastnn.util.im2col, col2im=fastnn.util.col2im,
+                             Convolution=fastnn.layers.Convolution, Pooling=fastnn.layers.Pooling)
+# NORM: the normalization family (Dropout, BatchNormalization), twins in their own module
+FAST = SimpleNamespace(name="fastnn", F=fastnn.functions, L=fastnn.layers, N=fastnn.nets,
+                       C=_FAST_CONV, NORM=fastnn.layers)
 REFERENCE = SimpleNamespace(
     name="reference", F=fastnn.reference.functions, L=fastnn.reference.layers,
-    N=fastnn.reference.nets,
+    N=fastnn.reference.nets, C=fastnn.reference.conv, NORM=fastnn.reference.normalization,
 )
-# the "normalization" family (Dropout, BatchNormalization): its twins' own module
-FAST.NORM = fastnn.layers
-REFERENCE.NORM = fastnn.reference.normalization
 
 
 @dataclass(frozen=True)
@@ -317,4 +321,83 @@ PAIRS += [
          "fastnn.reference.nets.MultiLayerNetExtend",
          _extend_step(True, True, activation="identity", weight_init_std=0.1, rng=6,
                       exact_loss=True), _extend_inputs),
+]
+
+
+# --- convolution and pooling: images of (n, 1 + k % 3, ...) with windows drawn from k ---------
+
+def _image_geometry(n, k, window=(3, 3), stride=1, pad=0):
+    c, h, w = 1 + k % 3, 4 + k % 7, 3 + k % 5
+    fh, fw = min(window[0], h + 2 * pad), min(window[1], w + 2 * pad)
+    return (n, c, h, w), (fh, fw), ((h + 2 * pad - fh) // stride + 1,
+                                    (w + 2 * pad - fw) // stride + 1)
+
+
+def _im2col_inputs(window, stride, pad):
+    def make(rng, n, k, dtype):
+        shape, (fh, fw), _ = _image_geometry(n, k, window, stride, pad)
+        return rng.standard_normal(shape).astype(dtype), fh, fw, stride, pad
+    return make
+
+
+def _col2im_inputs(window, stride, pad):
+    def make(rng, n, k, dtype):
+        shape, (fh, fw), (oh, ow) = _image_geometry(n, k, window, stride, pad)
+        col = rng.standard_normal((n * oh * ow, shape[1] * fh * fw)).astype(dtype)
+        return col, shape, fh, fw, stride, pad
+    return make
+
+
+def _convolution(api, x, W, b, dout, stride, pad):
+    layer = api.C.Convolution(W, b, stride, pad)
+    out = layer.forward(x)
+    dx = layer.backward(dout)
+    return out, dx, layer.dW, layer.db
+
+
+def _convolution_inputs(window, stride, pad, filters=4):
+    def make(rng, n, k, dtype):
+        shape, (fh, fw), (oh, ow) = _image_geometry(n, k, window, stride, pad)
+        x = rng.standard_normal(shape).astype(dtype)
+        W = (0.3 * rng.standard_normal((filters, shape[1], fh, fw))).astype(dtype)
+        b = rng.standard_normal(filters).astype(dtype)
+        dout = rng.standard_normal((n, filters, oh, ow)).astype(dtype)
+        return x, W, b, dout, stride, pad
+    return make
+
+
+def _pooling(api, x, dout, ph, pw, stride, pad):
+    layer = api.C.Pooling(ph, pw, stride, pad)
+    out = layer.forward(x)
+    return out, layer.backward(dout), layer.arg_max.astype(float)
+
+
+def _pooling_inputs(window, stride, pad):
+    def make(rng, n, k, dtype):
+        shape, (ph, pw), (oh, ow) = _image_geometry(n, k, window, stride, pad)
+        x = rng.standard_normal(shape).astype(dtype)
+        dout = rng.standard_normal((n, shape[1], oh, ow)).astype(dtype)
+        return x, dout, ph, pw, stride, pad
+    return make
+
+
+_TWIN = "fastnn.reference.conv."
+PAIRS += [
+    Pair("im2col", "conv", _TWIN + "im2col", lambda api, *a: api.C.im2col(*a),
+         _im2col_inputs((3, 3), 1, 0)),
+    Pair("im2col[3x2, stride 2, pad 1]", "conv", _TWIN + "im2col",
+         lambda api, *a: api.C.im2col(*a), _im2col_inputs((3, 2), 2, 1)),
+    Pair("col2im", "conv", _TWIN + "col2im", lambda api, *a: api.C.col2im(*a),
+         _col2im_inputs((3, 3), 1, 0)),
+    Pair("col2im[2x3, stride 2, pad 2]", "conv", _TWIN + "col2im",
+         lambda api, *a: api.C.col2im(*a), _col2im_inputs((2, 3), 2, 2)),
+    Pair("Convolution", "conv", _TWIN + "Convolution", _convolution,
+         _convolution_inputs((3, 3), 1, 0)),
+    Pair("Convolution[3x3, pad 1]", "conv", _TWIN + "Convolution", _convolution,
+         _convolution_inputs((3, 3), 1, 1, 7)),
+    Pair("Convolution[2x3, stride 2, pad 2]", "conv", _TWIN + "Convolution", _convolution,
+         _convolution_inputs((2, 3), 2, 2)),
+    Pair("Pooling", "conv", _TWIN + "Pooling", _pooling, _pooling_inputs((2, 2), 2, 0)),
+    Pair("Pooling[3x3, stride 1, pad 1]", "conv", _TWIN + "Pooling", _pooling,
+         _pooling_inputs((3, 3), 1, 1)),
 ]
