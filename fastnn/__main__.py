@@ -102,6 +102,14 @@ def nonnegative(text):
     return value
 
 
+def dropout_ratio(text):
+    """A finite number in [0, 1) (the share of units Dropout drops)."""
+    value = _real(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def output_file(text):
     """A file that can be written: its folder exists and is writable, and it is no folder.
     '' means "do not write"."""
@@ -233,6 +241,12 @@ def _train_arguments(p):
     p.add_argument("--epochs", type=rate, default=None, help="epochs instead of --iters")
     p.add_argument("--weight-decay", type=nonnegative, default=0.0, metavar="LAMBDA",
                    help="adds 0.5 * LAMBDA * sum(W**2) to the loss")
+    p.add_argument("--batchnorm", action="store_true",
+                   help="batch normalization after every hidden Affine layer (the book's "
+                        "MultiLayerNetExtend)")
+    p.add_argument("--dropout", type=dropout_ratio, default=None, metavar="RATIO",
+                   help="dropout of this share of every hidden layer's units in training "
+                        "(MultiLayerNetExtend)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="of the network (float64 as the book)")
     p.add_argument("--seed", type=seed, default=0, help="of the weights and the batches")
@@ -299,8 +313,15 @@ def _progress_bar(total, quiet):
 
 
 def _make_network(args, input_size, output_size, dtype):
-    from fastnn.nets import MultiLayerNet, TwoLayerNet
+    from fastnn.nets import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
 
+    if args.batchnorm or args.dropout is not None:
+        return MultiLayerNetExtend(input_size, args.hidden, output_size,
+                                   activation=args.activation, weight_init_std=args.activation,
+                                   weight_decay_lambda=args.weight_decay,
+                                   use_dropout=args.dropout is not None,
+                                   dropout_ration=args.dropout or 0.5,
+                                   use_batchnorm=args.batchnorm, dtype=dtype, rng=args.seed)
     if len(args.hidden) == 1 and args.activation == "relu" and not args.weight_decay:
         return TwoLayerNet(input_size, args.hidden[0], output_size, weight_init_std=0.01,
                            dtype=dtype, rng=args.seed)
@@ -333,7 +354,8 @@ def _train(args):
     import numpy as np
 
     if args.compare_reference and (args.optimizer.lower() != "sgd" or args.activation != "relu"
-                                   or len(args.hidden) != 1 or args.weight_decay):
+                                   or len(args.hidden) != 1 or args.weight_decay
+                                   or args.batchnorm or args.dropout is not None):
         raise UsageError("--compare-reference runs the book's train_neuralnet.py, a "
                          "one-hidden-layer relu network trained by SGD without weight decay; "
                          "with these options it would not be the same run")
@@ -362,7 +384,9 @@ def _train(args):
     print(f"{name}: {x_train.shape[0]} training and {x_test.shape[0]} test images; "
           f"{iters} iterations ({total_epochs} epochs) of batch {args.batch_size}, "
           f"{args.optimizer} lr {args.lr}, {dtype.name}, hidden {args.hidden} "
-          f"{args.activation}; {threads_said}", flush=True)
+          f"{args.activation}{' + batch normalization' * args.batchnorm}"
+          f"{'' if args.dropout is None else f' + dropout {args.dropout}'}; {threads_said}",
+          flush=True)
 
     network = _make_network(args, x_train.shape[1], 10, dtype)
     trainer_class = _command_trainer(total_epochs, args.quiet)

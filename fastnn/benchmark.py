@@ -242,6 +242,29 @@ def _five_layer(n, dtype, rng):
         n, dtype, rng, [784] + [100] * 5 + [10])
 
 
+def _extend_step_case(n, dtype, rng, ratio=0.2, lr=0.1):
+    """MultiLayerNetExtend(784, [100] * 5, 10) with batch normalization and dropout: the
+    book's common/multi_layer_net_extend.py (through its twin, float32 images into float64
+    weights), fastnn in the row's dtype, PyTorch's BatchNorm1d + Dropout."""
+    x32, t = _mnist_like(rng, n)
+    options = dict(use_batchnorm=True, use_dropout=True, dropout_ration=ratio)
+    np.random.seed(0)
+    fast_net = N.MultiLayerNetExtend(784, [100] * 5, 10, dtype=dtype, **options)
+    ref_net = RN.MultiLayerNetExtend(784, [100] * 5, 10, **options)
+    x_fast = x32.astype(dtype)
+
+    def step(net, x):
+        def run():
+            grads = net.gradient(x, t)
+            for key, g in grads.items():
+                net.params[key] -= lr * g
+        return run
+    return Case("MultiLayerNetExtend(5x100, BN, dropout 0.2) step", f"batch {n}",
+                np.dtype(dtype).name, step(fast_net, x_fast), step(ref_net, x32),
+                _torch_mlp_step(x_fast, t, [784] + [100] * 5 + [10], dtype, lr,
+                                batchnorm=True, dropout=ratio))
+
+
 def _predict_case(dtype, rng):
     x32, t = _mnist_like(rng, 10000)
     fast_net = N.TwoLayerNet(784, 50, 10, weight_init_std=0.1, dtype=dtype, rng=0)
@@ -309,6 +332,7 @@ def cases(quick=False):
         out += [_two_layer(n, dtype, rng) for n in batches]
         if not quick:
             out.append(_five_layer(100, dtype, rng))
+        out.append(_extend_step_case(100, dtype, rng))
         shapes = [(100, 10)] if quick else [(100, 10), (1000, 10), (10000, 1000)]
         out += [_softmax_loss_case(n, k, dtype, rng) for n, k in shapes]
         out += [_affine_case(100, 784, 50, dtype, rng), _affine_case(100, 50, 10, dtype, rng)]
@@ -384,7 +408,7 @@ def _torch_affine(x, W, b, dout):
     return step
 
 
-def _torch_mlp_step(x, t, sizes, dtype, lr):
+def _torch_mlp_step(x, t, sizes, dtype, lr, batchnorm=False, dropout=0.0):
     torch = _torch()
     if torch is None:
         return None
@@ -393,7 +417,12 @@ def _torch_mlp_step(x, t, sizes, dtype, lr):
     for i in range(len(sizes) - 1):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1], dtype=torch_dtype))
         if i < len(sizes) - 2:
+            if batchnorm:  # the book's eps, 10e-7, and its momentum 0.9 (PyTorch's 0.1)
+                layers.append(torch.nn.BatchNorm1d(sizes[i + 1], eps=10e-7, momentum=0.1,
+                                                   dtype=torch_dtype))
             layers.append(torch.nn.ReLU())
+            if dropout:
+                layers.append(torch.nn.Dropout(dropout))
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     xt, tt = torch.tensor(x), torch.tensor(t)
