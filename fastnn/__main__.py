@@ -4,6 +4,7 @@
   python -m fastnn predict W  test accuracy of saved weights
   python -m fastnn bench      side-by-side speed table against the NumPy twins
   python -m fastnn gradcheck  backprop against numerical gradients, per parameter
+  python -m fastnn book S     a script of the book, unchanged, on fastnn (fastnn/book/runner.py)
 """
 import argparse
 import sys
@@ -125,6 +126,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["gradcheck"]:
         return _gradcheck(argv[1:])
+    if argv[:1] == ["book"]:
+        from fastnn.book.runner import main as book
+
+        return book(argv[1:])
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +180,8 @@ def main(argv=None):
 
     commands.add_parser("gradcheck", help="backprop against numerical gradients (see "
                         "'fastnn gradcheck --help')")
+    commands.add_parser("book", help="run a script of the book unchanged on fastnn (see "
+                        "'fastnn book --help')")
 
     args = parser.parse_args(argv)
     args.run(args)
