@@ -73,7 +73,8 @@ CUTS = {
 GRADIENT_CHECKS = ("gradient_check",)
 NET_IMPORT = re.compile(r"^\s*from (two_layer_net|simple_convnet|deep_convnet) import",
                         re.MULTILINE)
-NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|nan|inf")
+# a printed number, not the digits of a name such as W1
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|\bnan\b|\binf\b")
 
 
 def apply_cuts(book_copy, cuts=CUTS):

@@ -11,15 +11,17 @@ saying what it mapped; a script that uses a name of the book that fastnn lacks s
 error naming the name and the module.
 """
 import argparse
+import builtins
 import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import io
 import os
 import re
-import runpy
 import sys
 import traceback
+import types
 
 __all__ = ["BOOK_MODULES", "NET_MODULES", "BookFinder", "run_script", "main"]
 
@@ -117,10 +119,16 @@ def _missing_message(exc):
         for (_, name), message in missing.items():
             if name == exc.name:
                 return message
-    if type(exc) is ImportError and exc.name in BOOK_MODULES:
+    if type(exc) is ImportError:
+        # Python names the module by its own name, the fastnn module's
+        book_names = {target: name for name, target in BOOK_MODULES.items()}
+        for name, target in NET_MODULES.items():
+            for t in target.values() if isinstance(target, dict) else (target,):
+                book_names[t] = name
+        module = book_names.get(exc.name, exc.name)
         found = re.search(r"cannot import name '(\w+)'", str(exc))
-        if found and (exc.name, found.group(1)) in missing:
-            return missing[exc.name, found.group(1)]
+        if found and (module, found.group(1)) in missing:
+            return missing[module, found.group(1)]
     return None
 
 
@@ -130,6 +138,20 @@ def _script_traceback(exc, script):
     while tb is not None and tb.tb_frame.f_code.co_filename != script:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def _run_as_main(path):
+    """Execute the file at ``path`` as ``python path`` does: in a new ``__main__`` module
+    (``__file__`` the absolute path, ``sys.argv`` left as set; runpy.run_path would put the
+    absolute path into ``sys.argv[0]``)."""
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    with io.open_code(path) as f:
+        source = f.read()
+    exec(compile(source, path, "exec"), main.__dict__)
 
 
 def run_script(script, args=(), nets=False, numpy_only=False, seed=None, data_dir=None):
@@ -160,6 +182,9 @@ def run_script(script, args=(), nets=False, numpy_only=False, seed=None, data_di
     else:
         finder = BookFinder(nets=nets)
         sys.meta_path.insert(0, finder)
+        # modules of these names imported before (in-process use) give way during the run
+        names = [*BOOK_MODULES, *(NET_MODULES if nets else ())]
+        displaced = {name: sys.modules.pop(name) for name in names if name in sys.modules}
         groups = {}
         for name in BOOK_MODULES:
             package, _, module = name.partition(".")
@@ -170,7 +195,7 @@ def run_script(script, args=(), nets=False, numpy_only=False, seed=None, data_di
         nets_note = " and, --nets, " + ", ".join(NET_MODULES) if nets else ""
         print(f"fastnn book: {mapped}{nets_note} answered by fastnn", file=sys.stderr)
         if data_dir is not None:
-            importlib.import_module("fastnn.book.dataset.mnist").DATA_DIR = data_dir
+            importlib.import_module("fastnn.book.dataset").DATA_DIR = data_dir
     if seed is not None:
         import numpy as np
 
@@ -182,8 +207,9 @@ def run_script(script, args=(), nets=False, numpy_only=False, seed=None, data_di
         sys.path[0] = folder
     else:
         sys.path.insert(0, folder)
+    main_module = sys.modules.get("__main__")
     try:
-        runpy.run_path(path, run_name="__main__")
+        _run_as_main(path)
         return 0
     except SystemExit as exc:
         code = exc.code
@@ -200,11 +226,19 @@ def run_script(script, args=(), nets=False, numpy_only=False, seed=None, data_di
             print(f"fastnn book: {message}", file=sys.stderr)
         return 1
     finally:
+        if main_module is not None:
+            sys.modules["__main__"] = main_module
         sys.argv = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
-        if finder is not None and finder in sys.meta_path:
-            sys.meta_path.remove(finder)
+        if finder is not None:
+            if finder in sys.meta_path:
+                sys.meta_path.remove(finder)
+            # the book's names leave with the finder, so that a later import finds the book's
+            for name, target in finder.mapped.items():
+                if sys.modules.get(name) is sys.modules.get(target):
+                    sys.modules.pop(name, None)
+            sys.modules.update(displaced)
 
 
 def main(argv=None):

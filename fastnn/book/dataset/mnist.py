@@ -5,7 +5,7 @@ images in [0, 1] or uint8, flat or (N, 1, 28, 28), uint8 labels or float64 one-h
 by fastnn's loader, which validates the IDX files and keeps a parsed cache in the user's cache
 folder: it writes nothing beside the data (the book's writes ``mnist.pkl`` there).
 
-The files are looked for, in turn, in ``DATA_DIR`` (``python -m fastnn book --data-dir``),
+The files are looked for, in turn, in ``python -m fastnn book --data-dir``,
 ``$FASTNN_DATA``, the book's own ``dataset/`` folder when it holds the four files (found on
 ``sys.path`` as the book's scripts find it, through ``sys.path.append(os.pardir)``) and
 fastnn's user cache, into which they are downloaded when they are nowhere.
@@ -19,13 +19,11 @@ import urllib.request
 import numpy as np
 
 from fastnn import datasets as _datasets
+from fastnn.book import dataset as _package
 
 __all__ = ["url_base", "key_file", "dataset_dir", "save_file", "train_num", "test_num",
            "img_dim", "img_size", "download_mnist", "init_mnist", "load_mnist",
            "gzip", "pickle", "os", "np", "urllib"]
-
-#: Folder of the four IDX files, set by ``python -m fastnn book --data-dir`` (None: search).
-DATA_DIR = None
 
 url_base = _datasets.MNIST_MIRRORS[0]
 key_file = {
@@ -52,8 +50,8 @@ def _book_folder():
 
 def _data_dir():
     """Where fastnn's loader is told to look first (None: ``$FASTNN_DATA``, then its cache)."""
-    if DATA_DIR is not None:
-        return DATA_DIR
+    if _package.DATA_DIR is not None:
+        return _package.DATA_DIR
     if os.environ.get("FASTNN_DATA"):
         return None
     return _book_folder()
