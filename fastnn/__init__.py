@@ -4,7 +4,7 @@
 package over typed Cython and C kernels (``fastnn._kernels``, ``src_c/``) with BLAS GEMMs;
 ``fastnn.reference`` holds the plain NumPy twin of every compiled path.
 """
-__version__ = "0.1.0"
+from fastnn._version import __version__
 
 
 def bench(*args, **kwargs):

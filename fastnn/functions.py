@@ -34,7 +34,7 @@ def sigmoid(x):
     """
     x = v.as_float(x, "x")
     out = np.empty_like(x)
-    _activations.sigmoid_forward(x.reshape(-1), out.reshape(-1))
+    _activations.sigmoid_forward(x, out)
     return out[()]  # a NumPy scalar for a scalar x, as a ufunc returns
 
 
@@ -125,10 +125,8 @@ def cross_entropy_error(y, t, exact=False):
     y, kind, t, dtype = v.as_scores_and_targets(y, t)
     if exact:
         loss = fused_softmax_loss(y, kind, t, exact=True)[1]
-    elif kind == "labels":
-        loss = _loss.xent_labels(y, t, np.empty(y.shape[0]))
     else:
-        loss = _loss.xent_targets(y, t, np.empty(y.shape[0]))
+        loss = _loss.xent(y, t, kind == "labels", np.empty(y.shape[0]))
     return dtype.type(loss)
 
 
@@ -140,10 +138,7 @@ def fused_softmax_loss(x, kind, t, exact=False):
     """
     y = np.empty_like(x)
     row_loss = np.empty(x.shape[0])
-    if kind == "labels":
-        loss = _loss.softmax_xent_labels_forward(x, t, y, row_loss, exact)
-    else:
-        loss = _loss.softmax_xent_targets_forward(x, t, y, row_loss, exact)
+    loss = _loss.softmax_xent_forward(x, t, kind == "labels", y, row_loss, exact)
     return y, loss
 
 

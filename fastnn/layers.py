@@ -108,16 +108,18 @@ class Relu:
         x = v.as_float(x, "x")
         out = np.empty_like(x)
         self.mask = np.empty(x.shape, dtype=bool)
-        _activations.relu_forward(x.reshape(-1), out.reshape(-1), self.mask.reshape(-1).view(np.uint8))
+        _activations.relu_forward(x, out, self.mask)
         return out
 
     def backward(self, dout):
         mask = self.mask  # read once: the kernel must get the mask whose shape was checked
         _require_forward(self, mask)
         dout = v.as_float(dout, "dout")
+        # the public attribute may have been replaced: any 0/1 array-like counts by its truth
+        mask = np.asarray(mask, dtype=bool, order="C")
         v.check_shape(dout, mask.shape, "dout")
         dx = np.empty_like(dout)
-        _activations.relu_backward(dout.reshape(-1), mask.reshape(-1).view(np.uint8), dx.reshape(-1))
+        _activations.relu_backward(dout, mask, dx)
         return dx
 
 
@@ -133,7 +135,7 @@ class Sigmoid:
     def forward(self, x):
         x = v.as_float(x, "x")
         out = np.empty_like(x)
-        _activations.sigmoid_forward(x.reshape(-1), out.reshape(-1))
+        _activations.sigmoid_forward(x, out)
         self.out = out
         return out
 
@@ -143,9 +145,9 @@ class Sigmoid:
         dtype = v.compute_dtype(("dout", dout), ("out", out))
         dout = v.as_float(dout, "dout", dtype)
         v.check_shape(dout, out.shape, "dout")
-        out = out.astype(dtype, copy=False)
+        out = np.asarray(out, dtype=dtype, order="C")  # the attribute may be any view by now
         dx = np.empty_like(dout)
-        _activations.sigmoid_backward(dout.reshape(-1), out.reshape(-1), dx.reshape(-1))
+        _activations.sigmoid_backward(dout, out, dx)
         return dx
 
 
@@ -227,6 +229,9 @@ class _Dense:
         x, x_shape, W = self.x, self.original_x_shape, self.W
         _require_forward(self, x)
         n_in, n_out = self._shapes(W, self.b)
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise ValueError(f"x (the cached forward input) must be a 2-D array, got "
+                             f"{type(x).__name__} of shape {np.shape(x)}; was it reassigned?")
         if x.shape[1] != n_in:
             # W was replaced since forward: its GEMMs would run past the ends of dW and dx
             raise ValueError(
@@ -243,7 +248,7 @@ class _Dense:
                 f"got {dout.shape}"
             )
         dout = dout.reshape(x.shape[0], n_out)
-        x = x.astype(dtype, copy=False)
+        x = np.asarray(x, dtype=dtype, order="C")  # the public attribute may be any view by now
         W, flag, flipped = _gemm_weight(W, self._transposed, dtype)
         dW = np.empty(W.shape, dtype=dtype)
         db = np.empty(n_out, dtype=dtype)
@@ -311,10 +316,7 @@ class SoftmaxWithLoss:
         kind, t, y, shape = cache
         dout = v.check_finite_scalar(dout, "dout")
         dx = np.empty_like(y)
-        if kind == "labels":
-            _loss.softmax_xent_labels_backward(y, t, dx, dout)
-        else:
-            _loss.softmax_xent_targets_backward(y, t, dx, dout)
+        _loss.softmax_xent_backward(y, t, kind == "labels", dx, dout)
         return dx.reshape(shape)
 
 
@@ -339,7 +341,7 @@ class SigmoidWithLoss:
         t = v.as_float(t, "t", dtype)
         self.loss = binary_cross_entropy(x, t, from_logits=True)
         y = np.empty_like(x)
-        _activations.sigmoid_forward(x.reshape(-1), y.reshape(-1))
+        _activations.sigmoid_forward(x, y)
         self.y, self.t = y, t
         return self.loss
 

@@ -114,6 +114,7 @@ class _Network:
         self._checked_weights = None
         self._dW = [np.empty((sizes[i], sizes[i + 1]), self.dtype) for i in range(len(sizes) - 1)]
         self._db = [np.empty(sizes[i + 1], self.dtype) for i in range(len(sizes) - 1)]
+        self._grad_buffers = self._dW + self._db
         self._grads = {}
         for idx, (dW, db) in enumerate(zip(self._dW, self._db), start=1):
             self._grads[f"W{idx}"], self._grads[f"b{idx}"] = dW, db
@@ -135,10 +136,14 @@ class _Network:
             return None
         affines = self.affine_layers
         cached = self._checked_weights
-        # the same arrays as last time, still of their shapes (which in-place assignment to
-        # .shape could change): nothing else about them can have changed
+        # the same arrays as last time, still of their shapes, dtype and layout (in-place
+        # assignment to .shape, .strides or .dtype can change each): nothing else about them
+        # can have changed
+        dtype = self.dtype
         if cached is not None and len(affines) == len(cached[0]) and all(
                 layer.W is W and layer.b is b and W.shape == (i, o) and b.shape == (o,)
+                and W.dtype == dtype and b.dtype == dtype
+                and W.flags.c_contiguous and b.flags.c_contiguous
                 for layer, W, b, i, o in zip(affines, *cached, self._sizes, self._sizes[1:])):
             return cached
         Ws, bs = [], []
@@ -270,6 +275,10 @@ class _Network:
             return self._layered_gradient(x, t)
         labels, t = self._targets(x2, t)
         ws = self._workspace(x2.shape[0])
+        if _network.overlapping((x2, t), self._grad_buffers):
+            # an input inside the gradient buffers (the last call's result handed back) would
+            # be overwritten while it is read
+            x2, t = x2.copy(), t.copy()
         with threads.for_work(ws.work):
             loss = _network.gradient(
                 *weights, x2, t, labels, ws.a, self._dW, self._db, ws.s0, ws.s1, ws.row_loss,

@@ -3,12 +3,12 @@
 #
 #   bash tests/sanitize.sh [extra pytest arguments]
 #
-# Run from anywhere (the repository is found from this script's path), inside a Python
-# environment with numpy, scipy, Cython, setuptools, pytest and hypothesis, and gcc.
-#
-# The sanitized extension modules are built in a scratch copy of the source tree, never in
-# the checkout: others import the checkout's .so files while this runs.  The copy leaves out
-# build products (*.so, build/), environments, .git and caches.
+# Run from anywhere (the repository is found from this script's path) with a Python that has
+# venv and pip, and gcc.  The sanitized build is installed, not editable, into a scratch venv
+# of its own (numpy, threadpoolctl, pytest, hypothesis and the build tools come from the
+# package index), from a scratch copy of the source tree: the checkout and its environment
+# stay as they are, and the tests, run from the checkout's tests/ folder, import the
+# sanitized package.
 #
 # The tests: those that drive the compiled code through every entry point, on good and on
 # bad input (parity with the twins, the fuzzing, the robustness and thread cases, layers,
@@ -33,20 +33,31 @@ TESTS=(tests/test_parity.py tests/test_fuzz.py tests/test_robustness.py tests/te
 echo "sanitize: copying $repo to $work/src"
 mkdir -p "$work/src"
 excludes=('*.so' '*.o' 'build' '.venv' 'venv' '.git' '__pycache__' '.pytest_cache'
-          '.hypothesis' '*.egg-info')
+          '.hypothesis' '*.egg-info' '.mesonpy-*')
 if command -v rsync >/dev/null; then
     rsync -a "${excludes[@]/#/--exclude=}" "$repo/" "$work/src/"
 else
     tar -C "$repo" "${excludes[@]/#/--exclude=}" -cf - . | tar -C "$work/src" -xf -
 fi
 
-cd "$work/src"
-echo "sanitize: building with FASTNN_SANITIZE=1 (log: build.log)"
-if ! FASTNN_SANITIZE=1 "$python" setup.py build_ext --inplace --parallel 2 >build.log 2>&1; then
-    tail -n 40 build.log
+echo "sanitize: a scratch venv with the build tools and the tests' needs"
+"$python" -m venv "$work/venv"
+venv_python="$work/venv/bin/python"
+"$venv_python" -m pip install -q numpy threadpoolctl pytest hypothesis "meson-python>=0.16" \
+    "meson>=1.4" ninja "Cython>=3.1" 2>&1 | grep -v "^WARNING: Location" || true
+
+echo "sanitize: building with -Db_sanitize=address,undefined (log: build.log)"
+# b_lundef=false: the modules leave the sanitizers' symbols to the preloaded runtimes
+if ! "$venv_python" -m pip install -v --no-build-isolation --no-deps \
+        -Csetup-args=-Dbuildtype=debug -Csetup-args=-Db_sanitize=address,undefined \
+        -Csetup-args=-Db_lundef=false "$work/src" \
+        >"$work/build.log" 2>&1; then
+    tail -n 40 "$work/build.log"
     echo "sanitize: build failed" >&2
     exit 1
 fi
+python="$venv_python"
+cd "$work"  # not the source tree: the installed, sanitized package is the one imported
 
 libasan="$(gcc -print-file-name=libasan.so)"
 libubsan="$(gcc -print-file-name=libubsan.so)"
@@ -60,12 +71,11 @@ done
 export LD_PRELOAD="$libasan $libubsan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 export FASTNN_HYPOTHESIS_PROFILE="${FASTNN_HYPOTHESIS_PROFILE:-ci}"
 
 # The modules imported must be the sanitized ones of the copy.
-"$python" - "$work/src" <<'EOF'
+"$python" - "$work/venv" <<'EOF'
 import importlib, sys
 for name in ("_activations", "_dense", "_loss", "_network", "_numgrad", "_optim"):
     module = importlib.import_module("fastnn._kernels." + name)
@@ -75,12 +85,15 @@ for name in ("_activations", "_dense", "_loss", "_network", "_numgrad", "_optim"
         sys.exit(f"sanitize: {module.__file__} is not instrumented")
 EOF
 
-# The canary: a kernel reading past the end of an array must be reported.
+# The canary: a C kernel reading past the end of an array must be reported.  The compiled entry
+# points refuse arrays shorter than the sizes they are given, so the kernel is called directly.
 if "$python" -c "
+import ctypes
 import numpy as np
 from fastnn._kernels import _activations
-dout, dx = np.ones(200), np.empty(200)
-_activations.relu_backward(dout, np.zeros(100, np.uint8), dx)  # mask 100 bytes short
+kernel = ctypes.CDLL(_activations.__file__).fnn_relu_backward_f64
+dout, mask, dx = np.ones(200), np.zeros(100, np.uint8), np.empty(200)  # mask 100 bytes short
+kernel(*(ctypes.c_void_p(a.ctypes.data) for a in (dout, mask, dx)), ctypes.c_ssize_t(200))
 " >canary.log 2>&1; then
     echo "sanitize: the canary's out-of-bounds read went unreported: ASan is not active" >&2
     exit 1
@@ -94,7 +107,8 @@ echo "sanitize: canary caught (heap-buffer-overflow reported)"
 
 echo "sanitize: running ${TESTS[*]}"
 status=0
-"$python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" "$@" 2>&1 | tee pytest.log || status=$?
+"$python" -m pytest -q -p no:cacheprovider --rootdir "$repo" "${TESTS[@]/#/$repo/}" "$@" 2>&1 |
+    tee pytest.log || status=$?
 if grep -qE "ERROR: AddressSanitizer|runtime error:" pytest.log; then
     echo "sanitize: sanitizer report above" >&2
     exit 1

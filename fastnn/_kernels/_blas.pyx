@@ -6,17 +6,20 @@
 # SciPy bundles (0.3.30), and with one BLAS for both, NumPy code and fastnn share one thread
 # pool instead of two pools competing for the same cores.
 #
-# Where NumPy's BLAS cannot be found (another NumPy build, another platform), the GEMMs go
-# through scipy.linalg.cython_blas, the documented route.  BLAS is column-major there: a
-# row-major m x n array is, to it, its own n x m transpose, so C = op(A) op(B) is computed as
-# the column-major C^T = op(B)^T op(A)^T (same flags, operands and m, n swapped).
+# Where NumPy's BLAS cannot be found (another NumPy build, another platform), or with
+# FASTNN_BLAS=scipy, the GEMMs go through scipy.linalg.cython_blas, the documented route.  Its
+# function pointers are taken from the module's C-API capsules at import, and only then: a
+# cimport would import scipy.linalg (a quarter of a second) into every fastnn process.  BLAS is
+# column-major there: a row-major m x n array is, to it, its own n x m transpose, so
+# C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T (same flags, operands
+# and m, n swapped).
 #
 # BLAS_PATH names the library in use; fastnn.threads sets its thread count.
 import ctypes
 import os
 
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.stdint cimport int64_t
-from scipy.linalg.cython_blas cimport dgemm as scipy_dgemm, sgemm as scipy_sgemm
 
 ctypedef void (*cblas_sgemm_t)(int order, int trans_a, int trans_b, int64_t m, int64_t n,
                                int64_t k, float alpha, const float *a, int64_t lda,
@@ -27,6 +30,14 @@ ctypedef void (*cblas_dgemm_t)(int order, int trans_a, int trans_b, int64_t m, i
                                const double *b, int64_t ldb, double beta, double *c,
                                int64_t ldc) noexcept nogil
 
+# scipy.linalg.cython_blas's Fortran-convention GEMMs (every argument by pointer)
+ctypedef void (*fortran_sgemm_t)(char *transa, char *transb, int *m, int *n, int *k,
+                                 float *alpha, float *a, int *lda, float *b, int *ldb,
+                                 float *beta, float *c, int *ldc) noexcept nogil
+ctypedef void (*fortran_dgemm_t)(char *transa, char *transb, int *m, int *n, int *k,
+                                 double *alpha, double *a, int *lda, double *b, int *ldb,
+                                 double *beta, double *c, int *ldc) noexcept nogil
+
 cdef enum:
     CBLAS_ROW_MAJOR = 101
     CBLAS_NO_TRANS = 111
@@ -34,6 +45,8 @@ cdef enum:
 
 cdef cblas_sgemm_t _cblas_sgemm = NULL
 cdef cblas_dgemm_t _cblas_dgemm = NULL
+cdef fortran_sgemm_t scipy_sgemm = NULL
+cdef fortran_dgemm_t scipy_dgemm = NULL
 
 
 def _numpy_cblas():
@@ -60,6 +73,10 @@ def _numpy_cblas():
     return None
 
 
+cdef void *_capsule_pointer(object capsule) except NULL:
+    return PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+
+
 def _scipy_blas_path():
     try:
         import scipy
@@ -80,6 +97,10 @@ if _found is not None:
     _cblas_sgemm = <cblas_sgemm_t> <size_t> _found[1]
     _cblas_dgemm = <cblas_dgemm_t> <size_t> _found[2]
 else:
+    from scipy.linalg import cython_blas
+
+    scipy_sgemm = <fortran_sgemm_t> _capsule_pointer(cython_blas.__pyx_capi__["sgemm"])
+    scipy_dgemm = <fortran_dgemm_t> _capsule_pointer(cython_blas.__pyx_capi__["dgemm"])
     BLAS_PATH = _scipy_blas_path()
 BLAS_ROUTE = "numpy-cblas" if _found is not None else "scipy-cython_blas"
 
@@ -98,8 +119,8 @@ cdef void sgemm(bint trans_a, bint trans_b, int m, int n, int k, float alpha, co
                      CBLAS_TRANS if trans_b else CBLAS_NO_TRANS, m, n, k, alpha, a, lda, b, ldb,
                      beta, c, ldc)
     else:
-        scipy_sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda, &beta,
-                    c, &ldc)
+        scipy_sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
+                    &beta, c, &ldc)
 
 
 cdef void dgemm(bint trans_a, bint trans_b, int m, int n, int k, double alpha,

@@ -7,20 +7,18 @@
 #
 # The arrays arrive as plain ndarrays, not typed memoryviews: the layer's small GEMMs (batch
 # 100 of 50 -> 10) take a microsecond, about what acquiring five memoryviews would add.  The
-# dtype of x selects the float32 or float64 code; the others have been made to match.
+# dtype of x selects the float32 or float64 code; fastnn/_kernels/_arrays.pxd checks that the
+# others match it and have the dimensions the GEMMs will walk, from the arrays themselves.
 #
 # Twins: fastnn.reference.layers.Affine and .Linear.
 cimport numpy as cnp
 from cython cimport floating
 
+from fastnn._kernels._arrays cimport data_2d, dim, flat_data, float_type
 from fastnn._kernels._blas cimport gemm
 from fastnn._kernels._cfnn cimport *
 
 cnp.import_array()
-
-
-cdef inline void *_data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray> a)
 
 
 cdef void _forward(int n, int d, int h, const floating *x, const floating *W, int ldw,
@@ -56,20 +54,23 @@ def dense_forward(x,      # IN  (n, d)
                   out,    # OUT (n, h)
                   bint transpose_w=False):
     """out = x @ W + b, or x @ W.T + b when ``transpose_w``."""
-    cdef int n = x.shape[0], d = x.shape[1], h = out.shape[1], ldw = W.shape[1]
-    cdef void *xp = _data(x)
-    cdef void *wp = _data(W)
-    cdef void *bp = _data(b)
-    cdef void *op = _data(out)
+    cdef int typenum = float_type(x, "x")
+    cdef cnp.npy_intp n = dim(x, "x", 2, 0), d = dim(x, "x", 2, 1)
+    cdef cnp.npy_intp h = dim(W, "W", 2, 0 if transpose_w else 1)
+    cdef const void *xp = data_2d(x, "x", typenum, n, d)
+    cdef const void *wp = data_2d(W, "W", typenum, h, d) if transpose_w else \
+        data_2d(W, "W", typenum, d, h)
+    cdef const void *bp = flat_data(b, "b", typenum, h)
+    cdef void *op = data_2d(out, "out", typenum, n, h, True)
     if n == 0 or h == 0:
         return
     with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_FLOAT32:
-            _forward[float](n, d, h, <float *> xp, <float *> wp, ldw, <float *> bp,
-                            <float *> op, transpose_w)
+        if typenum == cnp.NPY_FLOAT32:
+            _forward[float](n, d, h, <float *> xp, <float *> wp, d if transpose_w else h,
+                            <float *> bp, <float *> op, transpose_w)
         else:
-            _forward[double](n, d, h, <double *> xp, <double *> wp, ldw, <double *> bp,
-                             <double *> op, transpose_w)
+            _forward[double](n, d, h, <double *> xp, <double *> wp, d if transpose_w else h,
+                             <double *> bp, <double *> op, transpose_w)
 
 
 def dense_backward(dout,         # IN  (n, h)
@@ -84,13 +85,18 @@ def dense_backward(dout,         # IN  (n, h)
     ``dx_out=None`` skips the input gradient, a third of the work, which the first layer of a
     network never needs.
     """
-    cdef int n = dout.shape[0], h = dout.shape[1], d = x.shape[1]
-    cdef void *gp = _data(dout)
-    cdef void *xp = _data(x)
-    cdef void *wp = _data(W)
-    cdef void *dwp = _data(dW_out)
-    cdef void *dbp = _data(db_out)
-    cdef void *dxp = NULL if dx_out is None or n == 0 or d == 0 else _data(dx_out)
+    cdef int typenum = float_type(dout, "dout")
+    cdef cnp.npy_intp n = dim(dout, "dout", 2, 0), h = dim(dout, "dout", 2, 1)
+    cdef cnp.npy_intp d = dim(x, "x", 2, 1)
+    cdef cnp.npy_intp wr = h if transpose_w else d, wc = d if transpose_w else h
+    cdef const void *gp = data_2d(dout, "dout", typenum, n, h)
+    cdef const void *xp = data_2d(x, "x", typenum, n, d)
+    cdef const void *wp = data_2d(W, "W", typenum, wr, wc)
+    cdef void *dwp = data_2d(dW_out, "dW_out", typenum, wr, wc, True)
+    cdef void *dbp = flat_data(db_out, "db_out", typenum, h, True)
+    cdef void *dxp = NULL
+    if dx_out is not None:
+        dxp = data_2d(dx_out, "dx_out", typenum, n, d, True)
     if n == 0 or h == 0:
         # empty sums are zero, as NumPy's are: every gradient of an empty batch, and dx of a
         # layer without outputs
@@ -104,7 +110,7 @@ def dense_backward(dout,         # IN  (n, h)
         db_out[...] = dout.sum(axis=0)
         return
     with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray> dout) == cnp.NPY_FLOAT32:
+        if typenum == cnp.NPY_FLOAT32:
             _backward[float](n, d, h, <float *> gp, <float *> xp, <float *> wp, <float *> dwp,
                              <float *> dbp, <float *> dxp, transpose_w)
         else:

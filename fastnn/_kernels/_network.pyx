@@ -8,7 +8,9 @@
 #   dW[l], db[l]               the gradients, returned to the caller as arrays
 #   s0, s1    (n, max width)   ping-pong buffers for the hidden layers' deltas
 #
-# so a training step allocates nothing.  Per layer, forward is one GEMM and one C pass (bias
+# so a training step allocates nothing.  Every array's dtype, layout and dimensions are checked
+# against the sizes the weights give (fastnn/_kernels/_arrays.pxd) before the GIL is released,
+# so the nogil code walks only what it was given.  Per layer, forward is one GEMM and one C pass (bias
 # and activation fused); the loss layer is one C pass that leaves (softmax - t) / n in place
 # of the logits; backward is a GEMM for dW, a column sum for db, and for all but the first
 # layer a GEMM for the input's delta fused with the activation's derivative.  The first
@@ -21,6 +23,7 @@ from libc.math cimport isnan
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
+from fastnn._kernels._arrays cimport data_2d, dim, flat_data, float_type
 from fastnn._kernels._blas cimport gemm
 from fastnn._kernels._cfnn cimport *
 
@@ -30,22 +33,48 @@ cnp.import_array()
 ACTIVATION_CODES = {"identity": FNN_IDENTITY, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID}
 
 
-cdef inline void *_data(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray> a)
+cdef class _Sizes:
+    cdef int *s
+    cdef int L
+
+    def __cinit__(self, list Ws):
+        self.L = len(Ws)
+        if self.L == 0:
+            raise ValueError("Ws: a network needs at least one layer")
+        self.s = <int *> malloc((self.L + 1) * sizeof(int))
+        if self.s == NULL:
+            raise MemoryError()
+        self.s[0] = dim(Ws[0], "Ws[0]", 2, 0)
+        for l in range(self.L):
+            self.s[l + 1] = dim(Ws[l], f"Ws[{l}]", 2, 1)
+
+    def __dealloc__(self):
+        free(self.s)
 
 
 cdef class _Pointers:
-    """Data pointers of a list of arrays, gathered once per call for the nogil code."""
+    """Data pointers of a list of arrays, one per layer, each checked to be of shape
+    ``(rows or sizes[l], sizes[l + 1])`` (``rows`` < 0: a weight, ``(sizes[l], sizes[l+1])``;
+    ``rows`` = 0: a bias, ``(sizes[l + 1],)``), gathered once per call for the nogil code."""
     cdef void **p
     cdef Py_ssize_t size
 
-    def __cinit__(self, list arrays):
+    def __cinit__(self, list arrays, str name, int typenum, _Sizes sz, cnp.npy_intp rows,
+                  bint out):
         self.size = len(arrays)
+        if self.size != sz.L:
+            raise ValueError(f"{name}: expected {sz.L} arrays, one per layer, got {self.size}")
         self.p = <void **> malloc(max(self.size, 1) * sizeof(void *))
         if self.p == NULL:
             raise MemoryError()
-        for i in range(self.size):
-            self.p[i] = _data(arrays[i])
+        for l in range(self.size):
+            what = f"{name}[{l}]"
+            if rows < 0:
+                self.p[l] = data_2d(arrays[l], what, typenum, sz.s[l], sz.s[l + 1], out)
+            elif rows == 0:
+                self.p[l] = flat_data(arrays[l], what, typenum, sz.s[l + 1], out)
+            else:
+                self.p[l] = data_2d(arrays[l], what, typenum, rows, sz.s[l + 1], out)
 
     def __dealloc__(self):
         free(self.p)
@@ -116,37 +145,23 @@ cdef double _loss_grad(floating *z, const void *t, bint labels, double *row_loss
     return fnn_mean_row_loss(row_loss, n)
 
 
-cdef class _Sizes:
-    cdef int *s
-    cdef int L
-
-    def __cinit__(self, list Ws):
-        self.L = len(Ws)
-        self.s = <int *> malloc((self.L + 1) * sizeof(int))
-        if self.s == NULL:
-            raise MemoryError()
-        self.s[0] = Ws[0].shape[0]
-        for l in range(self.L):
-            self.s[l + 1] = Ws[l].shape[1]
-
-    def __dealloc__(self):
-        free(self.s)
-
-
 def forward(list Ws,      # IN  L weights (sizes[l], sizes[l+1])
             list bs,      # IN  L biases
             x,            # IN  (n, sizes[0])
             list a_out,   # OUT L layer outputs (n, sizes[l+1]); the last gets the logits
             int activation):
     """Logits of the network for the rows of ``x``, into ``a_out[-1]``."""
+    cdef int typenum = float_type(x, "x")
     cdef _Sizes sz = _Sizes(Ws)
-    cdef _Pointers W = _Pointers(Ws), b = _Pointers(bs), a = _Pointers(a_out)
-    cdef int n = x.shape[0]
-    cdef void *xp = _data(x)
+    cdef int n = dim(x, "x", 2, 0)
+    cdef const void *xp = data_2d(x, "x", typenum, n, sz.s[0])
+    cdef _Pointers W = _Pointers(Ws, "Ws", typenum, sz, -1, False)
+    cdef _Pointers b = _Pointers(bs, "bs", typenum, sz, 0, False)
+    cdef _Pointers a = _Pointers(a_out, "a_out", typenum, sz, n, True)
     if n == 0:
         return
     with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_FLOAT32:
+        if typenum == cnp.NPY_FLOAT32:
             _forward[float](sz.L, sz.s, n, <float *> xp, <float **> W.p, <float **> b.p,
                             <float **> a.p, activation)
         else:
@@ -181,20 +196,40 @@ def gradient(list Ws,            # IN  L weights
 cdef double _run(list Ws, list bs, x, t, bint labels, list a_out, list dW_out, list db_out,
                  s0, s1, row_loss_out, int activation, bint exact, double decay):
     """Forward and loss, then backward unless ``dW_out`` is None."""
+    cdef int typenum = float_type(x, "x")
     cdef _Sizes sz = _Sizes(Ws)
-    cdef _Pointers W = _Pointers(Ws), b = _Pointers(bs), a = _Pointers(a_out)
+    cdef int n = dim(x, "x", 2, 0), L = sz.L, widest = 0, l
+    cdef const void *xp = data_2d(x, "x", typenum, n, sz.s[0])
+    cdef const void *tp
+    if labels:
+        dim(t, "t", 1, 0)
+        tp = flat_data(t, "t", cnp.NPY_INT64, n)
+    else:
+        tp = data_2d(t, "t", typenum, n, sz.s[L])
+    cdef _Pointers W = _Pointers(Ws, "Ws", typenum, sz, -1, False)
+    cdef _Pointers b = _Pointers(bs, "bs", typenum, sz, 0, False)
+    cdef _Pointers a = _Pointers(a_out, "a_out", typenum, sz, n, True)
     cdef bint backward = dW_out is not None
-    cdef _Pointers dW = _Pointers(dW_out if backward else [])
-    cdef _Pointers db = _Pointers(db_out if backward else [])
-    cdef int n = x.shape[0], L = sz.L
-    cdef void *tp = _data(t)
-    cdef void *s0p = _data(s0) if backward else NULL
-    cdef void *s1p = _data(s1) if backward else NULL
-    cdef double *rl = <double *> _data(row_loss_out)
-    cdef void *xp = _data(x)
+    cdef _Pointers dW = _Pointers(dW_out, "dW_out", typenum, sz, -1, True) if backward else None
+    cdef _Pointers db = _Pointers(db_out, "db_out", typenum, sz, 0, True) if backward else None
+    cdef void *s0p = NULL
+    cdef void *s1p = NULL
+    if backward:
+        for l in range(1, L):
+            widest = max(widest, sz.s[l])
+        # the deltas of the hidden layers, ping-ponged: at least n x the widest of them
+        if dim(s0, "s0", 2, 0) < n or dim(s0, "s0", 2, 1) < widest:
+            raise ValueError(f"s0: expected at least ({n}, {widest}), got {s0.shape}")
+        if dim(s1, "s1", 2, 0) < n or dim(s1, "s1", 2, 1) < widest:
+            raise ValueError(f"s1: expected at least ({n}, {widest}), got {s1.shape}")
+        s0p = data_2d(s0, "s0", typenum, s0.shape[0], s0.shape[1], True)
+        s1p = data_2d(s1, "s1", typenum, s1.shape[0], s1.shape[1], True)
+    cdef double *rl = <double *> flat_data(row_loss_out, "row_loss_out", cnp.NPY_FLOAT64, n, True)
     cdef double result
+    if n == 0:
+        raise ValueError("x: an empty batch has no mean loss")
     with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_FLOAT32:
+        if typenum == cnp.NPY_FLOAT32:
             _forward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> b.p,
                             <float **> a.p, activation)
             result = _loss_grad[float](<float *> a.p[L - 1], tp, labels, rl, n, sz.s[L], exact)
@@ -214,21 +249,53 @@ cdef double _run(list Ws, list bs, x, t, bint labels, list a_out, list dW_out, l
     return result
 
 
-def count_argmax_hits(const floating[:, ::1] scores,  # IN  (n, k)
-                      const int64_t[::1] labels):      # IN  (n,)
+def overlapping(tuple inputs, list outputs):
+    """Whether the memory of any array of ``inputs`` overlaps that of any of ``outputs`` (byte
+    ranges, as np.may_share_memory, at a tenth of its cost per pair)."""
+    cdef char *a
+    cdef char *b
+    cdef cnp.npy_intp na, nb
+    for x in inputs:
+        a, na = cnp.PyArray_BYTES(<cnp.ndarray> x), cnp.PyArray_NBYTES(<cnp.ndarray> x)
+        for y in outputs:
+            b, nb = cnp.PyArray_BYTES(<cnp.ndarray> y), cnp.PyArray_NBYTES(<cnp.ndarray> y)
+            if na and nb and a < b + nb and b < a + na:
+                return True
+    return False
+
+
+def count_argmax_hits(scores,   # IN  (n, k)
+                      labels):  # IN  (n,) int64
     """How many rows have their (first) largest score at their label; NaN counts as largest,
     as in np.argmax."""
-    cdef Py_ssize_t n = scores.shape[0], k = scores.shape[1], i, j, best
+    cdef int typenum = float_type(scores, "scores")
+    cdef cnp.npy_intp n = dim(scores, "scores", 2, 0), k = dim(scores, "scores", 2, 1)
+    cdef const void *sp = data_2d(scores, "scores", typenum, n, k)
+    cdef const int64_t *lp = <const int64_t *> flat_data(labels, "labels", cnp.NPY_INT64, n)
     cdef Py_ssize_t hits = 0
+    if n == 0 or k == 0:
+        return 0
     with nogil:
-        for i in range(n):
-            best = 0
-            if not isnan(scores[i, 0]):
-                for j in range(1, k):
-                    if isnan(scores[i, j]):
-                        best = j
-                        break
-                    if scores[i, j] > scores[i, best]:
-                        best = j
-            hits += best == labels[i]
+        if typenum == cnp.NPY_FLOAT32:
+            hits = _argmax_hits[float](<const float *> sp, lp, n, k)
+        else:
+            hits = _argmax_hits[double](<const double *> sp, lp, n, k)
+    return hits
+
+
+cdef Py_ssize_t _argmax_hits(const floating *scores, const int64_t *labels, Py_ssize_t n,
+                             Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i, j, best, hits = 0
+    cdef const floating *row
+    for i in range(n):
+        row = scores + i * k
+        best = 0
+        if not isnan(row[0]):
+            for j in range(1, k):
+                if isnan(row[j]):
+                    best = j
+                    break
+                if row[j] > row[best]:
+                    best = j
+        hits += best == labels[i]
     return hits

@@ -10,14 +10,17 @@
 # The arguments are ndarrays, not the typed memoryviews of the other kernel modules: a step
 # calls a kernel once per parameter, biases of ten elements included, and acquiring a
 # memoryview per array cost more than such a bias's whole update (measured: 0.40 us per call
-# with two memoryviews, 0.66 us with four, 0.06 us with ndarrays).  ``kernel_ready`` is the contract a memoryview would check (ndarray,
-# C-contiguous, native float32 or float64) plus what it could not (one dtype and one shape for
-# all arrays, writable outputs, no overlap); the kernels trust it and dispatch on the dtype.
+# with two memoryviews, 0.66 us with four, 0.06 us with ndarrays).  ``kernel_ready`` tells the
+# Python layer whether the arrays can go to a kernel (ndarray, C-contiguous, native float32 or
+# float64, one dtype and one shape for all, writable outputs, no overlap) or must take the
+# NumPy route; every update function still checks dtype, layout and size of what it is handed
+# (fastnn/_kernels/_arrays.pxd), so that no array shorter than the parameter reaches a kernel.
 #
 # Twins: fastnn.reference.optim.SGD / Momentum / Nesterov / AdaGrad / RMSprop / Adam
 # (their ``update`` for one key of ``params``).
 cimport numpy as cnp
 
+from fastnn._kernels._arrays cimport flat_data, float_type
 from fastnn._kernels._coptim cimport *
 
 cnp.import_array()
@@ -56,12 +59,17 @@ cdef inline bint _is_f32(cnp.ndarray a) noexcept nogil:
     return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
 
 
+cdef inline void *_state(object a, str name, cnp.ndarray param) except NULL:
+    return flat_data(a, name, cnp.PyArray_TYPE(param), cnp.PyArray_SIZE(param), True)
+
+
 def sgd_update(cnp.ndarray param_out not None,  # IN/OUT updated in place
                cnp.ndarray grad not None,       # IN
                double lr):
+    float_type(param_out, "param_out")
     cdef fnn_index size = cnp.PyArray_SIZE(param_out)
-    cdef void *p = cnp.PyArray_DATA(param_out)
-    cdef const void *g = cnp.PyArray_DATA(grad)
+    cdef void *p = _state(param_out, "param_out", param_out)
+    cdef const void *g = flat_data(grad, "grad", cnp.PyArray_TYPE(param_out), size)
     with nogil:
         if _is_f32(param_out):
             fnn_sgd_update_f32(<float *>p, <const float *>g, size, lr)
@@ -73,10 +81,11 @@ def momentum_update(cnp.ndarray param_out not None,  # IN/OUT updated in place
                     cnp.ndarray grad not None,       # IN
                     cnp.ndarray v_out not None,      # IN/OUT the velocity
                     double lr, double momentum):
+    float_type(param_out, "param_out")
     cdef fnn_index size = cnp.PyArray_SIZE(param_out)
-    cdef void *p = cnp.PyArray_DATA(param_out)
-    cdef const void *g = cnp.PyArray_DATA(grad)
-    cdef void *v = cnp.PyArray_DATA(v_out)
+    cdef void *p = _state(param_out, "param_out", param_out)
+    cdef const void *g = flat_data(grad, "grad", cnp.PyArray_TYPE(param_out), size)
+    cdef void *v = _state(v_out, "v_out", param_out)
     with nogil:
         if _is_f32(param_out):
             fnn_momentum_update_f32(<float *>p, <const float *>g, <float *>v, size, lr, momentum)
@@ -89,10 +98,11 @@ def nesterov_update(cnp.ndarray param_out not None,  # IN/OUT updated in place
                     cnp.ndarray grad not None,       # IN
                     cnp.ndarray v_out not None,      # IN/OUT the velocity
                     double lr, double momentum):
+    float_type(param_out, "param_out")
     cdef fnn_index size = cnp.PyArray_SIZE(param_out)
-    cdef void *p = cnp.PyArray_DATA(param_out)
-    cdef const void *g = cnp.PyArray_DATA(grad)
-    cdef void *v = cnp.PyArray_DATA(v_out)
+    cdef void *p = _state(param_out, "param_out", param_out)
+    cdef const void *g = flat_data(grad, "grad", cnp.PyArray_TYPE(param_out), size)
+    cdef void *v = _state(v_out, "v_out", param_out)
     with nogil:
         if _is_f32(param_out):
             fnn_nesterov_update_f32(<float *>p, <const float *>g, <float *>v, size, lr, momentum)
@@ -105,10 +115,11 @@ def adagrad_update(cnp.ndarray param_out not None,  # IN/OUT updated in place
                    cnp.ndarray grad not None,       # IN
                    cnp.ndarray h_out not None,      # IN/OUT the sum of squared gradients
                    double lr):
+    float_type(param_out, "param_out")
     cdef fnn_index size = cnp.PyArray_SIZE(param_out)
-    cdef void *p = cnp.PyArray_DATA(param_out)
-    cdef const void *g = cnp.PyArray_DATA(grad)
-    cdef void *h = cnp.PyArray_DATA(h_out)
+    cdef void *p = _state(param_out, "param_out", param_out)
+    cdef const void *g = flat_data(grad, "grad", cnp.PyArray_TYPE(param_out), size)
+    cdef void *h = _state(h_out, "h_out", param_out)
     with nogil:
         if _is_f32(param_out):
             fnn_adagrad_update_f32(<float *>p, <const float *>g, <float *>h, size, lr)
@@ -120,10 +131,11 @@ def rmsprop_update(cnp.ndarray param_out not None,  # IN/OUT updated in place
                    cnp.ndarray grad not None,       # IN
                    cnp.ndarray h_out not None,      # IN/OUT moving average of squared gradients
                    double lr, double decay_rate):
+    float_type(param_out, "param_out")
     cdef fnn_index size = cnp.PyArray_SIZE(param_out)
-    cdef void *p = cnp.PyArray_DATA(param_out)
-    cdef const void *g = cnp.PyArray_DATA(grad)
-    cdef void *h = cnp.PyArray_DATA(h_out)
+    cdef void *p = _state(param_out, "param_out", param_out)
+    cdef const void *g = flat_data(grad, "grad", cnp.PyArray_TYPE(param_out), size)
+    cdef void *h = _state(h_out, "h_out", param_out)
     with nogil:
         if _is_f32(param_out):
             fnn_rmsprop_update_f32(<float *>p, <const float *>g, <float *>h, size, lr,
@@ -139,11 +151,12 @@ def adam_update(cnp.ndarray param_out not None,  # IN/OUT updated in place
                 cnp.ndarray v_out not None,      # IN/OUT second-moment estimate
                 double lr_t,                     # the bias-corrected learning rate of this step
                 double beta1, double beta2):
+    float_type(param_out, "param_out")
     cdef fnn_index size = cnp.PyArray_SIZE(param_out)
-    cdef void *p = cnp.PyArray_DATA(param_out)
-    cdef const void *g = cnp.PyArray_DATA(grad)
-    cdef void *m = cnp.PyArray_DATA(m_out)
-    cdef void *v = cnp.PyArray_DATA(v_out)
+    cdef void *p = _state(param_out, "param_out", param_out)
+    cdef const void *g = flat_data(grad, "grad", cnp.PyArray_TYPE(param_out), size)
+    cdef void *m = _state(m_out, "m_out", param_out)
+    cdef void *v = _state(v_out, "v_out", param_out)
     with nogil:
         if _is_f32(param_out):
             fnn_adam_update_f32(<float *>p, <const float *>g, <float *>m, <float *>v, size,
