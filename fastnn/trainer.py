@@ -112,6 +112,9 @@ class Trainer:
         keep it in ``last_loss``), saving a forward pass per step.
     blas_threads : int >= 1 or None
         BLAS threads while ``train()`` runs (restored afterwards); None: leave them as set.
+    on_epoch : callable or None
+        Called as ``on_epoch(epoch, iteration, loss, train_acc, test_acc)`` after each
+        epoch's evaluation, in epoch order (from the evaluation thread when there is one).
 
     Raises
     ------
@@ -123,7 +126,7 @@ class Trainer:
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
                  optimizer="SGD", optimizer_param=None, evaluate_sample_num_per_epoch=None,
                  verbose=True, seed=None, max_iter=None, *, log="book", record_loss="after",
-                 blas_threads=1):
+                 blas_threads=1, on_epoch=None):
         self.network = network
         self.verbose = bool(verbose)
         if log not in _LOGS:
@@ -131,6 +134,9 @@ class Trainer:
         if record_loss not in _RECORD_LOSS:
             raise ValueError(f"record_loss must be one of {_RECORD_LOSS}, got {record_loss!r}")
         self.log, self.record_loss = log, record_loss
+        if on_epoch is not None and not callable(on_epoch):
+            raise TypeError(f"on_epoch must be callable, got {type(on_epoch).__name__}")
+        self.on_epoch = on_epoch
         self.blas_threads = None if blas_threads is None else v.check_count(blas_threads,
                                                                             "blas_threads")
         # the data keep their own float dtype; minibatches are cast as they are gathered
@@ -224,6 +230,8 @@ class Trainer:
             else:
                 self._print(f"epoch {epoch:3d}  iter {iteration:6d}  loss {float(loss):.4f}  "
                             f"train acc {train_acc:.4f}  test acc {test_acc:.4f}")
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, iteration, loss, train_acc, test_acc)
         return train_acc, test_acc
 
     def _record(self, accuracies):

@@ -133,6 +133,14 @@ def test_compact_log_and_background_evaluation_give_the_same_numbers():
         outs.append(printed(trainer.train))
         lists.append((trainer.train_loss_list, trainer.train_acc_list, trainer.test_acc_list))
     assert lists[0] == lists[1]
+    seen = []
+    trainer = Trainer(TwoLayerNet(20, 8, 4, rng=1), x, t, x[:100], t[:100], epochs=3,
+                      mini_batch_size=40, optimizer_param={"lr": 0.05}, seed=5, verbose=False,
+                      on_epoch=lambda *record: seen.append(record))
+    trainer.train()
+    assert [r[:2] for r in seen] == [(1, 0), (2, 10), (3, 20)]
+    assert [r[3] for r in seen] == lists[0][1] and [r[4] for r in seen] == lists[0][2]
+    assert [r[2] for r in seen] == [lists[0][0][i] for i in (0, 10, 20)]
     compact = outs[1].splitlines()
     assert len(compact) == 4 and compact[0].startswith("epoch   1  iter      0  loss ")
     assert compact[-1].startswith("final test acc ")
@@ -183,6 +191,7 @@ class _CountingNet(TwoLayerNet):
         (dict(max_iter=-1), ValueError, "max_iter must be >= 0"),
         (dict(log="tqdm"), ValueError, "log must be one of"),
         (dict(record_loss="never"), ValueError, "record_loss must be one of"),
+        (dict(on_epoch=42), TypeError, "on_epoch must be callable"),
     ],
 )
 def test_bad_arguments_fail_before_any_step(kwargs, error, match):
