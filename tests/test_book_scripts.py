@@ -72,6 +72,16 @@ def run(book, script, *flags, args=(), cwd=None, seed=0):
     return done
 
 
+_BOOK_RUNS = {}
+
+
+def books(book, script):
+    """The stdout of the book's own run of ``script`` (``--numpy``, seed 0), run once."""
+    if script not in _BOOK_RUNS:
+        _BOOK_RUNS[script] = ok(run(book, script, "--numpy"))
+    return _BOOK_RUNS[script]
+
+
 def ok(done):
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -228,7 +238,7 @@ def test_ch03_the_plots_and_the_image(book):
 
 @pytest.fixture(scope="module")
 def books_gradient_check(book):
-    return numbers(ok(run(book, "ch05/gradient_check.py", "--numpy")))
+    return numbers(books(book, "ch05/gradient_check.py"))
 
 
 @needs_mnist
@@ -245,7 +255,7 @@ def test_ch05_gradient_check_differences_are_as_small_as_the_books(book, books_g
 
 def test_ch04_gradient_simplenet_equals_the_books(book):
     same_figures(ok(run(book, "ch04/gradient_simplenet.py")),
-                 ok(run(book, "ch04/gradient_simplenet.py", "--numpy")))
+                 books(book, "ch04/gradient_simplenet.py"))
 
 
 @needs_mnist
@@ -258,7 +268,7 @@ def test_train_neuralnet_two_epochs_equal_the_books(book, chapter, flags):
                  ("iters_num = 10000", "iters_num = 601"))
     out = ok(run(book, script, *flags))
     assert len(out.splitlines()) == 2
-    same_figures(out, ok(run(book, script, "--numpy")))
+    same_figures(out, books(book, script))
 
 
 @needs_mnist
@@ -269,7 +279,7 @@ def test_ch06_optimizer_compare_mnist_equals_the_books(book):
     out = ok(run(book, script))
     assert out.count("===========iteration:") == 2
     # Adam's last line computes in the parameters' dtype in fastnn's kernel
-    same_figures(out, ok(run(book, script, "--numpy")), rel=1e-6)
+    same_figures(out, books(book, script), rel=1e-6)
 
 
 def test_ch06_optimizer_compare_naive_runs_on_python_floats(book):
@@ -289,7 +299,7 @@ def test_ch06_hyperparameter_optimization_is_reproduced(book):
     out = ok(run(book, script))
     assert sum(line.startswith("val acc:") for line in out.splitlines()) == 3
     assert "=========== Hyper-Parameter Optimization Result" in out
-    same_figures(out, ok(run(book, script, "--numpy")))
+    same_figures(out, books(book, script))
 
 
 @needs_mnist
@@ -298,20 +308,20 @@ def test_ch06_hyperparameter_optimization_is_reproduced(book):
                                     "ch04/gradient_1d.py", "ch04/gradient_2d.py",
                                     "ch04/gradient_method.py"])
 def test_scripts_that_need_no_mapping_print_the_books(book, script):
-    same_figures(ok(run(book, script)), ok(run(book, script, "--numpy")))
+    same_figures(ok(run(book, script)), books(book, script))
 
 
 @needs_mnist
 def test_ch06_weight_init_compare_equals_the_books(book):
     script = cut(book, "ch06/weight_init_compare.py",
                  ("max_iterations = 2000", "max_iterations = 101"))
-    same_figures(ok(run(book, script)), ok(run(book, script, "--numpy")))
+    same_figures(ok(run(book, script)), books(book, script))
 
 
 @needs_mnist
 def test_ch06_overfit_weight_decay_equals_the_books(book):
     script = cut(book, "ch06/overfit_weight_decay.py", ("max_epochs = 201", "max_epochs = 6"))
-    same_figures(ok(run(book, script)), ok(run(book, script, "--numpy")))
+    same_figures(ok(run(book, script)), books(book, script))
 
 
 @needs_mnist
@@ -321,7 +331,7 @@ def test_ch06_dropout_trainer_lines_equal_the_books(book):
     script = cut(book, "ch06/overfit_dropout.py", ("epochs=301,", "epochs=3,"))
     out = ok(run(book, script))
     assert out.count("train loss:") == 9 and out.count("=== epoch:") == 3
-    same_figures(out, ok(run(book, script, "--numpy")), rel=1e-6)
+    same_figures(out, books(book, script), rel=1e-6)
 
 
 @needs_mnist
