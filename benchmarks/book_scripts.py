@@ -185,8 +185,8 @@ def scripts_of(copy, only=None):
     return [s for s in found if not only or s in only]
 
 
-def measure(book_code, mnist, only=None, timeout=3600, log=print):
-    """The rows of the table, one dict per script."""
+def measure(book_code, mnist, only=None, timeout=3600, log=print, progress=None):
+    """The rows of the table, one dict per script; ``progress(rows)`` after each script."""
     with tempfile.TemporaryDirectory(prefix="fastnn-book-") as tmp:
         pristine = prepare_copy(book_code, mnist, Path(tmp) / "pristine")
         copy = prepare_copy(book_code, mnist, tmp)
@@ -215,6 +215,8 @@ def measure(book_code, mnist, only=None, timeout=3600, log=print):
                     row[mode]["figures"] = compare(row[mode]["stdout"], row["numpy"]["stdout"],
                                                    check)
             rows.append(row)
+            if progress is not None:
+                progress(rows)
         return rows
 
 
@@ -278,13 +280,16 @@ def main(argv=None):
                          (args.mnist, "the MNIST files")):
         if not folder.is_dir():
             raise SystemExit(f"{what} not found at {folder}")
-    rows = measure(args.book_code, args.mnist, args.only, args.timeout)
-    table = header() + "\n\n" + markdown(rows)
-    print("\n" + table)
-    if args.markdown:
-        args.markdown.write_text(table + "\n")
-    if args.json:
-        args.json.write_text(json.dumps({"header": header(), "rows": rows}, indent=1))
+    def write(rows):
+        table = header() + "\n\n" + markdown(rows)
+        if args.markdown:
+            args.markdown.write_text(table + "\n")
+        if args.json:
+            args.json.write_text(json.dumps({"header": header(), "rows": rows}, indent=1))
+        return table
+
+    rows = measure(args.book_code, args.mnist, args.only, args.timeout, progress=write)
+    print("\n" + write(rows))
 
 
 if __name__ == "__main__":

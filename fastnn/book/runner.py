@@ -190,12 +190,16 @@ def run_script(script, args=(), nets=False, numpy_only=False, seed=None, data_di
             package, _, module = name.partition(".")
             if module:
                 groups.setdefault(package, []).append(module)
-        mapped = " and ".join(f"{package}.{{{','.join(modules)}}}" if len(modules) > 1
-                              else f"{package}.{modules[0]}" for package, modules in groups.items())
-        nets_note = " and, --nets, " + ", ".join(NET_MODULES) if nets else ""
-        print(f"fastnn book: {mapped}{nets_note} answered by fastnn", file=sys.stderr)
-        if data_dir is not None:
-            importlib.import_module("fastnn.book.dataset").DATA_DIR = data_dir
+        mapped = [f"{package}.{{{','.join(modules)}}}" if len(modules) > 1
+                  else f"{package}.{modules[0]}" for package, modules in groups.items()]
+        if nets:
+            mapped.append("the chapters' " + ", ".join(NET_MODULES))
+        said = ", ".join(mapped[:-1]) + " and " + mapped[-1]
+        print(f"fastnn book: {said} answered by fastnn", file=sys.stderr)
+    dataset_package = importlib.import_module("fastnn.book.dataset")
+    saved_data_dir = dataset_package.DATA_DIR
+    if data_dir is not None:
+        dataset_package.DATA_DIR = data_dir
     if seed is not None:
         import numpy as np
 
@@ -226,6 +230,7 @@ def run_script(script, args=(), nets=False, numpy_only=False, seed=None, data_di
             print(f"fastnn book: {message}", file=sys.stderr)
         return 1
     finally:
+        dataset_package.DATA_DIR = saved_data_dir
         if main_module is not None:
             sys.modules["__main__"] = main_module
         sys.argv = saved_argv
