@@ -335,6 +335,29 @@ def test_ch06_dropout_trainer_lines_equal_the_books(book):
 
 
 @needs_mnist
+def test_ch06_batch_norm_gradient_check_is_as_small_as_the_books(book):
+    if not fastnn_has("common.multi_layer_net_extend", "MultiLayerNetExtend"):
+        pytest.skip("fastnn has no MultiLayerNetExtend yet")
+    script = "ch06/batch_norm_gradient_check.py"
+    ours, theirs = ok(run(book, script)), books(book, script)
+    assert bench.compare(ours, theirs, gradient_check=True) == "as small", (ours, theirs)
+    assert len(ours.splitlines()) == 10  # W1..W3, b1..b3, gamma1, beta1, gamma2, beta2
+
+
+@needs_mnist
+def test_ch06_batch_norm_test_equals_the_books(book):
+    """Two networks trained side by side, the batch-normalised one through fastnn's layers."""
+    if not fastnn_has("common.multi_layer_net_extend", "MultiLayerNetExtend"):
+        pytest.skip("fastnn has no MultiLayerNetExtend yet")
+    script = cut(book, "ch06/batch_norm_test.py", ("max_epochs = 20", "max_epochs = 3"),
+                 ("weight_scale_list = np.logspace(0, -4, num=16)",
+                  "weight_scale_list = np.logspace(0, -4, num=16)[:2]"))
+    out = ok(run(book, script))
+    assert out.count("epoch:") == 6
+    same_figures(out, books(book, script), rel=1e-6)
+
+
+@needs_mnist
 def test_ch07_train_convnet_on_the_books_subset(book):
     if not fastnn_has("common.layers", "Convolution"):
         pytest.skip("fastnn has no Convolution yet")
