@@ -6,6 +6,7 @@
   fastnn gradcheck  backprop against numerical gradients, per parameter
   fastnn plot FIG   the lecture notes' figures, drawn by fastnn's own functions
   fastnn search     the book's hyperparameter search, on a Dask cluster or locally
+  fastnn book S     a script of the book, unchanged, on fastnn (fastnn/book/runner.py)
 """
 # Design: each command is two functions, ``_<name>_arguments(parser)``, which declares its
 # arguments (with argparse types that refuse bad values: counts >= 1, finite rates > 0, output
@@ -765,6 +766,12 @@ def _first_line(exc):
 def main(argv=None):
     """Run the fastnn command; returns its exit status (0, 1 at run time, 2 for arguments)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv[:1] == ["book"]:
+        # a book script's own arguments follow it, as after `python SCRIPT`: the runner parses
+        # only its options before the script's name
+        from fastnn.book.runner import main as book
+
+        return book(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -7,12 +7,18 @@ applies the book's formulas, 1e-7 epsilons included.  Its twin of the same name 
 :mod:`fastnn.reference.optim`.
 
 ``update(params, grads)`` writes into the very arrays of ``params``, as the book's ``-=`` does,
-so the layers holding them see the new values.  Each parameter takes one compiled pass (no GIL)
-over the parameter, its gradient and its state; after the first update no array is allocated
-unless a gradient has to be converted to its parameter's dtype or layout.
+so the layers holding them see the new values.  A writable, C-contiguous float32 or float64
+parameter (every network's) takes one compiled pass (no GIL) over the parameter, its gradient
+and its state; after the first update no array is allocated unless a gradient has to be
+converted to its parameter's dtype or layout.  The other kinds of parameter that the book's
+code updates take the book's NumPy expressions: any other writable float array (strided,
+Fortran-ordered, byte-swapped, float16) in place, and a number (a Python float, a NumPy scalar,
+as in the book's ``optimizer_compare_naive.py``) by replacing ``params[key]`` with its update,
+as the book's ``params[key] -= ...`` rebinds it.
 """
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 
@@ -53,14 +59,41 @@ class _Hyperparameter:
         obj.__dict__[self._slot] = self._check(value, self._name)
 
 
-def _checked_grad(p, g, key):
-    """``grads[key]`` as an array a kernel can take with ``params[key]``, or an error.
+def _param_kind(p, key):
+    """How ``params[key]`` is updated, or an error: "kernel" (a writable, C-contiguous, native
+    float32/float64 array: in place, by a compiled pass), "array" (any other writable float
+    array: in place, by the book's NumPy expressions) or "number" (a Python or NumPy real
+    number, or a 0-d value: replaced in ``params`` by its update, as the book's ``-=`` does)."""
+    name = f"params[{key!r}]"
+    if isinstance(p, np.ndarray):
+        if p.dtype.kind != "f" or p.dtype.itemsize > 8:
+            raise TypeError(
+                f"{name} has dtype {p.dtype}; parameters are updated in place and must be "
+                "float16, float32 or float64 arrays (convert them once, before training)"
+            )
+        if not p.flags.writeable:
+            raise ValueError(f"{name} is read-only and cannot be updated in place")
+        native = p.dtype in v.FLOAT_DTYPES and p.dtype.isnative
+        return "kernel" if native and p.flags.c_contiguous else "array"
+    if isinstance(p, numbers.Real) and not isinstance(p, (bool, np.bool_)):
+        return "number"
+    raise TypeError(f"{name} must be a NumPy array (updated in place) or a real number "
+                    f"(replaced by its update, as in the book), got {type(p).__name__}")
 
-    The slow path of :func:`_checked_pairs`: explains a bad parameter, converts a gradient of
-    another dtype or layout (one copy), refuses one of another shape.
+
+def _checked_grad(p, g, key, kind):
+    """``grads[key]`` as an array the update of ``params[key]`` (of ``kind``) can take.
+
+    The slow path of :func:`_checked_pairs`: converts a gradient of another dtype or layout
+    to its parameter's (one copy), refuses one of another shape.
     """
-    v.check_in_place(p, f"params[{key!r}]")
     name = f"grads[{key!r}]"
+    if kind == "number":
+        if isinstance(g, numbers.Real) and not isinstance(g, (bool, np.bool_)):
+            return g
+        g = v.as_float(g, name)
+        v.check_shape(g, (), name)
+        return g
     g = v.as_float(g, name, p.dtype)
     v.check_shape(g, p.shape, name)
     if np.may_share_memory(g, p):
@@ -70,7 +103,8 @@ def _checked_grad(p, g, key):
 
 
 def _checked_pairs(params, grads):
-    """``[(key, param, grad)]`` in the order of ``params``, every pair kernel-ready.
+    """``[(key, param, grad, kind)]`` in the order of ``params``, every pair ready for its
+    update (``kind`` as :func:`_param_kind` names it).
 
     Everything is checked before any parameter is touched, so a bad entry leaves all unchanged.
     """
@@ -91,9 +125,14 @@ def _checked_pairs(params, grads):
         g = grads[key]
         # one C-level test accepts the usual case: a training step's grads are fresh
         # C-contiguous arrays of their parameters' dtype and shape
-        if not ready(p, g):
-            g = _checked_grad(p, g, key)
-        pairs.append((key, p, g))
+        if ready(p, g):
+            pairs.append((key, p, g, "kernel"))
+            continue
+        kind = _param_kind(p, key)
+        if kind == "number" and not isinstance(params, MutableMapping):
+            raise TypeError(f"params[{key!r}] is a number, replaced by its update, so params "
+                            f"must be a mutable dict, got {type(params).__name__}")
+        pairs.append((key, p, _checked_grad(p, g, key, kind), kind))
     return pairs
 
 
@@ -103,7 +142,8 @@ class _Optimizer:
     A subclass names its per-parameter state dicts in ``_state_names`` (attributes that are
     ``None`` until the first update, as in the book), its kernel of
     :mod:`fastnn._kernels._optim` in ``_kernel``, and returns the kernel's scalar arguments
-    for this step from ``_step_scalars()``.
+    for this step from ``_step_scalars()``, and writes the book's NumPy expressions for one
+    key in ``_numpy_update(params, key, grad, *scalars)`` (parameters no kernel takes).
     """
 
     _state_names = ()
@@ -114,8 +154,10 @@ class _Optimizer:
 
         Parameters
         ----------
-        params : dict of ndarray
-            The network's parameters: writable, C-contiguous float32 or float64 arrays.
+        params : dict of ndarray or numbers
+            The parameters: writable float16/32/64 arrays, updated in place (compiled when
+            C-contiguous float32/float64, every network's case), or real numbers, which are
+            replaced in ``params`` by their updated values, as the book's ``-=`` does.
         grads : dict of array_like
             The gradient of each parameter, with the same keys and shapes.  A gradient of
             another dtype or layout is converted to its parameter's once, for this step.
@@ -128,25 +170,38 @@ class _Optimizer:
         pairs = _checked_pairs(params, grads)
         if self._state_names and getattr(self, self._state_names[0]) is None:
             for state in self._state_names:
-                setattr(self, state, {key: np.zeros(p.shape, p.dtype) for key, p, _ in pairs})
-        calls = [(p, g, *self._state_of(key, p)) for key, p, g in pairs]
+                # the kernels' state is C-contiguous; elsewhere the book's zeros_like
+                setattr(self, state, {key: np.zeros(p.shape, p.dtype) if kind == "kernel"
+                                      else np.zeros_like(p) for key, p, _, kind in pairs})
+        calls = [(key, p, g, kind, self._state_of(key, p, kind)) for key, p, g, kind in pairs]
         scalars = self._step_scalars()
         kernel = self._kernel
-        for arrays in calls:
-            kernel(*arrays, *scalars)
+        for key, p, g, kind, state in calls:
+            if kind == "kernel":
+                kernel(p, g, *state, *scalars)
+            else:
+                self._numpy_update(params, key, g, *scalars)
 
-    def _state_of(self, key, p):
+    def _state_of(self, key, p, kind="kernel"):
         """The state arrays of ``params[key]``, checked against ``p``."""
         arrays = []
         for state in self._state_names:
             s = getattr(self, state).get(key)
-            if not _optim.kernel_ready(p, s, True):
+            if kind == "kernel":
+                fits = _optim.kernel_ready(p, s, True)
+            elif kind == "array":
+                # (the book's Momentum replaces v by a native-order array of p's type)
+                fits = (isinstance(s, np.ndarray) and s.shape == p.shape
+                        and s.dtype.newbyteorder("=") == p.dtype.newbyteorder("="))
+            else:  # a number's state: 0-d, and a NumPy scalar once the book's update replaced it
+                fits = s is not None and np.shape(s) == ()
+            if not fits:
                 made_for = ("no state" if s is None
                             else f"a state of shape {np.shape(s)} and dtype {np.asarray(s).dtype}")
                 raise ValueError(
-                    f"params[{key!r}] has shape {p.shape} and dtype {p.dtype}, but the optimizer "
-                    f"has {made_for} for it in {state}[{key!r}]; the state is created at the "
-                    "first update, so use a new optimizer for other parameters"
+                    f"params[{key!r}] has shape {np.shape(p)} and dtype {np.asarray(p).dtype}, "
+                    f"but the optimizer has {made_for} for it in {state}[{key!r}]; the state "
+                    "is created at the first update, so use a new optimizer for other parameters"
                 )
             arrays.append(s)
         return arrays
@@ -182,6 +237,9 @@ class SGD(_Optimizer):
     def _step_scalars(self):
         return (self.lr,)
 
+    def _numpy_update(self, params, key, g, lr):
+        params[key] -= lr * g
+
 
 class Momentum(_Optimizer):
     r"""Momentum SGD: :math:`v \leftarrow \alpha v - \eta g`, then :math:`W \leftarrow W + v`.
@@ -216,6 +274,10 @@ class Momentum(_Optimizer):
     def _step_scalars(self):
         return self.lr, self.momentum
 
+    def _numpy_update(self, params, key, g, lr, momentum):
+        self.v[key] = momentum * self.v[key] - lr * g
+        params[key] += self.v[key]
+
 
 class Nesterov(Momentum):
     r"""Nesterov's accelerated gradient (http://arxiv.org/abs/1212.0901), in the book's form.
@@ -244,6 +306,12 @@ class Nesterov(Momentum):
     """
 
     _kernel = staticmethod(_optim.nesterov_update)
+
+    def _numpy_update(self, params, key, g, lr, momentum):
+        self.v[key] *= momentum
+        self.v[key] -= lr * g
+        params[key] += momentum * momentum * self.v[key]
+        params[key] -= (1 + momentum) * lr * g
 
 
 class AdaGrad(_Optimizer):
@@ -275,6 +343,10 @@ class AdaGrad(_Optimizer):
 
     def _step_scalars(self):
         return (self.lr,)
+
+    def _numpy_update(self, params, key, g, lr):
+        self.h[key] += g * g
+        params[key] -= lr * g / (np.sqrt(self.h[key]) + 1e-7)
 
 
 class RMSprop(_Optimizer):
@@ -311,6 +383,11 @@ class RMSprop(_Optimizer):
 
     def _step_scalars(self):
         return self.lr, self.decay_rate
+
+    def _numpy_update(self, params, key, g, lr, decay_rate):
+        self.h[key] *= decay_rate
+        self.h[key] += (1 - decay_rate) * g * g
+        params[key] -= lr * g / (np.sqrt(self.h[key]) + 1e-7)
 
 
 class Adam(_Optimizer):
@@ -364,6 +441,12 @@ class Adam(_Optimizer):
         self.iter += 1
         lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
         return lr_t, self.beta1, self.beta2
+
+    def _numpy_update(self, params, key, g, lr_t, beta1, beta2):
+        self.m[key] += (1 - beta1) * (g - self.m[key])
+        self.v[key] += (1 - beta2) * (g**2 - self.v[key])
+        # the book's lr_t is a NumPy float64 (np.sqrt), which NumPy 2 does not demote
+        params[key] -= np.float64(lr_t) * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
 
 
 # The names of the book's Trainer (common/trainer.py).  fastnn.reference.optim.OPTIMIZERS has

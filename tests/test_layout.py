@@ -95,7 +95,7 @@ def test_every_module_is_in_the_build():
     for build_file in PACKAGE.rglob("meson.build"):
         folder = build_file.parent
         text = build_file.read_text()
-        listed.update(folder / name for name in re.findall(r"'([\w.]+\.(?:py|pxd))'", text))
+        listed.update(folder / name for name in re.findall(r"'([\w./]+\.(?:py|pxd))'", text))
         for family in re.findall(r"foreach family : \[([^\]]*)\]", text):
             listed.update(folder / f"{name}.pyx" for name in re.findall(r"'(\w+)'", family))
     sources = {p for pattern in ("*.py", "*.pyx", "*.pxd") for p in PACKAGE.rglob(pattern)}
