@@ -21,7 +21,7 @@ from fastnn._kernels import _network
 from fastnn._kernels._network import ACTIVATION_CODES, count_argmax_hits
 from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["TwoLayerNet", "MultiLayerNet"]
+__all__ = ["TwoLayerNet", "MultiLayerNet", "SimpleConvNet", "DeepConvNet"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "identity": Identity}
 # rows per block of predict/accuracy: large enough for efficient GEMMs, small enough that the
@@ -398,3 +398,7 @@ class MultiLayerNet(_Network):
         return cls(sizes[0], sizes[1:-1], sizes[-1], activation=activation,
                    weight_decay_lambda=weight_decay_lambda, dtype=dtypes.pop(),
                    exact_loss=exact_loss, _params=dict(params))
+
+
+# the convolutional networks of chapters 7 and 8 live in their own module
+from fastnn.convnets import DeepConvNet, SimpleConvNet  # noqa: E402
