@@ -163,6 +163,8 @@ class _ConvNet:
         if x.ndim != 4 or x.shape[1:] != self.input_dim:
             raise ValueError(f"x must be a batch of images (N, {', '.join(map(str, self.input_dim))}), "
                              f"got shape {x.shape}")
+        if x.dtype.kind != "f" or x.dtype.itemsize < 4:
+            x = x.astype(dtype)  # integers, bools and float16 compute in the policy's dtype
         return x, dtype
 
     def _masks(self, n, train):
@@ -185,7 +187,7 @@ class _ConvNet:
             stop = min(start + _PREDICT_BLOCK, n)
             block = np.ascontiguousarray(x[start:stop], dtype=self.dtype)
             plan = self._plan(stop - start)
-            with threads.for_work(0):
+            with threads.for_work(plan.largest_gemm):
                 plan.forward(*weights, block, out[start:stop], self._masks(stop - start, train))
         return out
 
@@ -215,20 +217,20 @@ class _ConvNet:
             raise ValueError(f"x is an empty batch, shape {x.shape}: a mean over it is undefined")
         weights = self._weights(dtype)
         if weights is None:
-            return None
+            return None, x
         labels, t = self._targets(x.shape[0], t, dtype)
         x = np.ascontiguousarray(x, dtype=self.dtype)
         plan = self._plan(x.shape[0])
         masks = self._masks(x.shape[0], True)
-        with threads.for_work(0):
+        with threads.for_work(plan.largest_gemm):
             loss = plan.gradient(*weights, x, t, labels, self._dWc, self._dbc, self._dWd,
                                  self._dbd, masks, False, backward)
-        return self.dtype.type(loss)
+        return self.dtype.type(loss), x
 
     def loss(self, x, t):
         """The mean cross-entropy of softmax(scores) against ``t`` (labels or one-hot), as
         the book's (DeepConvNet: with dropout on, as the book's ``loss``)."""
-        loss = self._run(x, t, False)
+        loss, x = self._run(x, t, False)
         if loss is None:
             y = self._layered_predict(x, True)
             return self.last_layer.forward(y, t)
@@ -262,7 +264,7 @@ class _ConvNet:
     def gradient(self, x, t):
         """Backprop: the gradient of ``loss(x, t)`` for every entry of ``params``, in the
         network's own buffers (copy them to keep them); the batch loss in ``last_loss``."""
-        loss = self._run(x, t, True)
+        loss, x = self._run(x, t, True)
         if loss is None:
             return self._layered_gradient(x, t)
         self.last_loss = loss

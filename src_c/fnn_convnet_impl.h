@@ -113,11 +113,14 @@ FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu)(const REAL *restrict z, fnn_in
             const REAL *restrict r1 = r0 + OW;
             for (int pw = 0; pw < PW; pw++) {
                 /* the first maximum in the window's row-major order, as np.argmax */
+                /* the first NaN wins too, as in np.max and np.argmax */
                 REAL m = r0[2 * pw];
                 uint8_t k = 0;
-                if (r0[2 * pw + 1] > m) { m = r0[2 * pw + 1]; k = 1; }
-                if (r1[2 * pw] > m) { m = r1[2 * pw]; k = 2; }
-                if (r1[2 * pw + 1] > m) { m = r1[2 * pw + 1]; k = 3; }
+#define FNN_CN_TAKE(v, idx) if ((v) > m || ((v) != (v) && m == m)) { m = (v); k = (idx); }
+                FNN_CN_TAKE(r0[2 * pw + 1], 1)
+                FNN_CN_TAKE(r1[2 * pw], 2)
+                FNN_CN_TAKE(r1[2 * pw + 1], 3)
+#undef FNN_CN_TAKE
                 const REAL y = m + bf;
                 o[ph * PW + pw] = y <= 0 ? (REAL)0 : y;
                 a[ph * PW + pw] = k;

@@ -123,7 +123,7 @@ cdef class Plan:
     cdef _Net net
     cdef readonly int n
     cdef readonly object dtype
-    cdef readonly Py_ssize_t multiply_adds
+    cdef readonly Py_ssize_t largest_gemm
     cdef int typenum
     cdef list _buffers
 
@@ -149,7 +149,7 @@ cdef class Plan:
         net.L = len(convs)
         net.D = len(sizes) - 1
         self._buffers = []
-        self.multiply_adds = 0
+        self.largest_gemm = 0
         for l in range(net.L):
             (net.C[l], net.H[l], net.W[l], net.F[l], net.FH[l], net.FW[l], net.S[l],
              net.PAD[l], net.pool[l]) = convs[l]
@@ -177,7 +177,7 @@ cdef class Plan:
             net.outsz[l] = net.F[l] * (net.OH[l] // 2) * (net.OW[l] // 2) if net.pool[l] \
                 else net.F[l] * P
             widest = max(widest, net.outsz[l], net.insz[l] if l > 0 else 1)
-            self.multiply_adds += n * P * K * net.F[l]
+            self.largest_gemm = max(self.largest_gemm, net.B[l] * P * K * net.F[l])
             store = np.empty((n, net.outsz[l]), self.dtype)
             args = np.empty((n, net.outsz[l] if net.pool[l] else 1), np.uint8)
             self._buffers += [store, args]
@@ -201,7 +201,7 @@ cdef class Plan:
             net.a[j] = cnp.PyArray_DATA(<cnp.ndarray> a)
             if j > 0:
                 hidden = max(hidden, net.sizes[j])
-            self.multiply_adds += n * net.sizes[j] * net.sizes[j + 1]
+            self.largest_gemm = max(self.largest_gemm, n * net.sizes[j] * net.sizes[j + 1])
         cdef list scratch = [np.empty(col_size, self.dtype), np.empty(z_size, self.dtype),
                              np.empty(n * widest, self.dtype), np.empty(n * widest, self.dtype),
                              np.empty(n * hidden, self.dtype), np.empty(n * hidden, self.dtype),

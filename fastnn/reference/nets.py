@@ -140,3 +140,7 @@ class MultiLayerNet:
             grads['W' + str(idx)] = self.layers['Affine' + str(idx)].dW + self.weight_decay_lambda * self.layers['Affine' + str(idx)].W
             grads['b' + str(idx)] = self.layers['Affine' + str(idx)].db
         return grads
+
+
+# the convolutional networks of chapters 7 and 8 (twins of fastnn.nets's)
+from fastnn.reference.convnets import DeepConvNet, SimpleConvNet  # noqa: E402,F401
