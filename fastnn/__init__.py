@@ -4,7 +4,7 @@
 package over typed Cython and C kernels (``fastnn._kernels``, ``src_c/``) with BLAS GEMMs;
 ``fastnn.reference`` holds the plain NumPy twin of every compiled path.
 """
-from fastnn._version import __version__
+from fastnn._version import __version__  # noqa: F401  (the package version)
 
 
 def bench(*args, **kwargs):

@@ -82,14 +82,11 @@ def as_batch(x, name, dtype):
     as the book's Affine does with ``x.reshape(x.shape[0], -1)``.
     """
     x = as_float(x, name, dtype)
-    if x.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension, got a scalar")
-    # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
-    rows, features = (1, x.size) if x.ndim == 1 else (x.shape[0], math.prod(x.shape[1:]))
-    if max(rows, features) > GEMM_MAX:
+    x2, single = batch_view(x, name)
+    if max(x2.shape) > GEMM_MAX:
         raise ValueError(f"{name} has shape {x.shape}: BLAS takes at most {GEMM_MAX} rows and "
                          "features (32-bit dimensions)")
-    return x.reshape(rows, features), x.ndim == 1
+    return x2, single
 
 
 def check_shape(a, expected, name):
@@ -181,6 +178,47 @@ def as_targets(t, scores_shape, name="t"):
     return "labels", as_labels(t, n, k, name)
 
 
+def resolve_targets(t, scores_shape, dtype, name="t"):
+    """The one resolver of classification targets, for every caller: ``(True, int64 labels
+    (n,))`` or ``(False, targets)`` of the scores' shape ``(n, k)``, C-contiguous in
+    ``dtype``.  Labels may be of any integer dtype, shaped ``(n,)`` or ``(n, 1)`` (a scalar
+    for one row); anything else is a TypeError (wrong dtype) or a ValueError (wrong shape,
+    label out of range) naming ``name`` and the shapes."""
+    kind, t = as_targets(t, scores_shape, name)
+    if kind == "targets":
+        return False, as_float(t, name, dtype)
+    return True, t
+
+
+def dense_sizes(W, b, transposed=False):
+    """``(inputs, outputs)`` of a dense layer's weight ``W`` ((in, out) as the book's Affine,
+    (out, in) when ``transposed``, as Linear) and bias ``b`` of shape ``(out,)``."""
+    if not isinstance(W, np.ndarray):
+        raise TypeError(f"W must be a NumPy array (the layer holds it by reference, as the "
+                        f"book's does), got {type(W).__name__}")
+    if W.ndim != 2:
+        raise ValueError(f"W must be a 2-D array, got shape {W.shape}")
+    n_in, n_out = W.shape[::-1] if transposed else W.shape
+    if n_in == 0 or n_out == 0:
+        # the GEMM kernels are never given an empty weight (as nets and numgrad refuse it)
+        raise ValueError(f"W must have at least one input and one output, got shape {W.shape}")
+    if np.shape(b) != (n_out,):
+        raise ValueError(f"b must have shape ({n_out},) to match W {W.shape}, got {np.shape(b)}")
+    return n_in, n_out
+
+
+def batch_view(x, name="x"):
+    """``x`` (not converted) viewed as a 2-D ``(batch, features)`` batch, and whether it was
+    one sample: a 1-D ``x`` is a batch of one, more dimensions are flattened after the first
+    (the book's ``x.reshape(x.shape[0], -1)``)."""
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a scalar")
+    # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
+    rows, features = (1, x.size) if x.ndim == 1 else (x.shape[0], math.prod(x.shape[1:]))
+    return x.reshape(rows, features), x.ndim == 1
+
+
 def as_scores_and_targets(y, t, name="y"):
     """Scores (probabilities or logits) and the targets of a classification loss.
 
@@ -206,3 +244,57 @@ def as_scores_and_targets(y, t, name="y"):
     else:
         dtype = compute_dtype((name, y2))
     return as_float(y2, name, dtype), kind, t_res, dtype
+
+
+# --- convolution and pooling ----------------------------------------------------------------
+
+def check_window(stride, pad, where):
+    """``stride`` (an integer >= 1) and ``pad`` (an integer >= 0) of a convolution or pooling
+    window, as Python ints; ``where`` names the caller in the message."""
+    for value, name, minimum in ((stride, "stride", 1), (pad, "pad", 0)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{where}: {name} must be an integer, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{where}: {name} must be >= {minimum}, got {value!r}")
+    return int(stride), int(pad)
+
+
+def as_images(x, name, dtype=None):
+    """``x`` as a C-contiguous 4-D (N, C, H, W) float array of ``dtype``."""
+    x = as_float(x, name, dtype)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be a 4-D array (N, C, H, W), got shape {x.shape}")
+    return x
+
+
+def window_output_size(in_shape, window, stride, pad, name, window_name):
+    """(OH, OW) of a window of shape ``window`` (FH, FW) sliding over the (H, W) of
+    ``in_shape`` (N, C, H, W) padded by ``pad``: the book's ``(H + 2 pad - FH) // stride + 1``.
+    Raises unless the window fits the padded input."""
+    H, W = in_shape[2], in_shape[3]
+    FH, FW = window
+    if FH < 1 or FW < 1:
+        raise ValueError(f"{window_name} must be at least 1x1, got {FH}x{FW}")
+    if FH > H + 2 * pad or FW > W + 2 * pad:
+        raise ValueError(f"{window_name} {FH}x{FW} is larger than {name} {tuple(in_shape)} "
+                         f"padded by {pad} ({H + 2 * pad}x{W + 2 * pad})")
+    return (H + 2 * pad - FH) // stride + 1, (W + 2 * pad - FW) // stride + 1
+
+
+def check_filters(W, b, x_shape=None):
+    """Raise unless ``W`` is a 4-D (FN, C, FH, FW) filter bank, ``b`` has shape (FN,), and
+    ``x_shape`` (N, C, H, W) has W's C channels."""
+    if not isinstance(W, np.ndarray):
+        raise TypeError(f"W must be a NumPy array (the layer holds it by reference, as the "
+                        f"book's does), got {type(W).__name__}")
+    if W.ndim != 4:
+        raise ValueError(f"W must be a 4-D array (FN, C, FH, FW), got shape {W.shape}")
+    if min(W.shape) == 0:
+        raise ValueError(f"W must have at least one filter, channel, row and column, got shape "
+                         f"{W.shape}")
+    if np.shape(b) != (W.shape[0],):
+        raise ValueError(f"b must have shape ({W.shape[0]},) to match W {W.shape}, got "
+                         f"{np.shape(b)}")
+    if x_shape is not None and x_shape[1] != W.shape[1]:
+        raise ValueError(f"x {tuple(x_shape)} has {x_shape[1]} channels but W {W.shape} "
+                         f"expects {W.shape[1]}")

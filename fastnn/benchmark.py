@@ -294,6 +294,45 @@ def _convnet_predict_case(name, dtype, rng):
                 _torch_convnet_predict(name, x_fast, dtype), rounds=1)
 
 
+def _conv_case(shape, fn, fs, pad, dtype, rng):
+    """The Convolution layer at a shape of the book's networks, forward + backward (dx too)."""
+    from fastnn.reference import conv as RC
+
+    x = rng.standard_normal(shape).astype(dtype)
+    W = (0.1 * rng.standard_normal((fn, shape[1], fs, fs))).astype(dtype)
+    b = np.zeros(fn, dtype)
+    dout = rng.standard_normal((shape[0], fn, shape[2] + 2 * pad - fs + 1,
+                                shape[3] + 2 * pad - fs + 1)).astype(dtype)
+
+    def run(module):
+        layer = module.Convolution(W, b, 1, pad)
+
+        def step():
+            layer.forward(x)
+            layer.backward(dout)
+        return step
+    return Case("Convolution fwd+bwd", f"{'x'.join(map(str, shape))} {fn}@{fs}x{fs} p{pad}",
+                np.dtype(dtype).name, run(L), run(RC), _torch_conv(x, W, b, pad, dout))
+
+
+def _pool_case(shape, dtype, rng):
+    """The book's 2x2 stride-2 max pooling, forward + backward."""
+    from fastnn.reference import conv as RC
+
+    x = rng.standard_normal(shape).astype(dtype)
+    dout = rng.standard_normal(shape[:2] + (shape[2] // 2, shape[3] // 2)).astype(dtype)
+
+    def run(module):
+        layer = module.Pooling(2, 2, 2)
+
+        def step():
+            layer.forward(x)
+            layer.backward(dout)
+        return step
+    return Case("Pooling 2x2/2 fwd+bwd", "x".join(map(str, shape)), np.dtype(dtype).name,
+                run(L), run(RC), _torch_pool(x, dout))
+
+
 def cases(quick=False):
     rng = np.random.default_rng(0)
     out = []
@@ -307,6 +346,11 @@ def cases(quick=False):
         out += [_affine_case(100, 784, 50, dtype, rng), _affine_case(100, 50, 10, dtype, rng)]
         if not quick:
             out.append(_predict_case(dtype, rng))
+        # SimpleConvNet's convolution and pooling, and a convolution of DeepConvNet's
+        out += [_conv_case((100, 1, 28, 28), 30, 5, 0, dtype, rng),
+                _pool_case((100, 30, 24, 24), dtype, rng)]
+        if not quick:
+            out.append(_conv_case((100, 16, 14, 14), 32, 3, 1, dtype, rng))
     for dtype in (np.float32, np.float64):
         out.append(_convnet_step_case("SimpleConvNet", 100, dtype, rng))
         if not quick:
@@ -329,6 +373,34 @@ def _torch_softmax_loss(x, t):
     def step():
         loss = torch.nn.functional.cross_entropy(xt, tt)
         loss.backward()
+        xt.grad = None
+    return step
+
+
+def _torch_conv(x, W, b, pad, dout):
+    torch = _torch()
+    if torch is None:
+        return None
+    xt = torch.tensor(x, requires_grad=True)
+    Wt = torch.tensor(W, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    dt = torch.tensor(dout)
+
+    def step():
+        torch.nn.functional.conv2d(xt, Wt, bt, 1, pad).backward(dt)
+        xt.grad = Wt.grad = bt.grad = None
+    return step
+
+
+def _torch_pool(x, dout):
+    torch = _torch()
+    if torch is None:
+        return None
+    xt = torch.tensor(x, requires_grad=True)
+    dt = torch.tensor(dout)
+
+    def step():
+        torch.nn.functional.max_pool2d(xt, 2, 2).backward(dt)
         xt.grad = None
     return step
 

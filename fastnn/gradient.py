@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastnn import _validation as v
+from fastnn import _numgrad_sweep
 from fastnn._kernels import _numgrad
 from fastnn.functions import one_hot
 
@@ -239,8 +240,8 @@ def _network_targets(t, n, k, single):
     t = np.asarray(t)
     if single and t.shape == (k,):
         t = t.reshape(1, k)
-    kind, t = v.as_targets(t, (n, k))
-    return one_hot(t, k) if kind == "labels" else v.as_float(t, "t", np.float64)
+    labels, t = v.resolve_targets(t, (n, k), np.float64)
+    return one_hot(t, k) if labels else t
 
 
 def network_numerical_gradient(weights, biases, x, t, activation="relu", exact_loss=False,
@@ -320,16 +321,15 @@ def network_numerical_gradient(weights, biases, x, t, activation="relu", exact_l
     steps = []
     for p in params:
         plus, minus = np.empty(p.shape), np.empty(p.shape)
-        _numgrad.perturbation_steps(np.ascontiguousarray(p).reshape(-1), h,
-                                    plus.reshape(-1), minus.reshape(-1))
+        _numgrad.perturbation_steps(np.ascontiguousarray(p), h, plus, minus)
         steps.append((plus, minus))
     L = len(weights)
     p64 = [np.ascontiguousarray(p, dtype=np.float64) for p in params]
     grads = [np.empty(p.shape) for p in params]
-    _numgrad.network_sweep(
+    _numgrad_sweep.network_sweep(
         p64[:L], p64[L:], [s[0] for s in steps[:L]], [s[1] for s in steps[:L]],
         [s[0] for s in steps[L:]], [s[1] for s in steps[L:]], x64, t64,
-        _numgrad.ACTIVATION_CODES[activation], bool(exact_loss), h, lam, grads[:L], grads[L:],
+        activation, bool(exact_loss), h, lam, grads[:L], grads[L:],
     )
     grads = [g.astype(p.dtype, copy=False) for g, p in zip(grads, params)]
     return grads[:L], grads[L:]

@@ -15,13 +15,14 @@ import numpy as np
 
 from fastnn import _validation as v
 from fastnn import threads
-from fastnn._kernels import _activations, _dense, _loss
+from fastnn._kernels import _activations, _conv, _dense, _loss
 from fastnn.functions import binary_cross_entropy, fused_softmax_loss
 
 __all__ = [
     "MulLayer", "AddLayer", "SquareLayer", "Identity", "Relu", "Sigmoid", "Affine", "Linear",
     "SoftmaxWithLoss", "SigmoidWithLoss",
 ]
+__all__ += ["Convolution", "Pooling"]
 
 
 def _require_forward(layer, cached):
@@ -183,18 +184,7 @@ class _Dense:
         self.db = None
 
     def _shapes(self, W, b):
-        if not isinstance(W, np.ndarray):
-            raise TypeError(f"W must be a NumPy array (the layer holds it by reference, as the "
-                            f"book's does), got {type(W).__name__}")
-        if W.ndim != 2:
-            raise ValueError(f"W must be a 2-D array, got shape {W.shape}")
-        n_in, n_out = W.shape[::-1] if self._transposed else W.shape
-        if n_in == 0 or n_out == 0:
-            # the GEMM kernels are never given an empty weight (as nets and numgrad refuse it)
-            raise ValueError(f"W must have at least one input and one output, got shape {W.shape}")
-        if np.shape(b) != (n_out,):
-            raise ValueError(f"b must have shape ({n_out},) to match W {W.shape}, got {np.shape(b)}")
-        return n_in, n_out
+        return v.dense_sizes(W, b, self._transposed)
 
     def forward(self, x):
         W, b = self.W, self.b  # read once: the kernel must get the arrays that were checked
@@ -350,3 +340,169 @@ class SigmoidWithLoss:
         dout = v.check_finite_scalar(dout, "dout")
         batch_size = self.y.shape[0] if self.y.ndim else 1
         return (self.y - self.t) * dout / batch_size
+
+
+# --- convolution and pooling (chapter 7) ---------------------------------------------------------
+
+class Convolution:
+    """The book's convolution: ``out[n, f] = sum_c x[n, c] (*) W[f, c] + b[f]`` over windows
+    of ``W``'s FH x FW, ``stride`` apart, on the input zero-padded by ``pad``.
+
+    ``x`` is (N, C, H, W) and ``W`` (FN, C, FH, FW) (rectangular filters allowed); the output
+    is (N, FN, OH, OW) with OH = (H + 2 pad - FH) // stride + 1, OW likewise.  ``W`` and ``b``
+    are the caller's arrays (not copies), as in ``Affine``; ``backward`` sets ``dW`` and ``db``.
+
+    The compiled path never builds the book's whole ``col`` matrix (see the design block of
+    fastnn/_kernels/_conv.pyx): ``col`` and ``col_W`` are still there, computed when read.
+
+    Twin: :class:`fastnn.reference.conv.Convolution`.
+    """
+
+    def __init__(self, W, b, stride=1, pad=0):
+        v.check_window(stride, pad, "Convolution")
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.dW = None
+        self.db = None
+        self._work = None  # the kernels' scratch, kept from call to call
+
+    def _scratch(self, x, W, stride, pad):
+        """The kernels' scratch array for this geometry and dtype, allocated once."""
+        size = _conv.conv_work_size(x.shape[1], x.shape[2], x.shape[3], W.shape[0], W.shape[2],
+                                    W.shape[3], stride, pad)
+        work = self._work
+        if work is None or work.size != size or work.dtype != x.dtype:
+            work = self._work = np.empty(size, dtype=x.dtype)
+        return work
+
+    @property
+    def col(self):
+        """The book's ``im2col`` of the last forward input (built on request)."""
+        if self.x is None:
+            return None
+        from fastnn.util import im2col
+        return im2col(self.x, self.W.shape[2], self.W.shape[3], self.stride, self.pad)
+
+    @property
+    def col_W(self):
+        """The book's ``W.reshape(FN, -1).T``."""
+        return np.reshape(self.W, (self.W.shape[0], -1)).T
+
+    def forward(self, x):
+        W, b = self.W, self.b  # read once: the kernel must get the arrays that were checked
+        stride, pad = v.check_window(self.stride, self.pad, "Convolution")
+        v.check_filters(W, b)
+        dtype = v.compute_dtype(("x", x), ("W", W), ("b", b))
+        x = v.as_images(x, "x", dtype)
+        v.check_filters(W, b, x.shape)
+        OH, OW = v.window_output_size(x.shape, W.shape[2:], stride, pad, "x", "the filter W")
+        W = v.as_float(W, "W", dtype)
+        b = v.as_float(b, "b", dtype)
+        out = np.empty((x.shape[0], W.shape[0], OH, OW), dtype=dtype)
+        if out.size:
+            _conv.conv_forward(x, W, b, out, stride, pad, False, self._scratch(x, W, stride, pad))
+        self.x = x
+        return out
+
+    def backward(self, dout, compute_dx=True):
+        """Set ``dW`` and ``db``; return dx of the forward input's shape.
+
+        ``compute_dx=False`` skips the input gradient and returns None: a network's first
+        layer never needs it.
+        """
+        x, W = self.x, self.W  # read once: the kernel must get the arrays that were checked
+        _require_forward(self, x)
+        stride, pad = v.check_window(self.stride, self.pad, "Convolution")
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            raise ValueError(f"x (the cached forward input) must be a 4-D array, got "
+                             f"{type(x).__name__} of shape {np.shape(x)}; was it reassigned?")
+        v.check_filters(W, self.b, x.shape)
+        OH, OW = v.window_output_size(x.shape, W.shape[2:], stride, pad, "x", "the filter W")
+        dtype = v.compute_dtype(("dout", dout), ("x", x), ("W", W))
+        dout = v.as_float(dout, "dout", dtype)
+        v.check_shape(dout, (x.shape[0], W.shape[0], OH, OW), "dout")
+        x = np.asarray(x, dtype=dtype, order="C")  # the public attribute may be any view by now
+        W = v.as_float(W, "W", dtype)
+        dW = np.empty(W.shape, dtype=dtype)
+        db = np.empty(W.shape[0], dtype=dtype)
+        dx = np.empty(x.shape, dtype=dtype) if compute_dx else None
+        if x.shape[0] == 0:
+            dW.fill(0)
+            db.fill(0)
+        else:
+            _conv.conv_backward(dout, x, W, dW, db, dx, stride, pad, None,
+                                self._scratch(x, W, stride, pad))
+        self.dW, self.db = dW, db
+        return dx
+
+
+class Pooling:
+    """The book's max pooling: the maximum of each ``pool_h`` x ``pool_w`` window, ``stride``
+    apart, of the input zero-padded by ``pad`` (the book's default stride is 2).
+
+    ``x`` (N, C, H, W) gives (N, C, OH, OW), OH = (H + 2 pad - pool_h) // stride + 1.  The
+    padding is by zeros, as the book's im2col pads (PyTorch's max_pool2d pads by -inf: the two
+    agree wherever a window holds a value >= 0, as after a ReLU).  ``backward`` routes each
+    gradient to the window's argmax, the first maximum in (ky, kx) order (NaN first), as the
+    book's ``np.argmax`` does; ``arg_max`` is the book's array of those window indices.
+
+    Twin: :class:`fastnn.reference.conv.Pooling`.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        v.check_count(pool_h, "Pooling: pool_h")
+        v.check_count(pool_w, "Pooling: pool_w")
+        v.check_window(stride, pad, "Pooling")
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self._argmax = None
+
+    @property
+    def arg_max(self):
+        """The book's ``arg_max``: window indices ky * pool_w + kx, rows (n, oh, ow, c)."""
+        a = self._argmax
+        return None if a is None else a.transpose(0, 2, 3, 1).reshape(-1).astype(np.intp)
+
+    def _geometry(self, shape):
+        ph = v.check_count(self.pool_h, "Pooling: pool_h")
+        pw = v.check_count(self.pool_w, "Pooling: pool_w")
+        stride, pad = v.check_window(self.stride, self.pad, "Pooling")
+        OH, OW = v.window_output_size(shape, (ph, pw), stride, pad, "x", "the pooling window")
+        return ph, pw, stride, pad, OH, OW
+
+    def forward(self, x):
+        x = v.as_images(x, "x")
+        ph, pw, stride, pad, OH, OW = self._geometry(x.shape)
+        N, C = x.shape[:2]
+        out = np.empty((N, C, OH, OW), dtype=x.dtype)
+        argmax = np.empty((N, C, OH, OW), dtype=np.int32)
+        if out.size:
+            _conv.maxpool_forward(x, out, argmax, ph, pw, stride, pad)
+        self.x = x
+        self._argmax = argmax
+        self._window = (ph, pw, stride, pad)
+        return out
+
+    def backward(self, dout):
+        x, argmax = self.x, self._argmax
+        _require_forward(self, argmax)
+        ph, pw, stride, pad = self._window  # the window of the forward that made argmax
+        shape = np.shape(x)
+        if len(shape) != 4:
+            raise ValueError(f"x (the cached forward input) must be a 4-D array, got shape "
+                             f"{shape}; was it reassigned?")
+        dtype = v.compute_dtype(("dout", dout))
+        dout = v.as_float(dout, "dout", dtype)
+        v.check_shape(dout, argmax.shape, "dout")
+        dx = np.empty(shape, dtype=dtype)
+        if dout.size and dx.size:
+            _conv.maxpool_backward(dout, argmax, dx, ph, pw, stride, pad)
+        else:
+            dx.fill(0)
+        return dx

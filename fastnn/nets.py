@@ -10,7 +10,6 @@ and the 'identity' activation.
 
 Twins: :mod:`fastnn.reference.nets`.
 """
-import math
 from collections import OrderedDict
 
 import numpy as np
@@ -177,12 +176,7 @@ class _Network:
         if cast:
             x2, single = v.as_batch(x, "x", dtype)
         else:
-            x = np.asarray(x)
-            if x.ndim == 0:
-                raise ValueError("x must have at least one dimension, got a scalar")
-            single = x.ndim == 1
-            # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
-            x2 = x.reshape((1, x.size) if single else (x.shape[0], math.prod(x.shape[1:])))
+            x2, single = v.batch_view(x)
         if x2.shape[1] != self._sizes[0]:
             raise ValueError(
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
@@ -204,10 +198,7 @@ class _Network:
             yield start, stop, ws, block
 
     def _targets(self, x2, t):
-        kind, t = v.as_targets(t, (x2.shape[0], self._sizes[-1]))
-        if kind == "targets":
-            t = v.as_float(t, "t", x2.dtype)
-        return kind == "labels", t
+        return v.resolve_targets(t, (x2.shape[0], self._sizes[-1]), x2.dtype)
 
     def predict(self, x):
         """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,)."""

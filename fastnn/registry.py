@@ -4,7 +4,12 @@ Each :class:`Pair` runs the same computation through either API namespace: ``FAS
 compiled ``fastnn`` modules) or ``REFERENCE`` (their NumPy twins), on inputs made by
 ``make_inputs(rng, n, k, dtype)`` for a batch of ``n`` rows of ``k`` features.  A compiled
 path registered here is parity-tested (tests/test_parity.py) and benchmarked
-(benchmarks/bench_pairs.py) without anyone remembering to.
+(benchmarks/bench_<family>.py) without anyone remembering to.
+
+``family`` names the pair's layer family, which is one name in five places:
+``fastnn/_kernels/_<family>.pyx`` (the kernels), the twin ``twin`` in ``fastnn.reference``,
+the entries here, ``tests/test_<family>.py`` and ``benchmarks/bench_<family>.py``
+(tests/test_layout.py checks that all five exist).
 """
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -15,22 +20,35 @@ import numpy as np
 import fastnn.functions
 import fastnn.layers
 import fastnn.nets
+import fastnn.reference.conv
 import fastnn.reference.functions
 import fastnn.reference.layers
 import fastnn.reference.nets
+import fastnn.util
 
-FAST = SimpleNamespace(name="fastnn", F=fastnn.functions, L=fastnn.layers, N=fastnn.nets)
+# C: the convolution family, whose twins share one module (fastnn.reference.conv)
+_FAST_CONV = SimpleNamespace(im2col=fastnn.util.im2col, col2im=fastnn.util.col2im,
+                             Convolution=fastnn.layers.Convolution, Pooling=fastnn.layers.Pooling)
+FAST = SimpleNamespace(name="fastnn", F=fastnn.functions, L=fastnn.layers, N=fastnn.nets,
+                       C=_FAST_CONV)
 REFERENCE = SimpleNamespace(
     name="reference", F=fastnn.reference.functions, L=fastnn.reference.layers,
-    N=fastnn.reference.nets,
+    N=fastnn.reference.nets, C=fastnn.reference.conv,
 )
 
 
 @dataclass(frozen=True)
 class Pair:
     name: str
+    family: str            # the kernel family: fastnn/_kernels/_<family>.pyx
+    twin: str              # the twin's dotted name in fastnn.reference
     run: Callable          # run(api, *inputs) -> array, scalar or tuple of them
     make_inputs: Callable  # make_inputs(rng, n, k, dtype) -> tuple of inputs
+
+
+def pairs(family):
+    """The registered pairs of one family."""
+    return [p for p in PAIRS if p.family == family]
 
 
 def _x(rng, n, k, dtype, scale=3.0):
@@ -148,68 +166,170 @@ def _image_inputs(size):
 
 
 PAIRS = [
-    Pair("sigmoid", lambda api, x: api.F.sigmoid(x), lambda r, n, k, dt: (_x(r, n, k, dt, 10),)),
-    Pair("sigmoid_grad", lambda api, x: api.F.sigmoid_grad(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
-    Pair("relu", lambda api, x: api.F.relu(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
-    Pair("relu_grad", lambda api, x: api.F.relu_grad(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
-    Pair("softmax", lambda api, x: api.F.softmax(x), lambda r, n, k, dt: (_x(r, n, k, dt, 10),)),
-    Pair("sum_squared_error", lambda api, y, t: api.F.sum_squared_error(y, t),
+    Pair("sigmoid", "activations", "fastnn.reference.functions.sigmoid",
+         lambda api, x: api.F.sigmoid(x), lambda r, n, k, dt: (_x(r, n, k, dt, 10),)),
+    Pair("sigmoid_grad", "activations", "fastnn.reference.functions.sigmoid_grad",
+         lambda api, x: api.F.sigmoid_grad(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
+    Pair("relu", "activations", "fastnn.reference.functions.relu",
+         lambda api, x: api.F.relu(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
+    Pair("relu_grad", "activations", "fastnn.reference.functions.relu_grad",
+         lambda api, x: api.F.relu_grad(x), lambda r, n, k, dt: (_x(r, n, k, dt),)),
+    Pair("softmax", "loss", "fastnn.reference.functions.softmax",
+         lambda api, x: api.F.softmax(x), lambda r, n, k, dt: (_x(r, n, k, dt, 10),)),
+    Pair("sum_squared_error", "loss", "fastnn.reference.functions.sum_squared_error",
+         lambda api, y, t: api.F.sum_squared_error(y, t),
          lambda r, n, k, dt: (_probs(r, n, k, dt), _one_hot(r, n, k, dt))),
-    Pair("cross_entropy_error[labels]", lambda api, y, t: api.F.cross_entropy_error(y, t),
+    Pair("cross_entropy_error[labels]", "loss", "fastnn.reference.functions.cross_entropy_error",
+         lambda api, y, t: api.F.cross_entropy_error(y, t),
          lambda r, n, k, dt: (_probs(r, n, k, dt), _labels(r, n, k))),
-    Pair("cross_entropy_error[one-hot]", lambda api, y, t: api.F.cross_entropy_error(y, t),
+    Pair("cross_entropy_error[one-hot]", "loss", "fastnn.reference.functions.cross_entropy_error",
+         lambda api, y, t: api.F.cross_entropy_error(y, t),
          lambda r, n, k, dt: (_probs(r, n, k, dt), _one_hot(r, n, k, dt))),
-    Pair("cross_entropy_error[exact]", lambda api, y, t: api.F.cross_entropy_error(y, t, exact=True),
+    Pair("cross_entropy_error[exact]", "loss", "fastnn.reference.functions.cross_entropy_error",
+         lambda api, y, t: api.F.cross_entropy_error(y, t, exact=True),
          lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
-    Pair("softmax_loss[labels]", lambda api, x, t: api.F.softmax_loss(x, t),
+    Pair("softmax_loss[labels]", "loss", "fastnn.reference.functions.softmax_loss",
+         lambda api, x, t: api.F.softmax_loss(x, t),
          lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
-    Pair("softmax_loss[one-hot]", lambda api, x, t: api.F.softmax_loss(x, t),
+    Pair("softmax_loss[one-hot]", "loss", "fastnn.reference.functions.softmax_loss",
+         lambda api, x, t: api.F.softmax_loss(x, t),
          lambda r, n, k, dt: (_x(r, n, k, dt), _one_hot(r, n, k, dt))),
-    Pair("softmax_loss_grad[labels]", lambda api, x, t: api.F.softmax_loss_grad(x, t),
+    Pair("softmax_loss_grad[labels]", "loss", "fastnn.reference.functions.softmax_loss_grad",
+         lambda api, x, t: api.F.softmax_loss_grad(x, t),
          lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
-    Pair("softmax_loss_grad[one-hot, exact]",
+    Pair("softmax_loss_grad[one-hot, exact]", "loss", "fastnn.reference.functions.softmax_loss_grad",
          lambda api, x, t: api.F.softmax_loss_grad(x, t, exact=True),
          lambda r, n, k, dt: (_x(r, n, k, dt), _one_hot(r, n, k, dt))),
-    Pair("one_hot", lambda api, t, k: api.F.one_hot(t, k), lambda r, n, k, dt: (_labels(r, n, k), k)),
-    Pair("binary_cross_entropy", lambda api, y, t: api.F.binary_cross_entropy(y, t),
+    Pair("one_hot", "loss", "fastnn.reference.functions.one_hot",
+         lambda api, t, k: api.F.one_hot(t, k), lambda r, n, k, dt: (_labels(r, n, k), k)),
+    Pair("binary_cross_entropy", "loss", "fastnn.reference.functions.binary_cross_entropy",
+         lambda api, y, t: api.F.binary_cross_entropy(y, t),
          lambda r, n, k, dt: (r.random((n, k)).astype(dt), r.integers(0, 2, (n, k)).astype(dt))),
-    Pair("binary_cross_entropy[logits]",
+    Pair("binary_cross_entropy[logits]", "loss", "fastnn.reference.functions.binary_cross_entropy",
          lambda api, y, t: api.F.binary_cross_entropy(y, t, from_logits=True),
          lambda r, n, k, dt: (_x(r, n, k, dt, 30), r.integers(0, 2, (n, k)).astype(dt))),
-    Pair("Relu", _layer("Relu"), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
-    Pair("Sigmoid", _layer("Sigmoid"), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
-    Pair("Affine", _dense("Affine"), _dense_inputs(False)),
-    Pair("Affine[4-D input]", _dense("Affine"), _dense_inputs(False, 7, (2, 3))),
-    Pair("Linear", _dense("Linear"), _dense_inputs(True)),
-    Pair("SoftmaxWithLoss[labels]", _softmax_with_loss(False),
+    Pair("Relu", "activations", "fastnn.reference.layers.Relu",
+         _layer("Relu"), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("Sigmoid", "activations", "fastnn.reference.layers.Sigmoid",
+         _layer("Sigmoid"), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("Affine", "dense", "fastnn.reference.layers.Affine",
+         _dense("Affine"), _dense_inputs(False)),
+    Pair("Affine[4-D input]", "dense", "fastnn.reference.layers.Affine",
+         _dense("Affine"), _dense_inputs(False, 7, (2, 3))),
+    Pair("Linear", "dense", "fastnn.reference.layers.Linear",
+         _dense("Linear"), _dense_inputs(True)),
+    Pair("SoftmaxWithLoss[labels]", "loss", "fastnn.reference.layers.SoftmaxWithLoss",
+         _softmax_with_loss(False),
          lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
-    Pair("SoftmaxWithLoss[one-hot]", _softmax_with_loss(False),
+    Pair("SoftmaxWithLoss[one-hot]", "loss", "fastnn.reference.layers.SoftmaxWithLoss",
+         _softmax_with_loss(False),
          lambda r, n, k, dt: (_x(r, n, k, dt), _one_hot(r, n, k, dt))),
-    Pair("SoftmaxWithLoss[exact]", _softmax_with_loss(True),
+    Pair("SoftmaxWithLoss[exact]", "loss", "fastnn.reference.layers.SoftmaxWithLoss",
+         _softmax_with_loss(True),
          lambda r, n, k, dt: (_x(r, n, k, dt), _labels(r, n, k))),
-    Pair("SigmoidWithLoss", _sigmoid_with_loss,
+    Pair("SigmoidWithLoss", "loss", "fastnn.reference.layers.SigmoidWithLoss", _sigmoid_with_loss,
          lambda r, n, k, dt: (_x(r, n, k, dt), r.integers(0, 2, (n, k)).astype(dt))),
-    Pair("TwoLayerNet", _net_step(lambda api, d, dt: api.N.TwoLayerNet(d, 16, 10, 0.1, dtype=dt, rng=0)),
+    Pair("TwoLayerNet", "network", "fastnn.reference.nets.TwoLayerNet",
+         _net_step(lambda api, d, dt: api.N.TwoLayerNet(d, 16, 10, 0.1, dtype=dt, rng=0)),
          _net_inputs),
-    Pair("TwoLayerNet[sparse input]",
+    Pair("TwoLayerNet[sparse input]", "network", "fastnn.reference.nets.TwoLayerNet",
          _net_step(lambda api, d, dt: api.N.TwoLayerNet(d, 50, 10, 0.1, dtype=dt, rng=0)),
          _sparse_net_inputs),
-    Pair("MultiLayerNet[sigmoid, sparse input]",
+    Pair("MultiLayerNet[sigmoid, sparse input]", "network", "fastnn.reference.nets.MultiLayerNet",
          _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [70, 9], 10, "sigmoid", "sigmoid",
                                                           dtype=dt, rng=4, exact_loss=True)),
          _sparse_net_inputs),
-    Pair("MultiLayerNet[relu]",
+    Pair("MultiLayerNet[relu]", "network", "fastnn.reference.nets.MultiLayerNet",
          _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9, 7], 10, dtype=dt, rng=1,
                                                           weight_decay_lambda=0.01)),
          _net_inputs),
-    Pair("MultiLayerNet[sigmoid]",
+    Pair("MultiLayerNet[sigmoid]", "network", "fastnn.reference.nets.MultiLayerNet",
          _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9], 10, "sigmoid", "sigmoid",
                                                           dtype=dt, rng=2)),
          _net_inputs),
-    Pair("MultiLayerNet[identity]",
+    Pair("MultiLayerNet[identity]", "network", "fastnn.reference.nets.MultiLayerNet",
          _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9], 10, "identity", 0.1,
                                                           dtype=dt, rng=3, exact_loss=True)),
          _net_inputs),
     Pair("SimpleConvNet", _convnet_step(_small_convnet), _image_inputs(8)),
     Pair("DeepConvNet[narrow]", _convnet_step(_small_deep_convnet), _image_inputs(28)),
+]
+
+
+# --- convolution and pooling: images of (n, 1 + k % 3, ...) with windows drawn from k ---------
+
+def _image_geometry(n, k, window=(3, 3), stride=1, pad=0):
+    c, h, w = 1 + k % 3, 4 + k % 7, 3 + k % 5
+    fh, fw = min(window[0], h + 2 * pad), min(window[1], w + 2 * pad)
+    return (n, c, h, w), (fh, fw), ((h + 2 * pad - fh) // stride + 1,
+                                    (w + 2 * pad - fw) // stride + 1)
+
+
+def _im2col_inputs(window, stride, pad):
+    def make(rng, n, k, dtype):
+        shape, (fh, fw), _ = _image_geometry(n, k, window, stride, pad)
+        return rng.standard_normal(shape).astype(dtype), fh, fw, stride, pad
+    return make
+
+
+def _col2im_inputs(window, stride, pad):
+    def make(rng, n, k, dtype):
+        shape, (fh, fw), (oh, ow) = _image_geometry(n, k, window, stride, pad)
+        col = rng.standard_normal((n * oh * ow, shape[1] * fh * fw)).astype(dtype)
+        return col, shape, fh, fw, stride, pad
+    return make
+
+
+def _convolution(api, x, W, b, dout, stride, pad):
+    layer = api.C.Convolution(W, b, stride, pad)
+    out = layer.forward(x)
+    dx = layer.backward(dout)
+    return out, dx, layer.dW, layer.db
+
+
+def _convolution_inputs(window, stride, pad, filters=4):
+    def make(rng, n, k, dtype):
+        shape, (fh, fw), (oh, ow) = _image_geometry(n, k, window, stride, pad)
+        x = rng.standard_normal(shape).astype(dtype)
+        W = (0.3 * rng.standard_normal((filters, shape[1], fh, fw))).astype(dtype)
+        b = rng.standard_normal(filters).astype(dtype)
+        dout = rng.standard_normal((n, filters, oh, ow)).astype(dtype)
+        return x, W, b, dout, stride, pad
+    return make
+
+
+def _pooling(api, x, dout, ph, pw, stride, pad):
+    layer = api.C.Pooling(ph, pw, stride, pad)
+    out = layer.forward(x)
+    return out, layer.backward(dout), layer.arg_max.astype(float)
+
+
+def _pooling_inputs(window, stride, pad):
+    def make(rng, n, k, dtype):
+        shape, (ph, pw), (oh, ow) = _image_geometry(n, k, window, stride, pad)
+        x = rng.standard_normal(shape).astype(dtype)
+        dout = rng.standard_normal((n, shape[1], oh, ow)).astype(dtype)
+        return x, dout, ph, pw, stride, pad
+    return make
+
+
+_TWIN = "fastnn.reference.conv."
+PAIRS += [
+    Pair("im2col", "conv", _TWIN + "im2col", lambda api, *a: api.C.im2col(*a),
+         _im2col_inputs((3, 3), 1, 0)),
+    Pair("im2col[3x2, stride 2, pad 1]", "conv", _TWIN + "im2col",
+         lambda api, *a: api.C.im2col(*a), _im2col_inputs((3, 2), 2, 1)),
+    Pair("col2im", "conv", _TWIN + "col2im", lambda api, *a: api.C.col2im(*a),
+         _col2im_inputs((3, 3), 1, 0)),
+    Pair("col2im[2x3, stride 2, pad 2]", "conv", _TWIN + "col2im",
+         lambda api, *a: api.C.col2im(*a), _col2im_inputs((2, 3), 2, 2)),
+    Pair("Convolution", "conv", _TWIN + "Convolution", _convolution,
+         _convolution_inputs((3, 3), 1, 0)),
+    Pair("Convolution[3x3, pad 1]", "conv", _TWIN + "Convolution", _convolution,
+         _convolution_inputs((3, 3), 1, 1, 7)),
+    Pair("Convolution[2x3, stride 2, pad 2]", "conv", _TWIN + "Convolution", _convolution,
+         _convolution_inputs((2, 3), 2, 2)),
+    Pair("Pooling", "conv", _TWIN + "Pooling", _pooling, _pooling_inputs((2, 2), 2, 0)),
+    Pair("Pooling[3x3, stride 1, pad 1]", "conv", _TWIN + "Pooling", _pooling,
+         _pooling_inputs((3, 3), 1, 1)),
 ]

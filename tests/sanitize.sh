@@ -27,8 +27,10 @@ python="${PYTHON:-python}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/fastnn-sanitize.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-TESTS=(tests/test_parity.py tests/test_fuzz.py tests/test_robustness.py tests/test_threads.py
-       tests/test_layers.py tests/test_functions.py tests/test_nets.py tests/test_optim.py)
+TESTS=(tests/test_parity.py tests/test_fuzz.py tests/test_conv.py tests/test_robustness.py tests/test_threads.py
+       tests/test_layers.py tests/test_functions.py tests/test_activations.py tests/test_dense.py
+       tests/test_loss.py tests/test_network.py tests/test_optim.py tests/test_untrusted_arrays.py
+       tests/test_interrupts.py tests/test_files_hardening.py)
 
 echo "sanitize: copying $repo to $work/src"
 mkdir -p "$work/src"
@@ -77,7 +79,7 @@ export FASTNN_HYPOTHESIS_PROFILE="${FASTNN_HYPOTHESIS_PROFILE:-ci}"
 # The modules imported must be the sanitized ones of the copy.
 "$python" - "$work/venv" <<'EOF'
 import importlib, sys
-for name in ("_activations", "_dense", "_loss", "_network", "_numgrad", "_optim"):
+for name in ("_activations", "_conv", "_dense", "_loss", "_network", "_numgrad", "_optim"):
     module = importlib.import_module("fastnn._kernels." + name)
     if not module.__file__.startswith(sys.argv[1]):
         sys.exit(f"sanitize: imported {module.__file__}, not the sanitized copy")

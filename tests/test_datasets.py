@@ -31,7 +31,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.delenv("FASTNN_DATA", raising=False)
 
-    def no_network(url, timeout):
+    def no_network(url, timeout, max_bytes):
         raise AssertionError(f"a test tried to download {url}")
 
     monkeypatch.setattr(datasets, "_fetch", no_network)
@@ -353,12 +353,13 @@ def mirrors(monkeypatch):
             served[mirror + spec.name] = blob
     monkeypatch.setattr(datasets, "_MNIST_FILES", specs)
 
-    def fetch(url, timeout):
+    def fetch(url, timeout, max_bytes):
         assert timeout > 0
         fetched.append(url)
         answer = served[url]
         if isinstance(answer, Exception):
             raise answer
+        assert len(answer) <= max_bytes  # the small files are within the published sizes
         return answer
 
     monkeypatch.setattr(datasets, "_fetch", fetch)

@@ -33,11 +33,13 @@ import fastnn.gradient as G
 import fastnn.layers as L
 import fastnn.nets as N
 import fastnn.optim as O
+import fastnn.reference.conv as RC
 import fastnn.reference.functions as RF
 import fastnn.reference.gradient as RG
 import fastnn.reference.layers as RL
 import fastnn.reference.nets as RN
 import fastnn.reference.optim as RO
+import fastnn.util as U
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # the twins warn on overflow and log(0)
 FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -299,13 +301,13 @@ def run_twin(call):
     """The twin's result, or None when the twin cannot compute it (nothing to compare)."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        RL.np = _MatmulNumPy()
+        RL.np = RC.np = _MatmulNumPy()
         try:
             return call()
         except Exception:  # the book's code raises anything (IndexError, ...) on bad input
             return None
         finally:
-            RL.np = np
+            RL.np = RC.np = np
 
 
 def fuzz(fast_call, ref_call, inputs, dtype, *, valid, refused=False, scale_call=None,
@@ -888,12 +890,154 @@ def test_gradient_check(n, f32):
     assert all(isinstance(d, G.GradientDifference) and d.max_rel < 1e-2 for d in diffs.values())
 
 
+# --- convolution and pooling (fastnn.layers, fastnn.util) ------------------------------------
+
+WINDOW_INTS = st.one_of(st.integers(1, 3), st.integers(1, 3), st.sampled_from([0, -1, 1.5, True]))
+
+
+def _window_ok(*values, minimum=1):
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
+
+
+def _fits(shape, fh, fw, pad):
+    return (len(shape) == 4 and _window_ok(fh, fw) and _window_ok(pad, minimum=0)
+            and fh <= shape[2] + 2 * pad and fw <= shape[3] + 2 * pad)
+
+
+def _out_hw(shape, fh, fw, stride, pad):
+    return (shape[2] + 2 * pad - fh) // stride + 1, (shape[3] + 2 * pad - fw) // stride + 1
+
+
+covers("Convolution")
+
+
+@FUZZ
+@given(data=st.data(), n=st.integers(0, 3), c=st.integers(1, 3), h=st.integers(1, 5),
+       w=st.integers(1, 5), fn=st.integers(1, 3), fh=st.integers(1, 4), fw=st.integers(1, 4),
+       stride=WINDOW_INTS, pad=st.sampled_from([0, 0, 1, 2, -1]), compute_dx=st.booleans())
+def test_convolution(data, n, c, h, w, fn, fh, fw, stride, pad, compute_dx):
+    x = data.draw(args((n, c, h, w)), "x")
+    W = data.draw(args((fn, c, fh, fw)), "W")
+    b = data.draw(args((fn,)), "b")
+    window_ok = _window_ok(stride) and _window_ok(pad, minimum=0)
+    if not window_ok:
+        with pytest.raises((ValueError, TypeError)):
+            L.Convolution(W.value, b.value, stride, pad)
+        return
+    fits = _fits(x.array.shape, *W.array.shape[2:4], pad) if W.array.ndim == 4 else False
+    contract = expect(x, W, b, ok=isinstance(W.value, np.ndarray) and _fits((n, c, h, w), fh, fw, pad))
+    refused = x.refused or W.refused or b.refused
+    dtype = None if refused else policy_dtype(x.array.dtype, W.array.dtype, b.array.dtype)
+    fast = L.Convolution(W.value, b.value, stride, pad)
+
+    def twin(absolute=False):
+        f = np.abs if absolute else (lambda a: a)
+        layer = RC.Convolution(f(W.ref(dtype)), f(b.ref(dtype)), stride, pad)
+        return layer, layer.forward(f(x.ref(dtype)))
+
+    fuzz(lambda: fast.forward(x.value), lambda: twin()[1], [x.value, W.value, b.value], dtype,
+         **contract, scale_call=lambda: twin(True)[1])
+    if fast.x is None or not fits:  # forward refused its input
+        return
+    oh, ow = _out_hw(x.array.shape, *W.array.shape[2:4], stride, pad)
+    dout = data.draw(args((x.array.shape[0], W.array.shape[0], oh, ow)), "dout")
+
+    def twin_backward(absolute=False):
+        layer, _ = twin(absolute)
+        dx = layer.backward(np.abs(dout.ref()) if absolute else dout.ref())
+        return dx if compute_dx else None, layer.dW, layer.db
+
+    def fast_backward():
+        return fast.backward(dout.value, compute_dx=compute_dx), fast.dW, fast.db
+
+    fuzz(fast_backward, twin_backward, [dout.value, W.value, b.value],
+         None if dout.refused else policy_dtype(dout.array.dtype, dtype),
+         **expect(dout, ok=not x.mutated and not W.mutated),
+         scale_call=lambda: twin_backward(True),
+         tol_dtype=None if dout.refused else policy_dtype(dout.array.dtype))
+
+
+covers("Pooling")
+
+
+@FUZZ
+@given(data=st.data(), n=st.integers(0, 3), c=st.integers(1, 3), h=st.integers(1, 6),
+       w=st.integers(1, 6), ph=WINDOW_INTS, pw=st.integers(1, 3), stride=WINDOW_INTS,
+       pad=st.sampled_from([0, 0, 1, -1]))
+def test_pooling(data, n, c, h, w, ph, pw, stride, pad):
+    if not (_window_ok(ph, pw, stride) and _window_ok(pad, minimum=0)):
+        with pytest.raises((ValueError, TypeError)):
+            L.Pooling(ph, pw, stride, pad)
+        return
+    x = data.draw(args((n, c, h, w)), "x")
+    dtype = None if x.refused else policy_dtype(x.array.dtype)
+    fast = L.Pooling(ph, pw, stride, pad)
+    twin = RC.Pooling(ph, pw, stride, pad)
+    fuzz(lambda: fast.forward(x.value), lambda: twin.forward(x.ref()), [x.value], dtype,
+         **expect(x, ok=_fits((n, c, h, w), ph, pw, pad)))
+    if fast.x is None or not _fits(x.array.shape, ph, pw, pad):
+        return
+    np.testing.assert_array_equal(fast.arg_max, twin.arg_max)
+    dout = data.draw(args((x.array.shape[0], c) + _out_hw(x.array.shape, ph, pw, stride, pad)),
+                     "dout")
+    fuzz(lambda: fast.backward(dout.value), lambda: twin.backward(dout.ref()), [dout.value],
+         None if dout.refused else policy_dtype(dout.array.dtype), **expect(dout))
+
+
+covers("im2col", "col2im")
+
+
+@FUZZ
+@given(data=st.data(), n=st.integers(0, 3), c=st.integers(0, 3), h=st.integers(0, 5),
+       w=st.integers(0, 5), fh=WINDOW_INTS, fw=st.integers(1, 4), stride=WINDOW_INTS,
+       pad=st.sampled_from([0, 0, 1, -1]))
+def test_im2col_col2im(data, n, c, h, w, fh, fw, stride, pad):
+    window_ok = _window_ok(fh, fw, stride) and _window_ok(pad, minimum=0)
+    shape = (n, c, h, w)
+    x = data.draw(args(shape), "input_data")
+    dtype = None if x.refused else policy_dtype(x.array.dtype)
+    fits = window_ok and _fits(shape, fh, fw, pad)
+    fuzz(lambda: U.im2col(x.value, fh, fw, stride, pad),
+         lambda: RC.im2col(x.ref(), fh, fw, stride, pad), [x.value], dtype,
+         **expect(x, ok=fits))
+    if not fits:
+        return
+    oh, ow = _out_hw(shape, fh, fw, stride, pad)
+    col = data.draw(args((n * oh * ow, c * fh * fw)), "col")
+    fuzz(lambda: U.col2im(col.value, shape, fh, fw, stride, pad),
+         lambda: RC.col2im(col.ref(), shape, fh, fw, stride, pad), [col.value],
+         None if col.refused else policy_dtype(col.array.dtype), **expect(col))
+
+
+covers("smooth_curve", "shuffle_dataset", "conv_output_size")
+
+
+@FUZZ
+@given(data=st.data(), n=st.integers(0, 12))
+def test_util_helpers(data, n):
+    """The book's plain helpers: their result or a clean error."""
+    x = data.draw(args((n,), dtypes=ACCEPTED), "x")
+    ok, y = run_fast(lambda: U.smooth_curve(x.value), [x.value], valid=x.valid and n >= 6)
+    if ok:  # (the book's mirroring gives len(x) values only from 11 on)
+        assert y.ndim == 1 and y.shape[0] <= n and (n < 11 or y.shape[0] == n)
+    t = data.draw(args((n,), dtypes=ACCEPTED), "t")
+    ok, (xs, ts) = run_fast(lambda: U.shuffle_dataset(x.array, t.array), [], valid=True) \
+        if x.array.shape[:1] == t.array.shape[:1] and x.array.ndim and t.array.ndim \
+        else (False, (None, None))
+    if ok:
+        assert sorted(map(repr, xs.tolist())) == sorted(map(repr, x.array.tolist()))
+    size, fs, st_, pd = (data.draw(st.integers(-2, 9)) for _ in range(4))
+    ok, out = run_fast(lambda: U.conv_output_size(size, fs, st_, pd), [], valid=st_ > 0)
+    if ok:
+        assert out == (size + 2 * pd - fs) / st_ + 1
+
+
 # --- coverage --------------------------------------------------------------------------------
 
 EXEMPT = {"gradcheck_cli"}  # a command-line front end (tests/test_training.py runs it)
 
 
-@pytest.mark.parametrize("module", [F, L, N, O, G], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [F, L, N, O, G, U], ids=lambda m: m.__name__)
 def test_every_public_name_is_fuzzed(module):
     missing = set(module.__all__) - FUZZED - EXEMPT
     assert not missing, f"public names of {module.__name__} without a fuzz test: {missing}"

@@ -1,9 +1,8 @@
-"""The book's layers: its chapter 5 examples, drop-in semantics and clear errors."""
+"""The book's computational-graph layers (chapter 5 examples) and the layer API across families: clear errors."""
 import numpy as np
 import pytest
 
 from fastnn import layers as L
-from fastnn.reference import layers as R
 
 
 def test_apple_and_mandarin():
@@ -29,106 +28,6 @@ def test_chain_rule_square_of_sum(x, y):
     dx, dy = add.backward(square.backward(1))
     np.testing.assert_allclose(dx, 2 * (x + y))
     np.testing.assert_allclose(dy, 2 * (x + y))
-
-
-def test_relu_mask_and_backward_keeps_dout(rng):
-    x = rng.standard_normal((4, 5))
-    x[0, 0] = 0.0
-    relu = L.Relu()
-    out = relu.forward(x)
-    np.testing.assert_array_equal(relu.mask, x <= 0)  # the book's mask
-    np.testing.assert_array_equal(out, np.maximum(x, 0))
-    dout = rng.standard_normal((4, 5))
-    kept = dout.copy()
-    dx = relu.backward(dout)
-    np.testing.assert_array_equal(dout, kept)  # unlike the book, dout is not overwritten
-    np.testing.assert_array_equal(dx, np.where(x <= 0, 0, kept))
-
-
-def test_affine_keeps_references_to_params(rng):
-    params = {"W1": rng.standard_normal((4, 3)), "b1": np.zeros(3)}
-    layer = L.Affine(params["W1"], params["b1"])
-    assert layer.W is params["W1"] and layer.b is params["b1"]
-    x = rng.standard_normal((2, 4))
-    before = layer.forward(x)
-    params["W1"] -= 0.5 * np.ones((4, 3))  # an optimizer's in-place update
-    params["b1"] += 1.0
-    np.testing.assert_allclose(layer.forward(x), before - 0.5 * x.sum(1, keepdims=True) + 1.0)
-
-
-def test_affine_single_sample_and_nd_input(rng):
-    W, b = rng.standard_normal((6, 2)), rng.standard_normal(2)
-    layer = L.Affine(W, b)
-    out = layer.forward(np.arange(6.0))
-    assert out.shape == (2,)
-    np.testing.assert_allclose(out, np.arange(6.0) @ W + b)
-    dx = layer.backward(np.ones(2))
-    assert dx.shape == (6,) and layer.dW.shape == (6, 2)
-    x4 = rng.standard_normal((3, 1, 2, 3))
-    ref = R.Affine(W, b)
-    np.testing.assert_allclose(layer.forward(x4), ref.forward(x4), rtol=1e-13)
-    dout = rng.standard_normal((3, 2))
-    dx = layer.backward(dout)
-    assert dx.shape == x4.shape
-    np.testing.assert_allclose(dx, ref.backward(dout), rtol=1e-13)
-
-
-def test_affine_skip_input_gradient(rng):
-    W, b = rng.standard_normal((5, 3)), rng.standard_normal(3)
-    x, dout = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
-    full, skip = L.Affine(W, b), L.Affine(W, b)
-    full.forward(x)
-    skip.forward(x)
-    full.backward(dout)
-    assert skip.backward(dout, compute_dx=False) is None
-    np.testing.assert_array_equal(skip.dW, full.dW)
-    np.testing.assert_array_equal(skip.db, full.db)
-
-
-def test_linear_is_affine_with_transposed_weight(rng):
-    W, b, x = rng.standard_normal((3, 5)), rng.standard_normal(3), rng.standard_normal((4, 5))
-    lin, aff = L.Linear(W, b), L.Affine(np.ascontiguousarray(W.T), b)
-    np.testing.assert_allclose(lin.forward(x), aff.forward(x), rtol=1e-14)
-    dout = rng.standard_normal((4, 3))
-    np.testing.assert_allclose(lin.backward(dout), aff.backward(dout), rtol=1e-14)
-    np.testing.assert_allclose(lin.dW, aff.dW.T, rtol=1e-14)
-
-
-def test_mixed_dtypes_promote_as_numpy(rng):
-    W = rng.standard_normal((4, 3))
-    x32 = rng.standard_normal((2, 4)).astype(np.float32)
-    assert L.Affine(W, np.zeros(3)).forward(x32).dtype == np.float64  # as the book's code
-    W32 = W.astype(np.float32)
-    assert L.Affine(W32, np.zeros(3, np.float32)).forward(x32).dtype == np.float32
-    assert L.Affine(W, np.zeros(3)).forward(np.ones((2, 4), dtype=np.uint8)).dtype == np.float64
-
-
-def test_softmax_with_loss_targets(rng):
-    x = rng.standard_normal((5, 4))
-    t = rng.integers(0, 4, 5)
-    layers = [L.SoftmaxWithLoss() for _ in range(3)]
-    losses = [layers[0].forward(x, t), layers[1].forward(x, t.reshape(5, 1)),
-              layers[2].forward(x, np.eye(4)[t])]
-    assert losses[0] == losses[1] == pytest.approx(losses[2], rel=1e-15)
-    grads = [layer.backward() for layer in layers]
-    np.testing.assert_allclose(grads[0], (layers[0].y - np.eye(4)[t]) / 5, rtol=1e-15)
-    for g in grads[1:]:
-        np.testing.assert_allclose(g, grads[0], rtol=1e-15)
-    np.testing.assert_allclose(layers[0].backward(2.0), 2 * grads[0], rtol=1e-15)
-    one = L.SoftmaxWithLoss()
-    loss = one.forward(x[0], t[0])  # a single 1-D sample with a scalar label
-    assert loss == pytest.approx(L.SoftmaxWithLoss().forward(x[:1], t[:1]), rel=1e-15)
-    assert one.backward().shape == (4,)
-
-
-def test_sigmoid_with_loss(rng):
-    x = rng.standard_normal((6, 1)) * 4
-    t = rng.integers(0, 2, (6, 1)).astype(float)
-    layer = L.SigmoidWithLoss()
-    loss = layer.forward(x, t)
-    y = 1 / (1 + np.exp(-x))
-    assert loss == pytest.approx(-np.sum(t * np.log(y) + (1 - t) * np.log(1 - y)) / 6, rel=1e-12)
-    np.testing.assert_allclose(layer.backward(), (y - t) / 6, rtol=1e-13)
 
 
 @pytest.mark.parametrize("layer, args", [

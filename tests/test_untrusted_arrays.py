@@ -14,7 +14,7 @@ import pytest
 import fastnn.layers as L
 import fastnn.nets as N
 import fastnn.optim as O
-from fastnn._kernels import _activations, _dense, _loss, _network, _optim
+from fastnn._kernels import _activations, _conv, _dense, _loss, _network, _optim
 
 def run_isolated(code):
     """Run ``code`` in a fresh interpreter; a crash or a hang fails the test."""
@@ -136,6 +136,26 @@ def test_lying_shape_subclasses_are_no_crash(entry):
                               [np.empty((5, 4)), np.empty((5, 2))],
                               [np.empty((3, 4)), np.empty((4, 2))], [np.empty(4), np.empty(2)],
                               np.empty((5, 1)), np.empty((5, 4)), np.empty(5), 1, False, 0.0),
+    lambda: _conv.conv_forward(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), np.ones(4),
+                               np.empty((2, 4, 6, 5)), 1, 0),
+    lambda: _conv.conv_backward(np.ones((2, 4, 6, 6)), np.ones((2, 3, 8, 8)),
+                                np.ones((4, 3, 3, 3)), np.empty(107), np.empty(4),
+                                np.empty((2, 3, 8, 8)), 1, 0),
+    lambda: _conv.conv_relu_pool_forward(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)),
+                                         np.ones(4), np.empty((2, 4, 3, 3)),
+                                         np.empty((2, 4, 3, 2), np.int32), 1, 0, 2, 2, 2, 0),
+    lambda: _conv.conv_relu_pool_backward(np.ones((2, 4, 3, 3)), np.zeros((2, 4, 3, 3), np.int32),
+                                          np.ones((2, 4, 3, 3)), np.ones((2, 3, 8, 8)),
+                                          np.ones((4, 3, 3, 3)), np.empty((4, 3, 3, 3)),
+                                          np.empty(4), np.empty((2, 3, 8, 7)), 1, 0, 2, 2, 2, 0),
+    lambda: _conv.maxpool_forward(np.ones((2, 3, 8, 8)), np.empty((2, 3, 4, 4)),
+                                  np.empty((2, 3, 4, 4), np.int32)[:, :, ::-1], 2, 2, 2, 0),
+    lambda: _conv.maxpool_backward(np.ones((2, 3, 4, 4)), np.zeros((2, 3, 4, 4), np.int32),
+                                   np.empty((2, 3, 11, 11)), 2, 2, 2, 0),
+    lambda: _conv.im2col(np.ones((2, 3, 8, 8)), np.empty((72, 12)), 2, 2, 1, 0),
+    lambda: _conv.col2im(np.ones((98, 12), np.float32), np.empty((2, 3, 8, 8)), 2, 2, 1, 0),
+    lambda: _conv.conv_forward(np.ones((2, 3, 8, 8)), np.ones((4, 3, 9, 9)), np.ones(4),
+                               np.empty((2, 4, 0, 0)), 1, 0),
 ], ids=lambda c: "")
 def test_compiled_entry_points_refuse_arrays_that_do_not_fit(call):
     with pytest.raises((ValueError, TypeError)) as info:

@@ -23,20 +23,42 @@
 #                  GEMMs (fastnn._kernels._blas.gemm): per perturbed row, one row's forward
 #                  pass from layer l + 1 on, where the brute force runs the whole batch
 #                  through every layer.
-# Point kernels are C (src_c/fnn_numgrad.c); this module builds the cached forward pass and
-# the tables (NumPy and the same BLAS wrapper), then runs the sweeps without the GIL.
-# Everything is float64: the quantities are loss differences of size ~h * gradient, and
+# Point kernels are C (src_c/fnn_numgrad.c); fastnn/_numgrad_sweep.py builds the cached forward
+# pass and the tables (NumPy); this module holds only the sweeps, which take those arrays
+# (checked against the sizes they will walk, fastnn/_kernels/_arrays.pxd) and run without the
+# GIL.  Everything is float64: the quantities are loss differences of size ~h * gradient, and
 # float32 parameters enter only through the steps they are moved by, computed in
 # perturbation_steps exactly as the book stores them.
 #
+# The sweeps check for signals between columns (every SIGNAL_EVERY of the output and last
+# hidden layers' cheap columns, every unit of a deeper layer), so that Ctrl-C stops even a
+# sweep of many seconds within a fraction of one.
+#
 # Twin: fastnn.reference.gradient.network_numerical_gradient (the book's brute force).
-from cython cimport floating
+cimport numpy as cnp
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdlib cimport free, malloc
+
+from fastnn._kernels._arrays cimport data_2d, dim, flat_data, float_type
+from fastnn._kernels._blas cimport gemm
+from fastnn._kernels._cfnn cimport *
 
 import numpy as np
 
-from fastnn._kernels._blas cimport gemm
-from fastnn._kernels._cfnn cimport *
+from fastnn._kernels._network import ACTIVATION_CODES
+
+cnp.import_array()
+
+BOOK_EPS = FNN_BOOK_EPS
+
+cdef enum:
+    SIGNAL_EVERY = 16  # columns between two checks for Ctrl-C in the cheap sweeps
+
+
+cdef int _check_signals() except -1 nogil:
+    """-1 with the exception set (KeyboardInterrupt) when a signal handler raised."""
+    with gil:
+        return PyErr_CheckSignals()
 
 
 cdef extern from "fnn_numgrad.h" nogil:
@@ -89,20 +111,16 @@ cdef extern from "fnn_numgrad.h" nogil:
                                 double *acc_out, double *scratch)
 
 
-# Perturbed rows propagated per GEMM in the deep sweep: two buffers of CHUNK_DOUBLES doubles
-# (1 MiB) each bound the memory, with at least CHUNK_MIN rows to keep BLAS efficient.
-cdef enum:
-    CHUNK_DOUBLES = 1 << 17
-    CHUNK_MIN = 64
-    CHUNK_MAX = 4096
 
-from fastnn._kernels._network import ACTIVATION_CODES
+def exp_terms(double u_max):
+    """Series terms of exp(u) - 1 for |u| <= u_max (0: too large, recomputed directly)."""
+    return fnn_numgrad_exp_terms(u_max)
 
 
-def perturbation_steps(const floating[::1] p,  # IN  (size,) a parameter, flattened
+def perturbation_steps(p,          # IN  a float32 or float64 parameter, any shape
                        double h,
-                       double[::1] plus_out,   # OUT (size,)
-                       double[::1] minus_out): # OUT (size,)
+                       plus_out,   # OUT p's size, float64
+                       minus_out): # OUT p's size, float64
     """The steps by which the book's ``numerical_gradient`` moves each entry of ``p``.
 
     It stores ``float(p) + h`` (a double sum rounded to p's dtype) and then ``p - h``
@@ -111,205 +129,181 @@ def perturbation_steps(const floating[::1] p,  # IN  (size,) a parameter, flatte
     For float64 they are h to ~1e-12; for float32 they differ from h by up to half an ulp
     of p, which the finite difference then sees as the book's does.
     """
-    cdef Py_ssize_t i
-    cdef floating hh = <floating> h
+    cdef int typenum = float_type(p, "p")
+    cdef cnp.npy_intp size = cnp.PyArray_SIZE(<cnp.ndarray> p), i
+    cdef const void *pp = flat_data(p, "p", typenum, size)
+    cdef double *plus = <double *> flat_data(plus_out, "plus_out", cnp.NPY_FLOAT64, size, True)
+    cdef double *minus = <double *> flat_data(minus_out, "minus_out", cnp.NPY_FLOAT64, size,
+                                              True)
+    cdef const float *pf = <const float *> pp
+    cdef const double *pd = <const double *> pp
+    cdef float hf = <float> h
     with nogil:
-        for i in range(p.shape[0]):
-            plus_out[i] = <double> (<floating> (<double> p[i] + h)) - p[i]
-            minus_out[i] = <double> (p[i] - hh) - p[i]
+        if typenum == cnp.NPY_FLOAT32:
+            for i in range(size):
+                plus[i] = <double> (<float> (<double> pf[i] + h)) - pf[i]
+                minus[i] = <double> (pf[i] - hf) - pf[i]
+        else:
+            for i in range(size):
+                plus[i] = (pd[i] + h) - pd[i]
+                minus[i] = (pd[i] - h) - pd[i]
 
 
-cdef inline double *_ptr(double[::1] a) noexcept:
-    return &a[0]
+cdef inline const double *_f64(object a, str name, cnp.npy_intp rows, cnp.npy_intp cols,
+                               bint out=False) except NULL:
+    return <const double *> data_2d(a, name, cnp.NPY_FLOAT64, rows, cols, out)
 
 
-cdef inline const double *_cptr(const double[::1] a) noexcept:
-    """The data of an input, which may be a read-only array."""
-    return &a[0]
+cdef inline double *_f64_out(object a, str name, cnp.npy_intp size) except NULL:
+    return <double *> flat_data(a, name, cnp.NPY_FLOAT64, size, True)
 
 
-def _matmul(a, b, bint trans_b=False):
-    """a @ b, or a @ b.T, of non-empty C-contiguous float64 matrices, through fastnn's BLAS
-    door (_blas), as the sweep's other GEMMs."""
-    cdef const double[:, ::1] av = a, bv = b
-    cdef int m = av.shape[0], kk = av.shape[1], n = bv.shape[0] if trans_b else bv.shape[1]
-    out = np.empty((m, n))
-    cdef double[:, ::1] ov = out
-    with nogil:
-        gemm(False, trans_b, m, n, kk, 1.0, &av[0, 0], kk, &bv[0, 0], <int> bv.shape[1],
-             0.0, &ov[0, 0], n)
-    return out
+cdef class Head:
+    """The loss head of the cached forward pass (fnn_numgrad_head), its arrays checked and
+    kept alive: logits z (n, k), targets t (n, k), row losses (n,), softmax p and
+    rho = p / (p + 1e-7) (n, k), t_sum (n,), and the nonzero targets as sparse rows
+    (t_ptr (n + 1,), t_cls and t_val of one entry each)."""
+    cdef fnn_numgrad_head c
+    cdef readonly object prob
+    cdef tuple _keep
+
+    def __cinit__(self, z, t, row_loss, prob, rho, t_sum, t_ptr, t_cls, t_val, bint exact):
+        cdef cnp.npy_intp n = dim(z, "z", 2, 0), k = dim(z, "z", 2, 1)
+        cdef cnp.npy_intp entries = dim(t_cls, "t_cls", 1, 0)
+        self.c.n, self.c.k, self.c.exact = n, k, exact
+        self.c.z, self.c.t = _f64(z, "z", n, k), _f64(t, "t", n, k)
+        self.c.loss = <const double *> flat_data(row_loss, "row_loss", cnp.NPY_FLOAT64, n)
+        self.c.p, self.c.rho = _f64(prob, "prob", n, k), _f64(rho, "rho", n, k)
+        self.c.t_sum = <const double *> flat_data(t_sum, "t_sum", cnp.NPY_FLOAT64, n)
+        self.c.t_ptr = <const fnn_index *> flat_data(t_ptr, "t_ptr", cnp.NPY_INTP, n + 1)
+        self.c.t_cls = <const fnn_index *> flat_data(t_cls, "t_cls", cnp.NPY_INTP, entries)
+        self.c.t_val = <const double *> flat_data(t_val, "t_val", cnp.NPY_FLOAT64, entries)
+        if t_ptr[n] > entries:
+            raise ValueError(f"t_ptr: {t_ptr[n]} target entries, t_cls holds {entries}")
+        self.prob = prob
+        self._keep = (z, t, row_loss, rho, t_sum, t_ptr, t_cls, t_val)
 
 
-cdef inline fnn_index *_iptr(fnn_index[::1] a) noexcept:
-    return &a[0]
+cdef class Hidden:
+    """A hidden layer's point tables (fnn_numgrad_hidden): pre-activations z, slope and
+    cosig, each (n, d), and its activation code."""
+    cdef fnn_numgrad_hidden c
+    cdef cnp.npy_intp n
+    cdef tuple _keep
+
+    def __cinit__(self, z, slope, cosig, int activation):
+        self.n, self.c.d = dim(z, "z", 2, 0), dim(z, "z", 2, 1)
+        self.c.activation = activation
+        self.c.z = _f64(z, "z", self.n, self.c.d)
+        self.c.slope = _f64(slope, "slope", self.n, self.c.d)
+        self.c.cosig = _f64(cosig, "cosig", self.n, self.c.d)
+        self._keep = (z, slope, cosig)
 
 
-def _sigmoid(z):
-    out = np.empty_like(z)
-    cdef double[::1] zf = z.reshape(-1), of = out.reshape(-1)
-    fnn_sigmoid_forward_f64(&zf[0], &of[0], zf.shape[0])
-    return out
+cdef class _Layer:
+    """One layer's sweep arguments: inputs transposed (dprev, n), steps (dprev, d) and (d,),
+    and the accumulators they sum into."""
+    cdef const double *a_t
+    cdef const double *w_plus
+    cdef const double *w_minus
+    cdef const double *b_plus
+    cdef const double *b_minus
+    cdef double *acc_w
+    cdef double *acc_b
+    cdef cnp.npy_intp dprev, d
+
+    def __cinit__(self, cnp.npy_intp n, a_t, w_plus, w_minus, b_plus, b_minus, acc_w, acc_b):
+        self.dprev, self.d = dim(w_plus, "w_plus", 2, 0), dim(w_plus, "w_plus", 2, 1)
+        self.a_t = _f64(a_t, "a_t", self.dprev, n)
+        self.w_plus = _f64(w_plus, "w_plus", self.dprev, self.d)
+        self.w_minus = _f64(w_minus, "w_minus", self.dprev, self.d)
+        self.b_plus = <const double *> flat_data(b_plus, "b_plus", cnp.NPY_FLOAT64, self.d)
+        self.b_minus = <const double *> flat_data(b_minus, "b_minus", cnp.NPY_FLOAT64, self.d)
+        self.acc_w = <double *> _f64(acc_w, "acc_w", self.dprev, self.d, True)
+        self.acc_b = _f64_out(acc_b, "acc_b", self.d)
 
 
-def _hidden_tables(z, activation):
-    """(z, slope, cosig) of a hidden layer and its activations a."""
-    if activation == FNN_RELU:
-        return (z, z, z), np.maximum(z, 0)
-    if activation == FNN_SIGMOID:
-        a, cosig = _sigmoid(z), _sigmoid(-z)
-        return (z, a * cosig, cosig), a
-    return (z, z, z), z
-
-
-cdef void _set_hidden(fnn_numgrad_hidden *layer, tables, int activation):
-    z, slope, cosig = tables
-    layer.d = z.shape[1]
-    layer.activation = activation
-    layer.z = _ptr(z.reshape(-1))
-    layer.slope = _ptr(slope.reshape(-1))
-    layer.cosig = _ptr(cosig.reshape(-1))
-
-
-cdef double _step_bound(a_prev, wp, wm, bp, bm):
-    """Largest |pre-activation change| of any single perturbation of a layer."""
-    w_step = max(float(np.max(np.abs(wp))), float(np.max(np.abs(wm))))
-    b_step = max(float(np.max(np.abs(bp))), float(np.max(np.abs(bm))))
-    return max(w_step * float(np.max(np.abs(a_prev))), b_step)
-
-
-def network_sweep(list weights,   # IN  L float64 arrays (d_l, d_{l+1}), C-contiguous
-                  list biases,    # IN  L float64 arrays (d_{l+1},)
-                  list w_plus,    # IN  perturbation steps of the weights (perturbation_steps)
-                  list w_minus,   # IN
-                  list b_plus,    # IN  ... and of the biases
-                  list b_minus,   # IN
-                  x,              # IN  (n, d_0) float64
-                  t,              # IN  (n, k) float64 targets, one-hot rows for labels
-                  int activation, bint exact, double h, double weight_decay_lambda,
-                  list dW_out,    # OUT L float64 arrays, shapes of the weights
-                  list db_out):   # OUT L float64 arrays, shapes of the biases
-    """Central differences of the network's loss for every weight and bias.
-
-    Writes ``(L(p + plus) - L(p + minus)) / 2h`` for every parameter p, where
-    L = mean_r loss_r + 0.5 * weight_decay_lambda * sum_l sum W_l**2 and loss_r is the
-    cross-entropy of softmax(logits_r) (the book's -log(y + 1e-7), or log-softmax if
-    ``exact``).  Arguments are validated by fastnn.gradient.network_numerical_gradient.
-    """
-    cdef Py_ssize_t L = len(weights), n = x.shape[0], k = t.shape[1]
-    cdef Py_ssize_t l, i, j, d, dprev, maxd, chunk
-    cdef double inv = 1.0 / (n * 2.0 * h)
-
-    # ---- the forward pass, cached: inputs of every layer and their transposes ----
-    tables = []                      # per hidden layer: (z, slope, cosig)
-    a = [x]                          # a[l] = input of layer l
-    for l in range(L - 1):
-        z = _matmul(a[l], weights[l])
-        z += biases[l]
-        tab, act = _hidden_tables(z, activation)
-        tables.append(tab)
-        a.append(act)
-    logits = _matmul(a[L - 1], weights[L - 1])
-    logits += biases[L - 1]
-    prob = np.empty_like(logits)
-    row_loss = np.empty(n)
-    cdef double[:, ::1] logits_v = logits, prob_v = prob
-    cdef const double[:, ::1] t_v = t
-    cdef double[::1] row_loss_v = row_loss
-    fnn_softmax_xent_targets_f64(&logits_v[0, 0], &t_v[0, 0], &prob_v[0, 0], &row_loss_v[0],
-                                 n, k, exact)
-    a_t = [np.ascontiguousarray(al.T) for al in a]
+def output_sweep(Head head not None, a_t, w_plus, w_minus, b_plus, b_minus,
+                 acc_w_out, acc_b_out,   # OUT (dprev, k), (k,): sums of loss changes
+                 double u_max, scratch):
+    """The output layer's weights and biases: each moves one logit of every row."""
+    cdef _Layer lay = _Layer(head.c.n, a_t, w_plus, w_minus, b_plus, b_minus, acc_w_out,
+                             acc_b_out)
+    cdef cnp.npy_intp k = head.c.k, n = head.c.n, i
+    if lay.d != k:
+        raise ValueError(f"w_plus: expected {k} columns, one per class, got {lay.d}")
+    cdef double *work = _f64_out(scratch, "scratch", 3 * k)
+    cdef int m_exp = fnn_numgrad_exp_terms(u_max)
+    cdef int m_log = fnn_numgrad_log_terms(fnn_numgrad_log_bound(u_max))
     ones = np.ones(n)
-    cdef const double *one = _ptr(ones)
-
-    # ---- the loss head: softmax, targets as sparse rows ----
-    rho = prob / (prob + FNN_BOOK_EPS)   # the book's 1e-7
-    t_rows, t_cls = np.nonzero(t)
-    t_ptr = np.zeros(n + 1, dtype=np.intp)
-    np.cumsum(np.bincount(t_rows, minlength=n), out=t_ptr[1:])
-    t_cls = np.ascontiguousarray(t_cls, dtype=np.intp)
-    t_val = np.ascontiguousarray(t[t_rows, t_cls]) if t_cls.size else np.zeros(1)
-    if not t_cls.size:
-        t_cls = np.zeros(1, dtype=np.intp)   # a valid pointer; no row has entries
-    t_sum = t.sum(axis=1)
-    cdef fnn_numgrad_head head
-    head.n, head.k, head.exact = n, k, exact
-    head.z, head.t, head.loss = &logits_v[0, 0], &t_v[0, 0], &row_loss_v[0]
-    head.p, head.rho, head.t_sum = _ptr(prob.reshape(-1)), _ptr(rho.reshape(-1)), _ptr(t_sum)
-    head.t_ptr, head.t_cls, head.t_val = _iptr(t_ptr), _iptr(t_cls), _ptr(t_val)
-
-    acc_w = [np.zeros(W.shape) for W in weights]
-    acc_b = [np.zeros(b.shape) for b in biases]
-    cdef const double *col
-    cdef double *plus
-    cdef double *minus
-    cdef double *acc
-    cdef double *bias_plus
-    cdef double *bias_minus
-    cdef double *bias_acc
-    cdef double *work
-    cdef double u_max
-    cdef int m_exp, m_log
-
-    # ---- output layer ----
-    l = L - 1
-    u_max = _step_bound(a[l], w_plus[l], w_minus[l], b_plus[l], b_minus[l])
-    m_exp = fnn_numgrad_exp_terms(u_max)
-    m_log = fnn_numgrad_log_terms(fnn_numgrad_log_bound(u_max))
-    dprev = weights[l].shape[0]
-    col, plus, minus, acc = (_cptr(a_t[l].reshape(-1)), _ptr(w_plus[l].reshape(-1)),
-                             _ptr(w_minus[l].reshape(-1)), _ptr(acc_w[l].reshape(-1)))
-    bias_plus, bias_minus, bias_acc = _ptr(b_plus[l]), _ptr(b_minus[l]), _ptr(acc_b[l])
-    scratch = np.empty(3 * k)
-    work = _ptr(scratch)
+    cdef const double *one = <const double *> flat_data(ones, "ones", cnp.NPY_FLOAT64, n)
     with nogil:
-        for i in range(dprev):
-            fnn_numgrad_output_column(&head, col + i * n, plus + i * k, minus + i * k,
-                                      acc + i * k, m_exp, m_log, work)
+        for i in range(lay.dprev):
+            if i % SIGNAL_EVERY == 0:
+                _check_signals()
+            fnn_numgrad_output_column(&head.c, lay.a_t + i * n, lay.w_plus + i * k,
+                                      lay.w_minus + i * k, lay.acc_w + i * k, m_exp, m_log, work)
         # the bias is the weight of an input column of ones
-        fnn_numgrad_output_column(&head, one, bias_plus, bias_minus, bias_acc, m_exp, m_log,
-                                  work)
+        fnn_numgrad_output_column(&head.c, one, lay.b_plus, lay.b_minus, lay.acc_b, m_exp,
+                                  m_log, work)
 
-    # ---- last hidden layer ----
+
+def ray_sweep(Head head not None, Hidden hidden not None,
+              w_last,           # IN  (d, k) the output layer's weights
+              w_last_t,         # IN  (k, d) their transpose
+              mu,               # IN  (n, max(m_exp, 1), d) the moments' table / m!
+              tau,              # IN  (n, d) t @ w_last.T
+              double u_act, double u_max,
+              a_t, w_plus, w_minus, b_plus, b_minus,
+              acc_w_out, acc_b_out,  # OUT (dprev, d), (d,)
+              scratch):
+    """The last hidden layer's weights and biases: each moves the row's logits along a row of
+    the output layer's weights (the moments' series of the design block)."""
+    cdef cnp.npy_intp n = head.c.n, k = head.c.k, d = hidden.c.d, i
+    cdef _Layer lay = _Layer(n, a_t, w_plus, w_minus, b_plus, b_minus, acc_w_out, acc_b_out)
+    if lay.d != d or hidden.n != n:
+        raise ValueError(f"hidden tables of {hidden.n} x {d} for steps of {lay.d} units and "
+                         f"{n} rows")
     cdef fnn_numgrad_ray ray
-    cdef double u_act
-    if L >= 2:
-        l = L - 2
-        d, dprev = weights[l].shape[1], weights[l].shape[0]
-        w_last = weights[L - 1]
-        w_last_t = np.array(w_last.T, order="C")  # a copy: writable even for a read-only W
-        u_act = _step_bound(a[l], w_plus[l], w_minus[l], b_plus[l], b_minus[l])
-        # |activation change| <= |pre-activation change| (a quarter of it for the sigmoid)
-        u_max = u_act * (0.25 if activation == FNN_SIGMOID else 1.0) * float(np.max(np.abs(w_last)))
-        _set_hidden(&ray.hidden, tables[l], activation)
-        ray.m_act = fnn_numgrad_exp_terms(u_act)
-        ray.m_exp = fnn_numgrad_exp_terms(u_max)
-        ray.m_log = fnn_numgrad_log_terms(fnn_numgrad_log_bound(u_max))
-        mu = np.empty((n, max(ray.m_exp, 1), d))
-        w_pow = np.ones_like(w_last)
-        inv_fact = 1.0
-        for i in range(1, ray.m_exp + 1):
-            w_pow *= w_last
-            inv_fact /= i
-            mu[:, i - 1, :] = _matmul(prob, w_pow, True) * inv_fact
-        tau = _matmul(t, w_last, True)
-        ray.w, ray.wt = _cptr(w_last.reshape(-1)), _ptr(w_last_t.reshape(-1))
-        ray.mu, ray.tau = _ptr(mu.reshape(-1)), _ptr(tau.reshape(-1))
-        scratch = np.empty(8 * d + 3 * k)
-        work = _ptr(scratch)
-        col, plus, minus, acc = (_cptr(a_t[l].reshape(-1)), _ptr(w_plus[l].reshape(-1)),
-                                 _ptr(w_minus[l].reshape(-1)), _ptr(acc_w[l].reshape(-1)))
-        bias_plus, bias_minus, bias_acc = _ptr(b_plus[l]), _ptr(b_minus[l]), _ptr(acc_b[l])
-        with nogil:
-            for i in range(dprev):
-                fnn_numgrad_ray_column(&head, &ray, col + i * n, plus + i * d, minus + i * d,
-                                       acc + i * d, work)
-            fnn_numgrad_ray_column(&head, &ray, one, bias_plus, bias_minus, bias_acc, work)
+    ray.hidden = hidden.c
+    ray.m_act = fnn_numgrad_exp_terms(u_act)
+    ray.m_exp = fnn_numgrad_exp_terms(u_max)
+    ray.m_log = fnn_numgrad_log_terms(fnn_numgrad_log_bound(u_max))
+    ray.w, ray.wt = _f64(w_last, "w_last", d, k), _f64(w_last_t, "w_last_t", k, d)
+    ray.mu = <const double *> flat_data(mu, "mu", cnp.NPY_FLOAT64, n * max(ray.m_exp, 1) * d)
+    ray.tau = _f64(tau, "tau", n, d)
+    cdef double *work = _f64_out(scratch, "scratch", 8 * d + 3 * k)
+    ones = np.ones(n)
+    cdef const double *one = <const double *> flat_data(ones, "ones", cnp.NPY_FLOAT64, n)
+    with nogil:
+        for i in range(lay.dprev):
+            if i % SIGNAL_EVERY == 0:
+                _check_signals()
+            fnn_numgrad_ray_column(&head.c, &ray, lay.a_t + i * n, lay.w_plus + i * d,
+                                   lay.w_minus + i * d, lay.acc_w + i * d, work)
+        fnn_numgrad_ray_column(&head.c, &ray, one, lay.b_plus, lay.b_minus, lay.acc_b, work)
 
-    # ---- deeper layers ----
-    cdef fnn_numgrad_hidden *hid = NULL
-    cdef const double **wp = NULL
-    cdef Py_ssize_t *dims = NULL
+
+def deep_sweep(Head head not None, list hiddens, list weights, Py_ssize_t l,
+               a_t, w_plus, w_minus, b_plus, b_minus,
+               acc_w_out, acc_b_out,     # OUT (dims[l], dims[l+1]), (dims[l+1],)
+               double u_act,
+               rows, cols, sgn, svals, dloss,  # workspace: (chunk,) each
+               buf0, buf1,                     # workspace: (chunk, widest layer)
+               scratch):                       # workspace: (2 * widest layer,)
+    """A layer l < L - 2: rows whose unit changes, propagated in chunks through the layers
+    above as GEMMs."""
+    cdef Py_ssize_t L = len(weights), m
+    cdef cnp.npy_intp n = head.c.n, widest = 0
+    if len(hiddens) != L - 1 or not 0 <= l < L - 2:
+        raise ValueError(f"hiddens: expected {L - 1} tables and a layer below {L - 2}, got "
+                         f"{len(hiddens)} and {l}")
+    cdef _Layer lay = _Layer(n, a_t, w_plus, w_minus, b_plus, b_minus, acc_w_out, acc_b_out)
+    cdef fnn_numgrad_hidden *hid = <fnn_numgrad_hidden *> malloc(
+        (L - 1) * sizeof(fnn_numgrad_hidden))
+    cdef const double **wp = <const double **> malloc(L * sizeof(double *))
+    cdef Py_ssize_t *dims = <Py_ssize_t *> malloc((L + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t chunk = dim(rows, "rows", 1, 0)
     cdef fnn_index *rows_p
     cdef fnn_index *cols_p
     cdef double *sgn_p
@@ -317,65 +311,40 @@ def network_sweep(list weights,   # IN  L float64 arrays (d_l, d_{l+1}), C-conti
     cdef double *dloss_p
     cdef double *buf0_p
     cdef double *buf1_p
-    if L >= 3:
-        maxd = max(W.shape[1] for W in weights)
-        chunk = min(max(CHUNK_DOUBLES // maxd, CHUNK_MIN), CHUNK_MAX)
-        rows = np.empty(chunk, dtype=np.intp)
-        cols = np.empty(chunk, dtype=np.intp)
-        sgn = np.empty(chunk)
-        svals = np.empty(chunk)
-        dloss = np.empty(chunk)
-        buf0 = np.empty(chunk * maxd)
-        buf1 = np.empty(chunk * maxd)
-        scratch = np.empty(2 * maxd)
-        hid = <fnn_numgrad_hidden *> malloc((L - 1) * sizeof(fnn_numgrad_hidden))
-        wp = <const double **> malloc(L * sizeof(double *))
-        dims = <Py_ssize_t *> malloc((L + 1) * sizeof(Py_ssize_t))
+    cdef double *work
+    try:
         if hid == NULL or wp == NULL or dims == NULL:
-            free(hid)
-            free(wp)
-            free(dims)
             raise MemoryError()
-        try:
-            for l in range(L):
-                wp[l] = _cptr(weights[l].reshape(-1))
-                dims[l] = weights[l].shape[0]
-                if l < L - 1:
-                    _set_hidden(&hid[l], tables[l], activation)
-            dims[L] = k
-            rows_p, cols_p = _iptr(rows), _iptr(cols)
-            sgn_p, svals_p, dloss_p = _ptr(sgn), _ptr(svals), _ptr(dloss)
-            buf0_p, buf1_p, work = _ptr(buf0), _ptr(buf1), _ptr(scratch)
-            for l in range(L - 2):
-                m_exp = fnn_numgrad_exp_terms(
-                    _step_bound(a[l], w_plus[l], w_minus[l], b_plus[l], b_minus[l]))
-                col, plus, minus, acc = (_cptr(a_t[l].reshape(-1)), _ptr(w_plus[l].reshape(-1)),
-                                         _ptr(w_minus[l].reshape(-1)),
-                                         _ptr(acc_w[l].reshape(-1)))
-                bias_plus, bias_minus, bias_acc = (_ptr(b_plus[l]), _ptr(b_minus[l]),
-                                                   _ptr(acc_b[l]))
-                with nogil:
-                    _deep_layer(&head, hid, wp, dims, L, l, col, plus, minus, bias_plus,
-                                bias_minus, acc, bias_acc, rows_p, cols_p, sgn_p, svals_p,
-                                dloss_p, buf0_p, buf1_p, work, chunk, m_exp)
-        finally:
-            free(hid)
-            free(wp)
-            free(dims)
-
-    # ---- finite differences, plus the weight decay's own (exact) difference ----
-    for l in range(L):
-        W = weights[l]
-        dW = acc_w[l] * inv
-        if weight_decay_lambda != 0:
-            # 0.5 lam ((p + plus)^2 - (p + minus)^2) / 2h, factored to avoid cancellation
-            dW += (0.5 * weight_decay_lambda / (2.0 * h)) * (
-                (w_plus[l] - w_minus[l]) * (2.0 * W + w_plus[l] + w_minus[l]))
-        dW_out[l][...] = dW
-        db_out[l][...] = acc_b[l] * inv
+        dims[0] = dim(weights[0], "weights[0]", 2, 0)
+        for m in range(L):
+            dims[m + 1] = dim(weights[m], f"weights[{m}]", 2, 1)
+            wp[m] = _f64(weights[m], f"weights[{m}]", dims[m], dims[m + 1])
+            widest = max(widest, dims[m + 1])
+        for m in range(L - 1):
+            if (<Hidden?> hiddens[m]).c.d != dims[m + 1] or (<Hidden> hiddens[m]).n != n:
+                raise ValueError(f"hiddens[{m}]: tables of the wrong size")
+            hid[m] = (<Hidden> hiddens[m]).c
+        if dims[L] != head.c.k or lay.dprev != dims[l] or lay.d != dims[l + 1]:
+            raise ValueError("deep_sweep: the weights, steps and head do not fit together")
+        rows_p = <fnn_index *> flat_data(rows, "rows", cnp.NPY_INTP, chunk, True)
+        cols_p = <fnn_index *> flat_data(cols, "cols", cnp.NPY_INTP, chunk, True)
+        sgn_p, svals_p = _f64_out(sgn, "sgn", chunk), _f64_out(svals, "svals", chunk)
+        dloss_p = _f64_out(dloss, "dloss", chunk)
+        buf0_p = _f64_out(buf0, "buf0", chunk * widest)
+        buf1_p = _f64_out(buf1, "buf1", chunk * widest)
+        work = _f64_out(scratch, "scratch", 2 * widest)
+        with nogil:
+            _deep_layer(&head.c, hid, wp, dims, L, l, lay.a_t, lay.w_plus, lay.w_minus,
+                        lay.b_plus, lay.b_minus, lay.acc_w, lay.acc_b, rows_p, cols_p, sgn_p,
+                        svals_p, dloss_p, buf0_p, buf1_p, work, chunk,
+                        fnn_numgrad_exp_terms(u_act))
+    finally:
+        free(hid)
+        free(wp)
+        free(dims)
 
 
-cdef void _deep_layer(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hid,
+cdef int _deep_layer(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hid,
                       const double **w, const Py_ssize_t *dims, Py_ssize_t L, Py_ssize_t l,
                       const double *a_prev_t,  # IN  (dims[l], n) inputs of layer l, transposed
                       const double *w_plus, const double *w_minus,  # IN  (dims[l], dims[l+1])
@@ -384,13 +353,14 @@ cdef void _deep_layer(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hi
                       double *acc_b,           # OUT (dims[l+1],)
                       fnn_index *rows, fnn_index *cols, double *sgn, double *svals,
                       double *dloss, double *buf0, double *buf1, double *scratch,
-                      Py_ssize_t chunk, int m_act) noexcept nogil:
+                      Py_ssize_t chunk, int m_act) except -1 nogil:
     """Layer l < L - 2: collect perturbed rows whose unit j changes, propagate in chunks."""
     cdef Py_ssize_t n = head.n, dprev = dims[l], dl = dims[l + 1]
     cdef Py_ssize_t i, j, r, q
     cdef int sign
     cdef double av, step, s
     for j in range(dl):
+        _check_signals()
         q = 0
         for i in range(dprev + 1):
             for r in range(n):
@@ -414,6 +384,7 @@ cdef void _deep_layer(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hi
         if q:
             _propagate(head, hid, w, dims, L, l, j, q, rows, cols, sgn, svals, dloss, buf0,
                        buf1, scratch, acc_w, acc_b)
+    return 0
 
 
 cdef void _propagate(const fnn_numgrad_head *head, const fnn_numgrad_hidden *hid,

@@ -71,13 +71,23 @@ def softmax_loss(X, t, exact=False):
     return cross_entropy_error(y, t)
 
 
+def softmax_loss_backward(y, t, dout=1):
+    """The book's SoftmaxWithLoss.backward: (y - t) * dout / batch, t one-hot or labels."""
+    y2 = y.reshape(1, -1) if y.ndim == 1 else y
+    t = np.asarray(t)
+    batch_size = y2.shape[0]
+    if t.shape == y.shape:
+        dx = (y2 - t.reshape(y2.shape)) * dout / batch_size
+    else:
+        dx = y2.copy()
+        dx[np.arange(batch_size), t.reshape(batch_size)] -= 1
+        dx = dx * dout / batch_size
+    return dx.reshape(y.shape)
+
+
 def softmax_loss_grad(X, t, exact=False):
     """SoftmaxWithLoss forward then backward, as the book's layer computes them."""
-    from fastnn.reference.layers import SoftmaxWithLoss
-
-    layer = SoftmaxWithLoss(exact=exact)
-    loss = layer.forward(X, t)
-    return loss, layer.backward(1)
+    return softmax_loss(X, t, exact), softmax_loss_backward(softmax(X), t)
 
 
 def one_hot(labels, num_classes=None, dtype=np.float64):

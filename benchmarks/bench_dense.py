@@ -1,0 +1,9 @@
+"""pytest-benchmark: the dense family's registered pairs (fastnn.registry) beside their twins.
+
+Run with ``python -m pytest benchmarks/ --benchmark-only``; nothing here asserts on time.
+"""
+FAMILY = "dense"
+
+
+def test_pair(pair_benchmark):
+    pair_benchmark()
