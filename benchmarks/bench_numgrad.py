@@ -19,12 +19,12 @@ import statistics
 import time
 from pathlib import Path
 
-import Cython
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import nets
+from fastnn.benchmark import cython_version
 from fastnn.reference import nets as ref_nets
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
@@ -87,7 +87,7 @@ def header():
     except ImportError:
         blas = "threadpoolctl not installed"
     return [
-        f"fastnn {fastnn.__version__}, NumPy {np.__version__}, Cython {Cython.__version__}, "
+        f"fastnn {fastnn.__version__}, NumPy {np.__version__}, Cython {cython_version()}, "
         f"Python {platform.python_version()}",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, BLAS: {blas}, "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}",

@@ -14,12 +14,12 @@ import platform
 import statistics
 import timeit
 
-import Cython
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import optim
+from fastnn.benchmark import cython_version
 from fastnn.reference import optim as ref
 
 # W1 784x50, b1 50, W2 50x10, b2 10: the parameters of TwoLayerNet(784, 50, 10)
@@ -60,7 +60,7 @@ def median_seconds(impl, name, dtype, repeat=25, number=200):
 
 def header():
     return [
-        f"fastnn {fastnn.__version__}, NumPy {np.__version__}, Cython {Cython.__version__}, "
+        f"fastnn {fastnn.__version__}, NumPy {np.__version__}, Cython {cython_version()}, "
         f"Python {platform.python_version()}",
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')} "

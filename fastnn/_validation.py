@@ -107,6 +107,14 @@ def check_finite_scalar(value, name, positive=False):
     return value
 
 
+def check_ratio(value, name):
+    """``value`` as a float in [0, 1) (the share of units a Dropout layer drops)."""
+    value = check_finite_scalar(value, name)
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
 def check_count(value, name, minimum=1):
     """``value`` as a Python int >= ``minimum`` (sizes, counts): TypeError for a non-integer
     (bool included), ValueError below the minimum."""

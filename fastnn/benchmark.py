@@ -29,7 +29,7 @@ from fastnn.reference import functions as RF
 from fastnn.reference import layers as RL
 from fastnn.reference import nets as RN
 from fastnn._kernels._blas import BLAS_PATH, BLAS_ROUTE
-from fastnn.threads import MIN_WORK_PER_THREAD, get_num_threads
+from fastnn.threads import MIN_WORK_PER_THREAD, available_cpus, blas_threads, get_num_threads
 
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MALLOC_MMAP_THRESHOLD_")
 
@@ -56,6 +56,7 @@ def environment():
     env = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip(),
+        "cpus_available": available_cpus(),
         "python": platform.python_version(),
         "fastnn": fastnn.__version__,
         "numpy": np.__version__,
@@ -66,24 +67,33 @@ def environment():
         ],
         "variables": {name: os.environ.get(name) for name in BLAS_VARIABLES},
         "fastnn_threads": get_num_threads(),
+        "fastnn_blas_threads": blas_threads(),
         "fastnn_blas": f"{BLAS_ROUTE} ({os.path.basename(BLAS_PATH or '?')})",
     }
-    try:
-        import Cython
-        env["cython"] = Cython.__version__
-    except ImportError:
-        pass
+    env["cython"] = cython_version()
     torch = _torch()
     if torch is not None:
         env["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
     return env
 
 
+def cython_version():
+    """Cython's version, or '-' where it is not installed (it builds fastnn; running and
+    benchmarking it need no Cython, and the test extras do not install it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("Cython")
+    except PackageNotFoundError:
+        return "-"
+
+
 def format_environment(env):
     lines = [
         f"fastnn {env['fastnn']}  numpy {env['numpy']}  scipy {env['scipy']}  "
         f"Cython {env.get('cython', '-')}  Python {env['python']}  torch {env.get('torch', 'not installed')}",
-        f"{env['date']}  {env['machine']}",
+        f"{env['date']}  {env['machine']} ({env.get('cpus_available', '?')} available to "
+        "this process)",
     ]
     for lib in env["blas"]:
         lines.append(
@@ -91,9 +101,10 @@ def format_environment(env):
             f"threads {lib['num_threads']}  ({os.path.basename(lib['filepath'] or '')})"
         )
     cap = env["fastnn_threads"]
-    lines.append(f"fastnn: GEMMs through {env['fastnn_blas']}; " + (
-        "threads as the BLAS is set" if cap is None else
-        f"up to {cap} thread(s), one per {MIN_WORK_PER_THREAD:,} multiply-adds (fastnn.threads)"))
+    ceiling = (f"up to the BLAS setting ({env.get('fastnn_blas_threads')})" if cap is None
+               else f"up to {cap}")
+    lines.append(f"fastnn: GEMMs through {env['fastnn_blas']}; threads chosen per call, one per "
+                 f"{MIN_WORK_PER_THREAD:,} multiply-adds, {ceiling} (fastnn.threads)")
     lines.append("variables: " + ", ".join(
         f"{k}={'unset' if v is None else v}" for k, v in env["variables"].items()))
     return "\n".join(lines)
@@ -231,6 +242,29 @@ def _five_layer(n, dtype, rng):
         n, dtype, rng, [784] + [100] * 5 + [10])
 
 
+def _extend_step_case(n, dtype, rng, ratio=0.2, lr=0.1):
+    """MultiLayerNetExtend(784, [100] * 5, 10) with batch normalization and dropout: the
+    book's common/multi_layer_net_extend.py (through its twin, float32 images into float64
+    weights), fastnn in the row's dtype, PyTorch's BatchNorm1d + Dropout."""
+    x32, t = _mnist_like(rng, n)
+    options = dict(use_batchnorm=True, use_dropout=True, dropout_ration=ratio)
+    np.random.seed(0)
+    fast_net = N.MultiLayerNetExtend(784, [100] * 5, 10, dtype=dtype, **options)
+    ref_net = RN.MultiLayerNetExtend(784, [100] * 5, 10, **options)
+    x_fast = x32.astype(dtype)
+
+    def step(net, x):
+        def run():
+            grads = net.gradient(x, t)
+            for key, g in grads.items():
+                net.params[key] -= lr * g
+        return run
+    return Case("MultiLayerNetExtend(5x100, BN, dropout 0.2) step", f"batch {n}",
+                np.dtype(dtype).name, step(fast_net, x_fast), step(ref_net, x32),
+                _torch_mlp_step(x_fast, t, [784] + [100] * 5 + [10], dtype, lr,
+                                batchnorm=True, dropout=ratio))
+
+
 def _predict_case(dtype, rng):
     x32, t = _mnist_like(rng, 10000)
     fast_net = N.TwoLayerNet(784, 50, 10, weight_init_std=0.1, dtype=dtype, rng=0)
@@ -341,6 +375,7 @@ def cases(quick=False):
         out += [_two_layer(n, dtype, rng) for n in batches]
         if not quick:
             out.append(_five_layer(100, dtype, rng))
+        out.append(_extend_step_case(100, dtype, rng))
         shapes = [(100, 10)] if quick else [(100, 10), (1000, 10), (10000, 1000)]
         out += [_softmax_loss_case(n, k, dtype, rng) for n, k in shapes]
         out += [_affine_case(100, 784, 50, dtype, rng), _affine_case(100, 50, 10, dtype, rng)]
@@ -421,7 +456,7 @@ def _torch_affine(x, W, b, dout):
     return step
 
 
-def _torch_mlp_step(x, t, sizes, dtype, lr):
+def _torch_mlp_step(x, t, sizes, dtype, lr, batchnorm=False, dropout=0.0):
     torch = _torch()
     if torch is None:
         return None
@@ -430,7 +465,12 @@ def _torch_mlp_step(x, t, sizes, dtype, lr):
     for i in range(len(sizes) - 1):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1], dtype=torch_dtype))
         if i < len(sizes) - 2:
+            if batchnorm:  # the book's eps, 10e-7, and its momentum 0.9 (PyTorch's 0.1)
+                layers.append(torch.nn.BatchNorm1d(sizes[i + 1], eps=10e-7, momentum=0.1,
+                                                   dtype=torch_dtype))
             layers.append(torch.nn.ReLU())
+            if dropout:
+                layers.append(torch.nn.Dropout(dropout))
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     xt, tt = torch.tensor(x), torch.tensor(t)
@@ -493,14 +533,38 @@ def _torch_convnet_predict(name, x, dtype):
 # --- running and reporting ----------------------------------------------------------------------
 
 def run(selected, rounds=7, min_time=0.02, progress=None):
-    for case in selected:
+    """Time every case; ``progress(index, total, case)`` is called before each."""
+    for index, case in enumerate(selected):
+        if progress:
+            progress(index, len(selected), case)
         names = ["fastnn", "reference"] + (["torch"] if case.torch else [])
         fns = [getattr(case, name) for name in names]
         for name, t in zip(names, median_time(fns, min(rounds, case.rounds or rounds), min_time)):
             case.times[name] = t
-        if progress:
-            progress(case)
     return selected
+
+
+class _Progress:
+    """``[ 3/21] TwoLayerNet step, batch 100, float32 (19 left)`` on one line of a terminal's
+    stderr, rewritten per case and cleared at the end; nothing where stderr is no terminal."""
+
+    def __init__(self, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = 0
+
+    def __call__(self, index, total, case):
+        if self.enabled:
+            text = (f"[{index + 1:{len(str(total))}d}/{total}] {case.op}, {case.shape}, "
+                    f"{case.dtype} ({total - index - 1} left)")
+            self.stream.write("\r" + text.ljust(self.width))
+            self.stream.flush()
+            self.width = len(text)
+
+    def close(self):
+        if self.enabled and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
 
 
 def _fmt_time(seconds):
@@ -571,9 +635,11 @@ def scaling_plot(path, threads=1, rounds=5, batches=(1, 10, 100, 1000, 10000)):
 @contextlib.contextmanager
 def same_threads(threads):
     """Every implementation on ``threads`` threads: every BLAS library loaded (NumPy's, which
-    fastnn's GEMMs use too, and SciPy's) and PyTorch's pool."""
+    fastnn's GEMMs use too, and SciPy's) and PyTorch's pool; never more than the CPUs this
+    process may use (OpenBLAS keeps every thread it starts)."""
     from threadpoolctl import threadpool_limits
 
+    threads = min(threads, available_cpus())
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(threads)
@@ -581,15 +647,22 @@ def same_threads(threads):
         yield
 
 
-def bench(quick=False, threads=1, rounds=7, json_path=None, out=sys.stdout):
-    """Run the side-by-side benchmark and print its table; returns the cases with times.
+def bench(quick=False, threads=1, rounds=7, json_path=None, out=None):
+    """Run the side-by-side benchmark and print its table (to ``out``, default sys.stdout as
+    it is at the call); returns the cases with times.
 
     ``threads`` is the thread count of every implementation alike.
     """
+    out = sys.stdout if out is None else out
     with same_threads(threads):
         env = environment()
         print(format_environment(env), file=out, flush=True)
-        selected = run(cases(quick), rounds=rounds, min_time=0.005 if quick else 0.05)
+        progress = _Progress()
+        try:
+            selected = run(cases(quick), rounds=rounds, min_time=0.005 if quick else 0.05,
+                           progress=progress)
+        finally:
+            progress.close()
     print(table(selected), file=out, flush=True)
     for note in NOTES:
         print(note, file=out)

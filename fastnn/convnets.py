@@ -31,8 +31,7 @@ from fastnn import _validation as v
 from fastnn import io, threads
 from fastnn._kernels._convnet import Plan
 from fastnn._kernels._network import count_argmax_hits
-from fastnn.layers import Affine, Relu, SoftmaxWithLoss
-from fastnn.reference.convnets import Convolution, Dropout, Pooling
+from fastnn.layers import Affine, Convolution, Dropout, Pooling, Relu, SoftmaxWithLoss
 
 __all__ = ["SimpleConvNet", "DeepConvNet"]
 

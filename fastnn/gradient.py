@@ -2,8 +2,9 @@
 
 The book's ``common/gradient.py`` (``numerical_gradient``, ``numerical_gradient_2d``), its
 chapter-4 ``numerical_diff`` and ``gradient_descent``, and chapter 5's ``gradient_check.py``
-(:func:`gradient_check`, :func:`gradcheck_cli`).  Replace ``from common.gradient import
-numerical_gradient`` by ``from fastnn.gradient import numerical_gradient``.
+(:func:`gradient_check`; the command ``fastnn gradcheck`` lives with the other commands, in
+:mod:`fastnn.__main__`).  Replace ``from common.gradient import numerical_gradient`` by
+``from fastnn.gradient import numerical_gradient``.
 
 Two additions do the same work faster:
 
@@ -16,8 +17,6 @@ Two additions do the same work faster:
 
 Twins: :mod:`fastnn.reference.gradient`.
 """
-import argparse
-import time
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +29,7 @@ from fastnn.functions import one_hot
 __all__ = [
     "numerical_diff", "numerical_gradient", "numerical_gradient_2d",
     "numerical_gradient_batched", "gradient_descent", "network_numerical_gradient",
-    "GradientDifference", "gradient_check", "gradcheck_cli",
+    "GradientDifference", "gradient_check",
 ]
 
 # numerical_gradient_batched's default chunks hold at most this many elements of points
@@ -379,82 +378,3 @@ def gradient_check(network, x, t):
         result[key] = GradientDifference(float(diff.mean()), max_abs,
                                          max_abs / scale if scale > 0 else 0.0)
     return result
-
-
-def _gradcheck_data(args, rng):
-    """(x, t, description) for the CLI: MNIST's first training images, else random ones."""
-    try:
-        from fastnn.datasets import load_mnist
-
-        (x_train, t_train), _ = load_mnist(normalize=True, one_hot_label=True,
-                                           data_dir=args.data_dir,
-                                           download=not args.no_download)
-        return x_train[:args.batch], t_train[:args.batch], "MNIST training images"
-    except Exception as exc:  # any failure to load falls back, with the reason on one line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"note: MNIST not loaded ({reason}); using random inputs")
-    x = rng.random((args.batch, 784))
-    t = np.eye(10)[rng.integers(0, 10, size=args.batch)]
-    return x, t, "random inputs"
-
-
-def gradcheck_cli(argv=None):
-    """``python -m fastnn gradcheck``: the book's gradient_check.py, as a command.
-
-    By default: TwoLayerNet(784, 50, 10) on the first 3 MNIST training images (random
-    inputs, with a note, if MNIST cannot be loaded); prints the book's line per parameter,
-    ``W1:1.3e-10`` (mean |backprop - numerical|), then the largest absolute and relative
-    differences.  Returns 0, or 1 when ``--tol`` is given and a relative difference
-    exceeds it.
-    """
-    parser = argparse.ArgumentParser(
-        prog="fastnn gradcheck",
-        description="Compare backprop with the numerical gradient (the book's gradient_check.py).",
-    )
-    parser.add_argument("--hidden", type=int, nargs="+", default=[50], metavar="UNITS",
-                        help="hidden layer sizes (default: 50, TwoLayerNet); several, or "
-                             "--activation/--weight-decay, give a MultiLayerNet")
-    parser.add_argument("--activation", choices=sorted(_numgrad.ACTIVATION_CODES),
-                        default="relu")
-    parser.add_argument("--weight-decay", type=float, default=0.0, metavar="LAMBDA")
-    parser.add_argument("--batch", type=int, default=3, help="images (default 3)")
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    parser.add_argument("--exact", action="store_true",
-                        help="exact log-softmax loss instead of the book's -log(y + 1e-7)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the weights and random inputs "
-                             "(default: np.random, as the book)")
-    parser.add_argument("--data-dir", default=None, help="folder of the MNIST IDX files")
-    parser.add_argument("--no-download", action="store_true", help="never download MNIST")
-    parser.add_argument("--tol", type=float, default=None,
-                        help="exit with status 1 if a max relative difference exceeds this")
-    args = parser.parse_args(argv)
-    if args.batch < 1 or min(args.hidden) < 1:
-        parser.error("--batch and --hidden must be positive")
-
-    from fastnn.nets import MultiLayerNet, TwoLayerNet
-
-    rng = np.random.default_rng(args.seed)
-    x, t, source = _gradcheck_data(args, rng)
-    seed = None if args.seed is None else rng
-    if len(args.hidden) == 1 and args.activation == "relu" and args.weight_decay == 0:
-        network = TwoLayerNet(784, args.hidden[0], 10, dtype=args.dtype, rng=seed,
-                              exact_loss=args.exact)
-        name = f"TwoLayerNet(784, {args.hidden[0]}, 10)"
-    else:
-        network = MultiLayerNet(784, args.hidden, 10, activation=args.activation,
-                                weight_decay_lambda=args.weight_decay, dtype=args.dtype,
-                                rng=seed, exact_loss=args.exact)
-        name = f"MultiLayerNet(784, {args.hidden}, 10, {args.activation!r})"
-    loss = "exact log-softmax loss" if args.exact else "the book's loss"
-    print(f"{name}, {args.dtype}, {len(x)} {source}, {loss}")
-    start = time.perf_counter()
-    diffs = gradient_check(network, x, t)
-    print(f"(numerical gradient and backprop: {1e3 * (time.perf_counter() - start):.1f} ms)")
-    width = max(len(key) for key in diffs) + 1
-    for key, d in diffs.items():
-        print(f"{key + ':' + format(d.mean_abs, '.6g'):<{width + 13}}"
-              f"  max abs {d.max_abs:<9.3g}  max rel {d.max_rel:.3g}")
-    if args.tol is not None and any(d.max_rel > args.tol for d in diffs.values()):
-        return 1
-    return 0

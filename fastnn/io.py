@@ -730,3 +730,231 @@ def load_params(path, max_bytes=None):
     params = _check_params(params, source, convert=False)
     # Arrays unpickled from read-only buffers are read-only; optimizers update in place.
     return {key: a if a.flags.writeable else a.copy() for key, a in params.items()}
+
+
+# --- networks that say what they are ------------------------------------------------------------
+#
+# save_network writes the network's arrays as save_params does, plus one more member,
+# NETWORK_MEMBER: the architecture as UTF-8 JSON in a uint8 array.  So the file is read by the
+# same safe loader (load_params: no pickle in an .npz, the restricted unpickler for a .pkl),
+# the book's code still finds W1, b1, ... in a .pkl, and the JSON can be read by anyone:
+# ``bytes(np.load(path)[NETWORK_MEMBER]).decode()``.
+#
+# The JSON holds: "format" and "version" (of this layout), "fastnn" (the version that wrote
+# it), "class", "dtype", "config" (the constructor's arguments, per class), "params" (the
+# names of network.params, the arrays an optimizer updates), "state" (other arrays the network
+# needs to predict, such as batch-normalization running statistics) and "info" (the caller's,
+# e.g. the data set it was trained on).  A new network class is one entry in _ARCHITECTURES:
+# a function describe(network) -> (config, params, state) and a function
+# build(config, arrays, dtype) -> network; the classes are looked up by name in that table
+# only, so a file cannot make load_network import anything.
+
+import json  # noqa: E402  (this section's own imports, kept with it)
+import warnings  # noqa: E402
+
+NETWORK_MEMBER = "__network__"
+NETWORK_FORMAT = "fastnn.network"
+NETWORK_FORMAT_VERSION = 1
+_MAX_DESCRIPTION_BYTES = 1 << 20
+_BARE_ACTIVATION = {"pkl": "sigmoid", "npz": "relu"}  # the book's sample_weight.pkl; fastnn's
+_ACTIVATIONS = ("relu", "sigmoid", "identity")
+
+__all__ += ["save_network", "load_network", "NETWORK_MEMBER", "BareWeightsWarning"]
+
+
+class BareWeightsWarning(UserWarning):
+    """``load_network`` read a file of weights only (the book's pickle, or an ``.npz`` of an
+    older fastnn) and assumed the hidden activation."""
+
+
+def _dense_describe(network):
+    sizes = [int(network.affine_layers[0].W.shape[0])]
+    sizes += [int(layer.W.shape[1]) for layer in network.affine_layers]
+    config = {"sizes": sizes, "activation": network.activation,
+              "weight_decay_lambda": float(getattr(network, "weight_decay_lambda", 0) or 0),
+              "exact_loss": bool(network.exact_loss)}
+    return config, dict(network.params), {}
+
+
+def _dense_build(name):
+    def build(config, arrays, dtype):
+        from fastnn import nets
+
+        sizes, activation = config["sizes"], config["activation"]
+        if name == "TwoLayerNet":
+            if len(sizes) != 3 or activation != "relu":
+                raise ValueError(f"a TwoLayerNet has sizes [in, hidden, out] and relu, got "
+                                 f"{sizes} and {activation!r}")
+            network = nets.TwoLayerNet(*sizes, dtype=dtype, rng=0,
+                                       exact_loss=config["exact_loss"])
+            for key, target in network.params.items():
+                if key not in arrays or arrays[key].shape != target.shape:
+                    raise ValueError(f"{key} must have shape {target.shape} for sizes {sizes}, "
+                                     f"got {getattr(arrays.get(key), 'shape', None)}")
+                np.copyto(target, arrays[key])
+            return network
+        network = nets.MultiLayerNet.from_params(
+            arrays, activation=activation, weight_decay_lambda=config["weight_decay_lambda"],
+            exact_loss=config["exact_loss"])
+        if network._sizes != list(sizes):
+            raise ValueError(f"the weights give layer sizes {network._sizes}, the description "
+                             f"{sizes}")
+        return network
+    return build
+
+
+_ARCHITECTURES = {
+    "TwoLayerNet": (_dense_describe, _dense_build("TwoLayerNet")),
+    "MultiLayerNet": (_dense_describe, _dense_build("MultiLayerNet")),
+}
+
+
+def save_network(path, network, format=None, info=None):
+    """Save a network with its architecture, atomically, so that :func:`load_network` rebuilds
+    it without being told what it is.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file, written exactly at this path.
+    network : TwoLayerNet or MultiLayerNet
+    format : {'npz', 'pkl'}, optional
+        As in :func:`save_params` (default from the suffix, else ``'npz'``).  A ``.pkl`` stays
+        the book's dict of arrays: the book's code finds ``W1``, ``b1``, ... in it.
+    info : dict, optional
+        JSON-serialisable facts to keep with it (``fastnn train`` stores the data set and the
+        test accuracy); given back by ``load_network(..., return_description=True)``.
+
+    Raises
+    ------
+    ValueError
+        If the network's class is not one that ``load_network`` can rebuild, ``info`` is not
+        JSON-serialisable, or ``format`` is unknown.
+    """
+    import fastnn
+
+    name = type(network).__name__
+    if name not in _ARCHITECTURES:
+        raise ValueError(f"save_network saves {', '.join(_ARCHITECTURES)}, not {name}; "
+                         "save_params(path, network.params) saves the weights alone")
+    config, params, state = _ARCHITECTURES[name][0](network)
+    clash = set(params) & set(state) | ({NETWORK_MEMBER} & (set(params) | set(state)))
+    if clash:
+        raise ValueError(f"array names used twice or reserved: {sorted(clash)}")
+    dtypes = {np.asarray(a).dtype.name for a in params.values()}
+    description = {"format": NETWORK_FORMAT, "version": NETWORK_FORMAT_VERSION,
+                   "fastnn": fastnn.__version__, "class": name,
+                   "dtype": getattr(network, "dtype", np.dtype(dtypes.pop())).name,
+                   "config": config, "params": list(params), "state": list(state),
+                   "info": dict(info or {})}
+    try:
+        text = json.dumps(description, allow_nan=False, sort_keys=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"info must be JSON-serialisable (finite numbers, str, lists, "
+                         f"dicts): {exc}") from None
+    arrays = {**params, **state, NETWORK_MEMBER: np.frombuffer(text.encode("utf-8"), np.uint8)}
+    save_params(path, arrays, format=format)
+
+
+def _read_description(member, source):
+    """The JSON description in ``member`` (a uint8 array), checked, or ValueError."""
+    if member.dtype != np.uint8 or member.ndim != 1 or member.size > _MAX_DESCRIPTION_BYTES:
+        raise ValueError(f"{source}: {NETWORK_MEMBER} must be a 1-D uint8 array of at most "
+                         f"{_MAX_DESCRIPTION_BYTES} bytes, got dtype {member.dtype} and shape "
+                         f"{member.shape}")
+    try:
+        description = json.loads(member.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{source}: {NETWORK_MEMBER} is not UTF-8 JSON ({exc})") from None
+    if not isinstance(description, dict) or description.get("format") != NETWORK_FORMAT:
+        raise ValueError(f"{source}: {NETWORK_MEMBER} is not a {NETWORK_FORMAT} description")
+    version = description.get("version")
+    if not isinstance(version, int) or version > NETWORK_FORMAT_VERSION:
+        raise ValueError(f"{source}: network description version {version!r}; this fastnn "
+                         f"reads up to {NETWORK_FORMAT_VERSION} (written by fastnn "
+                         f"{description.get('fastnn', '?')})")
+    expected = {"class": str, "dtype": str, "config": dict, "params": list, "state": list,
+                "info": dict}
+    for key, kind in expected.items():
+        if not isinstance(description.get(key), kind):
+            raise ValueError(f"{source}: the network description needs {key!r} as a "
+                             f"{kind.__name__}, got {description.get(key)!r}")
+    return description
+
+
+def load_network(path, activation=None, return_description=False):
+    """Rebuild a network saved by :func:`save_network`, or one from weights alone.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file of :func:`save_network`; or weights alone (:func:`save_params`, the book's
+        ``sample_weight.pkl``), read as a ``MultiLayerNet`` with a ``BareWeightsWarning``.
+    activation : {'relu', 'sigmoid', 'identity'}, optional
+        The hidden activation of a file of weights alone (by default 'sigmoid' for a pickle,
+        as the book's ``sample_weight.pkl``, 'relu' for an ``.npz`` of an older fastnn).  A
+        described file knows its own: a different one is refused.
+    return_description : bool
+        Also return the file's description (None for weights alone).
+
+    Returns
+    -------
+    network : TwoLayerNet or MultiLayerNet
+    description : dict or None, only with ``return_description``
+        The JSON stored by ``save_network``: 'class', 'dtype', 'config', 'info', ...
+
+    Raises
+    ------
+    ValueError
+        If the file holds no weights of a network or a description that does not fit them
+        (plus the errors of :func:`load_params`).
+    """
+    if activation is not None and activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
+    source = os.fspath(path)
+    arrays = load_params(path)
+    member = arrays.pop(NETWORK_MEMBER, None)
+    if member is None:
+        with open(path, "rb") as f:
+            kind = "npz" if f.read(4) in _ZIP_MAGICS else "pkl"
+        assumed = activation or _BARE_ACTIVATION[kind]
+        if activation is None:
+            what = "a pickle of weights alone (as the book's sample_weight.pkl)" if kind == "pkl" \
+                else "weights alone (an .npz of save_params, or of an older fastnn train)"
+            warnings.warn(f"{source} is {what}: read as a MultiLayerNet with {assumed} hidden "
+                          "layers (say the activation to be sure)", BareWeightsWarning,
+                          stacklevel=2)
+        from fastnn.nets import MultiLayerNet
+
+        if "W1" not in arrays:
+            raise ValueError(f"{source}: not the weights of a network: it holds "
+                             f"{sorted(arrays)[:8]}, no W1, b1, W2, b2, ...")
+        try:
+            network = MultiLayerNet.from_params(arrays, activation=assumed)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: not the weights of a network: {exc}") from None
+        return (network, None) if return_description else network
+
+    description = _read_description(member, source)
+    name = description["class"]
+    if name not in _ARCHITECTURES:
+        raise ValueError(f"{source}: a {name}, which this fastnn cannot rebuild (it knows "
+                         f"{', '.join(_ARCHITECTURES)})")
+    names = description["params"] + description["state"]
+    if sorted(names) != sorted(arrays):
+        raise ValueError(f"{source}: the description lists arrays {sorted(names)}, the file "
+                         f"holds {sorted(arrays)}")
+    dtype = description["dtype"]
+    if dtype not in ("float32", "float64") or any(a.dtype != dtype for a in arrays.values()):
+        raise ValueError(f"{source}: a {dtype} network with arrays of dtypes "
+                         f"{sorted({a.dtype.name for a in arrays.values()})}")
+    config = description["config"]
+    if activation is not None and config.get("activation", activation) != activation:
+        raise ValueError(f"{source} is a network with {config.get('activation')} hidden "
+                         f"layers, not {activation}")
+    try:
+        network = _ARCHITECTURES[name][1](config, arrays, np.dtype(dtype))
+    except (KeyError, TypeError, ValueError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"{source}: the {name} description does not fit: {detail}") from None
+    return (network, description) if return_description else network

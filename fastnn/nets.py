@@ -16,11 +16,11 @@ import numpy as np
 
 from fastnn import _validation as v
 from fastnn import threads
-from fastnn._kernels import _network
+from fastnn._kernels import _network, _network_extend, _normalization
 from fastnn._kernels._network import ACTIVATION_CODES, count_argmax_hits
 from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["TwoLayerNet", "MultiLayerNet", "SimpleConvNet", "DeepConvNet"]
+__all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet", "DeepConvNet"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "identity": Identity}
 # rows per block of predict/accuracy: large enough for efficient GEMMs, small enough that the
@@ -389,6 +389,377 @@ class MultiLayerNet(_Network):
         return cls(sizes[0], sizes[1:-1], sizes[-1], activation=activation,
                    weight_decay_lambda=weight_decay_lambda, dtype=dtypes.pop(),
                    exact_loss=exact_loss, _params=dict(params))
+
+
+# --- chapter 6: MultiLayerNetExtend (weight decay, dropout, batch normalization) -----------------
+
+class _ExtendWorkspace:
+    """The buffers of MultiLayerNetExtend's compiled passes for batches of ``n`` rows."""
+
+    def __init__(self, sizes, n, dtype, batchnorm, dropout):
+        hidden = sizes[1:-1]
+        widest = max(hidden, default=1)
+        self.n = n
+        self.work = n * max(a * b for a, b in zip(sizes, sizes[1:]))
+        self.x = np.empty((n, sizes[0]), dtype)
+        self.a = [np.empty((n, s), dtype) for s in sizes[1:]]
+        self.s0 = np.empty((n, widest), dtype)
+        self.s1 = np.empty((n, widest), dtype)
+        self.row_loss = np.empty(n)
+        self.masks = [np.empty((n, s), bool) for s in hidden] if dropout else None
+        self.bn = None
+        if batchnorm:
+            self.bn = {
+                "xn": [np.empty((n, s), dtype) for s in hidden],
+                "inv_std": [np.empty(s) for s in hidden],
+                "std": [np.empty(s, dtype) for s in hidden],
+                "z": np.empty((n, widest), dtype),
+                "work": np.empty(2 * widest),
+            }
+
+
+class MultiLayerNetExtend:
+    """The book's ``common/multi_layer_net_extend.py``: a fully connected network with weight
+    decay, dropout and batch normalization, each layer ``Affine -> [BatchNorm] -> activation
+    -> [Dropout]`` and softmax-with-loss at the end.
+
+    The book's arguments (its ``dropout_ration`` spelling included), ``params`` (``W1``,
+    ``b1``, ..., then ``gamma1``, ``beta1``, ... with batch normalization), ``layers``,
+    ``predict(x, train_flg=False)``, ``loss(x, t, train_flg=False)``, ``accuracy``,
+    ``gradient`` (weight decay added to each dW as the book adds it) and
+    ``numerical_gradient``.  Additions as in :class:`MultiLayerNet`: ``dtype``, ``rng`` (a
+    seed or Generator for the weights and then the dropout masks; by default both come from
+    NumPy's global generator in the book's order, so ``np.random.seed`` reproduces the book's
+    weights, masks and numbers), ``exact_loss``, the 'identity' activation.
+
+    ``gradient`` is one compiled training step (GEMMs, batch normalization with the
+    activation and the dropout mask fused into its passes, the loss) whenever the layers hold
+    the network's own C-contiguous arrays of its dtype and the input computes in it; else the
+    layer objects run one by one, as in the book.  The returned arrays are the network's
+    buffers, overwritten by its next call (as PyTorch's ``.grad``); the batch loss is left in
+    ``last_loss``.  The running statistics live in the BatchNorm layers (float64).
+
+    Twin: :class:`fastnn.reference.nets.MultiLayerNetExtend`.
+    """
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
+                 dropout_ration=0.5, use_batchnorm=False, dtype=np.float64, rng=None,
+                 exact_loss=False):
+        from fastnn.layers import BatchNormalization, Dropout
+
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.hidden_size_list = list(hidden_size_list)
+        sizes = [input_size, *self.hidden_size_list, output_size]
+        for s in sizes:
+            if v.check_count(s, "layer sizes") > v.GEMM_MAX:
+                raise ValueError(f"layer sizes must be at most {v.GEMM_MAX}, got {sizes}")
+        self.input_size, self.output_size = input_size, output_size
+        self.hidden_layer_num = len(self.hidden_size_list)
+        self.activation = activation
+        self.weight_decay_lambda = v.check_finite_scalar(weight_decay_lambda, "weight_decay_lambda")
+        self.use_dropout = bool(use_dropout)
+        self.dropout_ration = v.check_ratio(dropout_ration, "dropout_ration")
+        self.use_batchnorm = bool(use_batchnorm)
+        self.exact_loss = bool(exact_loss)
+        self.dtype = _check_dtype(dtype)
+        self._generator = None if rng is None else np.random.default_rng(rng)
+
+        self.params = {}
+        for idx in range(1, len(sizes)):
+            shape = (sizes[idx - 1], sizes[idx])
+            noise = (np.random.randn(*shape) if self._generator is None
+                     else self._generator.standard_normal(shape))
+            self.params[f"W{idx}"] = (_init_scale(weight_init_std, sizes[idx - 1]) * noise).astype(self.dtype)
+            self.params[f"b{idx}"] = np.zeros(sizes[idx], dtype=self.dtype)
+
+        self.layers = OrderedDict()
+        self._affines, self._batchnorms, self._dropouts = [], [], []
+        for idx in range(1, self.hidden_layer_num + 1):
+            self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
+            if self.use_batchnorm:
+                width = sizes[idx]
+                self.params[f"gamma{idx}"] = np.ones(width, dtype=self.dtype)
+                self.params[f"beta{idx}"] = np.zeros(width, dtype=self.dtype)
+                self.layers[f"BatchNorm{idx}"] = BatchNormalization(self.params[f"gamma{idx}"],
+                                                                    self.params[f"beta{idx}"])
+            self.layers[f"Activation_function{idx}"] = ACTIVATIONS[activation]()
+            if self.use_dropout:
+                self.layers[f"Dropout{idx}"] = Dropout(self.dropout_ration, rng=self._generator)
+        idx = self.hidden_layer_num + 1
+        self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
+        self.last_layer = SoftmaxWithLoss(exact=self.exact_loss)
+        for name, layer in self.layers.items():
+            if name.startswith("Affine"):
+                self._affines.append(layer)
+            elif name.startswith("BatchNorm"):
+                self._batchnorms.append(layer)
+            elif name.startswith("Dropout"):
+                self._dropouts.append(layer)
+
+        self._sizes = sizes
+        self._code = ACTIVATION_CODES[activation]
+        self._workspaces = {}
+        L = len(sizes) - 1
+        self._dW = [np.empty((sizes[i], sizes[i + 1]), self.dtype) for i in range(L)]
+        self._db = [np.empty(sizes[i + 1], self.dtype) for i in range(L)]
+        hidden = sizes[1:-1] if self.use_batchnorm else []
+        self._dgamma = [np.empty(s, self.dtype) for s in hidden]
+        self._dbeta = [np.empty(s, self.dtype) for s in hidden]
+        self._grad_buffers = self._dW + self._db + self._dgamma + self._dbeta
+        # the book's order of the gradients: W1, b1, gamma1, beta1, W2, ...
+        self._grads = {}
+        for i in range(L):
+            self._grads[f"W{i + 1}"], self._grads[f"b{i + 1}"] = self._dW[i], self._db[i]
+            if i < len(hidden):
+                self._grads[f"gamma{i + 1}"] = self._dgamma[i]
+                self._grads[f"beta{i + 1}"] = self._dbeta[i]
+        self.last_loss = None
+
+    # --- the compiled path ---------------------------------------------------------------------
+
+    def _compiled_arrays(self, x_dtype):
+        """(Ws, bs, gammas, betas) when every layer holds the network's own kind of arrays
+        (C-contiguous, its dtype, the right shapes) and the input computes in its dtype."""
+        if x_dtype != self.dtype:
+            return None
+        dtype, sizes = self.dtype, self._sizes
+
+        def fits(a, shape):
+            return (isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == shape
+                    and a.flags.c_contiguous)
+
+        Ws, bs = [], []
+        for layer, i, o in zip(self._affines, sizes, sizes[1:]):
+            if not (fits(layer.W, (i, o)) and fits(layer.b, (o,))):
+                return None
+            Ws.append(layer.W)
+            bs.append(layer.b)
+        gammas, betas = [], []
+        for layer, width in zip(self._batchnorms, sizes[1:-1]):
+            if not (fits(layer.gamma, (width,)) and fits(layer.beta, (width,))):
+                return None
+            gammas.append(layer.gamma)
+            betas.append(layer.beta)
+        return Ws, bs, gammas, betas
+
+    def _workspace(self, n):
+        ws = self._workspaces.get(n)
+        if ws is None:
+            if len(self._workspaces) >= 4:  # batch sizes come and go; keep the latest few
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[n] = _ExtendWorkspace(self._sizes, n, self.dtype,
+                                                        self.use_batchnorm, self.use_dropout)
+        return ws
+
+    def _bn_arrays(self, ws, arrays):
+        """The workspace's batch-normalization buffers with the layers' parameters and
+        running statistics (float64 (width,) arrays, created as the book's zeros at first use,
+        updated in place by the training pass)."""
+        if ws.bn is None:
+            return None
+        means, variances = [], []
+        for layer, width in zip(self._batchnorms, self._sizes[1:-1]):
+            for name in ("running_mean", "running_var"):
+                stat = getattr(layer, name)
+                if not (isinstance(stat, np.ndarray) and stat.dtype == np.float64
+                        and stat.shape == (width,) and stat.flags.c_contiguous
+                        and stat.flags.writeable):
+                    stat = np.zeros(width) if stat is None else _as_stat(stat, width, name)
+                    setattr(layer, name, stat)
+            means.append(layer.running_mean)
+            variances.append(layer.running_var)
+        return dict(ws.bn, gammas=arrays[2], betas=arrays[3], running_means=means,
+                    running_vars=variances)
+
+    def _masks(self, ws, train_flg):
+        if not (self.use_dropout and train_flg):
+            return None
+        from fastnn.layers import _bit_generator
+
+        # in the book's order: the masks of the layers one after the other
+        _normalization.dropout_masks(_bit_generator(self._generator), ws.masks, self.dropout_ration)
+        return ws.masks
+
+    def _prepare(self, x, cast=True):
+        dtype = v.compute_dtype(("x", x), ("W1", self._affines[0].W))
+        if cast:
+            x2, single = v.as_batch(x, "x", dtype)
+        else:
+            x = np.asarray(x)
+            if x.ndim == 0:
+                raise ValueError("x must have at least one dimension, got a scalar")
+            single = x.ndim == 1
+            x2 = x.reshape((1, x.size) if single else (x.shape[0], math.prod(x.shape[1:])))
+        if x2.shape[1] != self._sizes[0]:
+            raise ValueError(
+                f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
+                f"takes {self._sizes[0]}"
+            )
+        return x2, single, self._compiled_arrays(dtype)
+
+    def _targets(self, x2, t):
+        kind, t = v.as_targets(t, (x2.shape[0], self._sizes[-1]))
+        if kind == "targets":
+            t = v.as_float(t, "t", x2.dtype)
+        return kind == "labels", t
+
+    def _forward(self, arrays, block, ws, out_rows, train_flg):
+        momentum = self._batchnorms[0].momentum if self._batchnorms else 0.9
+        with threads.for_work(ws.work):
+            _network_extend.forward(arrays[0], arrays[1], block, self._bn_arrays(ws, arrays),
+                                    self._masks(ws, train_flg), out_rows, self.use_dropout,
+                                    self._code,
+                                    bool(train_flg), momentum, 1.0 - self.dropout_ration)
+
+    def predict(self, x, train_flg=False):
+        """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,).  With
+        ``train_flg`` batch normalization uses the batch's statistics (and updates the running
+        ones) and dropout drops units, as in training."""
+        x2, single, arrays = self._prepare(x, cast=bool(train_flg))
+        if arrays is None:
+            for key, layer in self.layers.items():
+                x = layer.forward(x, train_flg) if key.startswith(("Dropout", "BatchNorm")) else layer.forward(x)
+            return x
+        n = x2.shape[0]
+        if train_flg:
+            # one batch: its statistics are the whole batch's
+            _require_rows(x2, x)
+            ws = self._workspace(n)
+            self._forward(arrays, x2, ws, ws.a, True)
+            out = ws.a[-1].copy()
+        else:
+            out = np.empty((n, self._sizes[-1]), self.dtype)
+            for start, stop, ws, block in self._blocks(x2):
+                rows = [a[:stop - start] for a in ws.a[:-1]] + [out[start:stop]]
+                self._forward(arrays, block, ws, rows, False)
+        return out[0] if single else out
+
+    def _blocks(self, x2):
+        n = x2.shape[0]
+        ws = self._workspace(min(_BLOCK_ROWS, n))
+        for start in range(0, n, _BLOCK_ROWS):
+            stop = min(start + _BLOCK_ROWS, n)
+            block = x2[start:stop]
+            if block.dtype != self.dtype or not block.flags.c_contiguous:
+                np.copyto(ws.x[:stop - start], block, casting="unsafe")
+                block = ws.x[:stop - start]
+            yield start, stop, ws, block
+
+    def _weight_decay(self):
+        if not self.weight_decay_lambda:
+            return 0.0
+        return sum(0.5 * self.weight_decay_lambda * float(np.vdot(layer.W, layer.W))
+                   for layer in self._affines)
+
+    def _run(self, x, t, train_flg, backward):
+        """The compiled loss (and gradient), or None where the layers must run one by one."""
+        x2, _, arrays = self._prepare(x)
+        _require_rows(x2, x)
+        if arrays is None:
+            return None
+        labels, t = self._targets(x2, t)
+        ws = self._workspace(x2.shape[0])
+        if backward and _network.overlapping((x2, t), self._grad_buffers):
+            x2, t = x2.copy(), t.copy()
+        momentum = self._batchnorms[0].momentum if self._batchnorms else 0.9
+        bn, masks = self._bn_arrays(ws, arrays), self._masks(ws, train_flg)
+        with threads.for_work(ws.work):
+            loss = _network_extend.gradient(
+                arrays[0], arrays[1], x2, t, labels, bn, masks, ws.a, self.use_dropout,
+                self._dW if backward else None, self._db, self._dgamma, self._dbeta,
+                ws.s0, ws.s1, ws.row_loss, self._code, self.exact_loss,
+                self.weight_decay_lambda, bool(train_flg), momentum, 1.0 - self.dropout_ration)
+        if train_flg:
+            self._expose(ws, x2.shape[0])
+        return self.dtype.type(loss) + self._weight_decay()
+
+    def _expose(self, ws, n):
+        """Leave the training pass's caches in the layer objects, as the book's layers hold
+        them (views of the workspace, overwritten by the next pass)."""
+        for i, layer in enumerate(self._dropouts):
+            layer.mask = ws.masks[i]
+        if ws.bn is not None:
+            for i, layer in enumerate(self._batchnorms):
+                layer.xn, layer.std, layer._inv_std = ws.bn["xn"][i], ws.bn["std"][i], ws.bn["inv_std"][i]
+                layer.batch_size, layer.input_shape = n, ws.bn["xn"][i].shape
+
+    def loss(self, x, t, train_flg=False):
+        """The mean cross-entropy of softmax(predict(x, train_flg)) against ``t``, plus
+        0.5 * weight_decay_lambda * sum(W**2) over the weights."""
+        loss = self._run(x, t, train_flg, backward=False)
+        if loss is None:
+            y = self.predict(x, train_flg)
+            loss = self.last_layer.forward(y, t) + self._weight_decay()
+        return loss
+
+    def accuracy(self, x, t):
+        """Fraction of rows of ``x`` whose argmax score (in test mode) equals the label."""
+        x2, _, arrays = self._prepare(x, cast=False)
+        n, k = x2.shape[0], self._sizes[-1]
+        t = np.asarray(t)
+        if t.ndim != 1 and t.shape == (n, k):
+            t = np.argmax(t, axis=-1)
+        t = v.as_labels(t, n, k, "t")
+        _require_rows(x2, x)
+        if arrays is None:
+            return np.sum(np.argmax(self.predict(x2), axis=-1) == t) / float(n)
+        hits = 0
+        for start, stop, ws, block in self._blocks(x2):
+            rows = [a[:stop - start] for a in ws.a]
+            self._forward(arrays, block, ws, rows, False)
+            hits += count_argmax_hits(rows[-1], t[start:stop])
+        return hits / float(n)
+
+    def gradient(self, x, t):
+        """Backprop in training mode: the gradient of ``loss(x, t, train_flg=True)`` for every
+        entry of ``params``, in the book's order (W1, b1, gamma1, beta1, W2, ...)."""
+        loss = self._run(x, t, True, backward=True)
+        if loss is None:
+            return self._layered_gradient(x, t)
+        self.last_loss = loss
+        for layer, dW, db in zip(self._affines, self._dW, self._db):
+            layer.dW, layer.db = dW, db
+        for layer, dgamma, dbeta in zip(self._batchnorms, self._dgamma, self._dbeta):
+            layer.dgamma, layer.dbeta = dgamma, dbeta
+        return self._grads
+
+    def _layered_gradient(self, x, t):
+        """The book's gradient, layer object by layer object."""
+        self.last_loss = self.loss(x, t, train_flg=True)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        grads = {}
+        for idx, layer in enumerate(self._affines, start=1):
+            grads[f"W{idx}"] = layer.dW + self.weight_decay_lambda * layer.W if self.weight_decay_lambda else layer.dW
+            grads[f"b{idx}"] = layer.db
+            if idx <= len(self._batchnorms):
+                grads[f"gamma{idx}"] = self._batchnorms[idx - 1].dgamma
+                grads[f"beta{idx}"] = self._batchnorms[idx - 1].dbeta
+        return grads
+
+    def numerical_gradient(self, x, t):
+        """The book's brute force: central differences (h = 1e-4) of ``loss(x, t,
+        train_flg=True)`` for every entry of every parameter, each loss one compiled call.
+        As in the book, every call is a training pass: it updates the running statistics and,
+        with dropout, draws new masks."""
+        from fastnn.gradient import numerical_gradient
+
+        loss_W = lambda W: self.loss(x, t, train_flg=True)
+        grads = {}
+        for idx in range(1, self.hidden_layer_num + 2):
+            for key in (f"W{idx}", f"b{idx}", f"gamma{idx}", f"beta{idx}"):
+                if key in self.params:
+                    grads[key] = numerical_gradient(loss_W, self.params[key])
+        return grads
+
+
+def _as_stat(stat, width, name):
+    from fastnn.layers import _as_statistic
+
+    return _as_statistic(stat, width, name)
 
 
 # the convolutional networks of chapters 7 and 8 live in their own module

@@ -10,6 +10,8 @@ from fastnn.nets import TwoLayerNet
 
 blas = threads._blas()
 needs_blas_control = pytest.mark.skipif(blas is None, reason="threadpoolctl finds no BLAS to set")
+SMALL = 3_920_000  # the book's 100x784x50 GEMM: one thread
+
 
 
 def test_the_blas_route_is_known():
@@ -32,11 +34,76 @@ def test_calls_are_capped_by_work_and_restored():
 
 
 @needs_blas_control
-def test_no_cap_leaves_the_library_alone():
+def test_by_default_the_work_chooses_up_to_the_library_setting():
     assert threads.get_num_threads() is None
     with threads.blas_limit(2):
-        with threads.for_work(1):
-            assert blas.num_threads == 2
+        with threads.for_work(SMALL):
+            assert blas.num_threads == 1  # the book's small GEMMs: one thread, unasked
+        assert blas.num_threads == 2
+        with threads.for_work(10 * threads.MIN_WORK_PER_THREAD):
+            assert blas.num_threads == min(2, threads.available_cpus())
+        with threads.for_work(100 * 50 * 10):
+            # OpenBLAS runs so little on one thread anyway: left as it is
+            assert blas.num_threads == (2 if threads._alone_below else 1)
+    with threads.blas_limit(1):
+        with threads.for_work(10 * threads.MIN_WORK_PER_THREAD):
+            assert blas.num_threads == 1  # never above the library's own setting
+
+
+@needs_blas_control
+def test_calls_from_any_thread_run_on_their_works_count():
+    import threading
+
+    seen = []
+    with threads.blas_limit(2):
+        def worker():
+            with threads.for_work(SMALL):
+                seen.append(blas.num_threads)
+                with threads.for_work(10 * threads.MIN_WORK_PER_THREAD):
+                    seen.append(blas.num_threads)  # nested: the outer call's count
+            seen.append(blas.num_threads)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert blas.num_threads == 2
+    assert seen == [1, 1, 2]
+
+
+@needs_blas_control
+@pytest.mark.skipif(threads.available_cpus() < 2, reason="needs two CPUs for two counts")
+def test_calls_wanting_another_count_wait_their_turn():
+    import threading
+
+    order = []
+    with threads.blas_limit(2):
+        big = threads.for_work(10 * threads.MIN_WORK_PER_THREAD)
+        big.__enter__()
+        order.append(("big", blas.num_threads))
+
+        def small():
+            with threads.for_work(SMALL):
+                order.append(("small", blas.num_threads))
+        thread = threading.Thread(target=small)
+        thread.start()
+        thread.join(0.2)
+        assert thread.is_alive()  # waiting: the big call runs on two threads
+        order.append(("big done", blas.num_threads))
+        big.__exit__(None, None, None)
+        thread.join(10)
+        assert order == [("big", min(2, threads.available_cpus())),
+                         ("big done", min(2, threads.available_cpus())), ("small", 1)]
+        assert blas.num_threads == 2
+
+
+def test_caps_above_the_available_cpus_are_clamped_and_said():
+    cpus = threads.available_cpus()
+    with pytest.warns(RuntimeWarning, match=f"{cpus + 63} threads requested.*using {cpus}"):
+        previous = threads.set_num_threads(cpus + 63)
+    try:
+        assert threads.get_num_threads() == cpus
+    finally:
+        threads.set_num_threads(previous)
+    assert cpus == len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus >= 1
 
 
 def test_results_do_not_depend_on_the_cap():

@@ -22,6 +22,8 @@ from fastnn import datasets
 from fastnn.datasets import DatasetError, DatasetNotFoundError, load_digits, load_mnist
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
+# read before the autouse fixture below removes it from the environment of every test
+USER_MNIST = os.environ.get("FASTNN_DATA")
 NAMES = {key: spec.name for key, spec in datasets._MNIST_FILES.items()}
 
 
@@ -445,7 +447,7 @@ def test_local_files_are_not_checksummed(tmp_path, mirrors):
 # --- the real MNIST -------------------------------------------------------------------------
 
 def test_real_mnist():
-    folder = Path(os.environ.get("FASTNN_DATA") or SHARED_MNIST)
+    folder = Path(USER_MNIST or SHARED_MNIST)
     if not all((folder / name).is_file() for name in NAMES.values()):
         pytest.skip(f"MNIST is not in {folder} (set FASTNN_DATA or provide "
                     "../shared/datasets/mnist/)")

@@ -453,25 +453,3 @@ def test_mnist_two_layer_net_against_brute_force_entries():
     # pixels that are 0 in every image give exactly 0, as in the brute force
     dead = np.all(x == 0, axis=0)
     assert dead.any() and np.all(got["W1"][dead] == 0)
-
-
-@needs_mnist
-def test_gradcheck_cli_on_mnist(capsys):
-    assert G.gradcheck_cli(["--data-dir", str(MNIST_DIR), "--no-download", "--seed", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "TwoLayerNet(784, 50, 10)" in out and "3 MNIST training images" in out
-    lines = {line.split(":")[0]: line for line in out.splitlines() if ":" in line}
-    # the book prints W1:4.2e-10 b1:2.5e-09 W2:5.0e-09 b2:1.4e-07 (its 1e-7 in the log)
-    for key in ("W1", "b1", "W2", "b2"):
-        mean_abs = float(lines[key].split(":")[1].split()[0])
-        assert mean_abs < 1e-6, lines[key]
-
-
-def test_gradcheck_cli_falls_back_to_random_inputs(capsys, tmp_path):
-    args = ["--data-dir", str(tmp_path), "--no-download", "--seed", "1", "--hidden", "7", "5",
-            "--activation", "sigmoid", "--weight-decay", "0.1", "--exact", "--batch", "2"]
-    assert G.gradcheck_cli(args) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("note: MNIST not loaded") and "random inputs" in out
-    assert "MultiLayerNet(784, [7, 5], 10, 'sigmoid')" in out and "W3:" in out
-    assert G.gradcheck_cli(args + ["--tol", "1e-300"]) == 1

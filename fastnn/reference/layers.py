@@ -7,6 +7,7 @@ overwrite the caller's ``dout`` (fastnn's documented behaviour).
 import numpy as np
 
 from fastnn.reference.functions import cross_entropy_error, sigmoid, softmax, softmax_loss_backward
+from fastnn.reference.normalization import BatchNormalization, Dropout  # noqa: F401 (chapter 6)
 
 
 class MulLayer:
