@@ -42,6 +42,25 @@ def _graph():
             for name, path in modules.items() if name != "fastnn"}, compiled
 
 
+def test_no_import_circles():
+    graph, _ = _graph()
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
 def test_the_twins_import_nothing_compiled():
     graph, compiled = _graph()
     for name, deps in graph.items():
