@@ -8,7 +8,8 @@ batch_size=100)``, ``gradient``, ``numerical_gradient`` (SimpleConvNet) and
 ``np.random.randn`` exactly as the book draws them, so ``np.random.seed`` reproduces the
 book's initial weights, and DeepConvNet's dropout masks come from ``np.random.rand`` as the
 book's.  Additions: ``dtype`` (float64 as in the book, or float32), ``last_loss`` (the loss of
-the last ``gradient`` batch), ``snapshot()``.
+the last ``gradient`` batch), ``snapshot()``, ``config`` (the constructor's arguments, which
+``fastnn.io.save_network`` stores with the weights).
 
 Whenever the layers hold the network's own C-contiguous weights of its dtype and the images
 compute in that dtype, ``predict``, ``loss``, ``accuracy`` and ``gradient`` run the whole
@@ -241,11 +242,9 @@ class _ConvNet:
         batch_size = v.check_count(batch_size, "batch_size")
         x, dtype = self._images(x)
         t = np.asarray(t)
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
-        if t.shape != (x.shape[0],):
-            raise ValueError(f"t must hold one label (or one-hot row) per image: x {x.shape}, "
-                             f"t {np.shape(t)}")
+        if t.ndim == 2 and t.shape == (x.shape[0], self._sizes[-1]):
+            t = np.argmax(t, axis=1)  # one-hot rows, as the book's t.ndim != 1
+        t = v.as_labels(t, x.shape[0], self._sizes[-1], "t")
         used = int(x.shape[0] / batch_size) * batch_size
         if x.shape[0] == 0:
             raise ValueError("x is an empty batch: its accuracy is undefined")
@@ -256,9 +255,8 @@ class _ConvNet:
                 y = self._layered_predict(x[i * batch_size:(i + 1) * batch_size])
                 hits += np.sum(np.argmax(y, axis=1) == t[i * batch_size:(i + 1) * batch_size])
             return hits / x.shape[0]
-        labels = v.as_labels(t[:used], used, self._sizes[-1], "t")
         scores = self._forward_blocks(x[:used], weights)
-        return count_argmax_hits(scores, labels) / x.shape[0]
+        return count_argmax_hits(scores, np.ascontiguousarray(t[:used])) / x.shape[0]
 
     def gradient(self, x, t):
         """Backprop: the gradient of ``loss(x, t)`` for every entry of ``params``, in the
@@ -325,6 +323,9 @@ class SimpleConvNet(_ConvNet):
                  hidden_size=100, output_size=10, weight_init_std=0.01, dtype=np.float64):
         input_dim = _input_dim(input_dim)
         filter_num, filter_size, filter_pad, filter_stride = _conv_param(conv_param, "conv_param")
+        self.config = {"input_dim": list(input_dim), "conv_param": dict(conv_param),
+                       "hidden_size": hidden_size, "output_size": output_size,
+                       "weight_init_std": weight_init_std}
         hidden_size = v.check_count(hidden_size, "hidden_size")
         output_size = v.check_count(output_size, "output_size")
         weight_init_std = v.check_finite_scalar(weight_init_std, "weight_init_std")
@@ -405,6 +406,9 @@ class DeepConvNet(_ConvNet):
         conv_params = [conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
                        conv_param_6]
         parsed = [_conv_param(p, f"conv_param_{i}") for i, p in enumerate(conv_params, start=1)]
+        self.config = {"input_dim": list(input_dim), "hidden_size": hidden_size,
+                       "output_size": output_size,
+                       **{f"conv_param_{i}": dict(p) for i, p in enumerate(conv_params, start=1)}}
         hidden_size = v.check_count(hidden_size, "hidden_size")
         output_size = v.check_count(output_size, "output_size")
         self._setup(input_dim, [(*p, i % 2 == 1) for i, p in enumerate(parsed)],

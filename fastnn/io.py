@@ -803,9 +803,31 @@ def _dense_build(name):
     return build
 
 
+def _convnet_describe(network):
+    return dict(network.config), dict(network.params), {}
+
+
+def _convnet_build(name):
+    def build(config, arrays, dtype):
+        from fastnn import nets
+
+        config = dict(config)
+        config["input_dim"] = tuple(config["input_dim"])
+        network = getattr(nets, name)(dtype=dtype, **config)
+        for key, target in network.params.items():
+            if key not in arrays or arrays[key].shape != target.shape:
+                raise ValueError(f"{key} must have shape {target.shape} for a {name} of "
+                                 f"{config}, got {getattr(arrays.get(key), 'shape', None)}")
+            np.copyto(target, arrays[key])
+        return network
+    return build
+
+
 _ARCHITECTURES = {
     "TwoLayerNet": (_dense_describe, _dense_build("TwoLayerNet")),
     "MultiLayerNet": (_dense_describe, _dense_build("MultiLayerNet")),
+    "SimpleConvNet": (_convnet_describe, _convnet_build("SimpleConvNet")),
+    "DeepConvNet": (_convnet_describe, _convnet_build("DeepConvNet")),
 }
 
 

@@ -730,6 +730,10 @@ def test_convnets(name, data, n, c, k, f32, use_labels, seed):
     fast = CONVNETS[name](N, c, k, net_dtype)
     np.random.seed(seed)
     twin = CONVNETS[name](RN, c, k, net_dtype)
+    np.random.seed(seed)
+    twin_abs = CONVNETS[name](RN, c, k, net_dtype)  # the terms' magnitude, for the error bound
+    for key in twin_abs.params:
+        twin_abs.params[key][...] = np.abs(twin_abs.params[key])
     side = fast.input_dim[1]
     x = data.draw(args((n, c, side, side), vals=values(specials=False, scales=[1.0, 1e-3])),
                   "x")
@@ -738,18 +742,16 @@ def test_convnets(name, data, n, c, k, f32, use_labels, seed):
     t_ref = t.ref_labels(dtype, (n, k)) if use_labels else None if t.refused else t.ref(dtype)
     inputs = [x.value, t.value]
     fuzz(lambda: fast.predict(x.value), lambda: twin.predict(x.ref(dtype)), inputs, dtype,
-         **expect(x))
+         **expect(x), scale_call=lambda: twin_abs.predict(np.abs(x.ref(dtype))))
     keys = list(twin.params)
 
-    def fast_gradient():
-        np.random.seed(1)  # DeepConvNet's dropout: the same masks on both sides
-        return [fast.gradient(x.value, t.value)[key].copy() for key in keys]
+    def gradient(net, images, targets):
+        np.random.seed(1)  # DeepConvNet's dropout: the same masks on every side
+        return [np.array(net.gradient(images, targets)[key]) for key in keys]
 
-    def twin_gradient():
-        np.random.seed(1)
-        return [twin.gradient(x.ref(dtype), t_ref)[key] for key in keys]
-
-    fuzz(fast_gradient, twin_gradient, inputs, dtype, **expect(x, t))
+    fuzz(lambda: gradient(fast, x.value, t.value), lambda: gradient(twin, x.ref(dtype), t_ref),
+         inputs, dtype, **expect(x, t),
+         scale_call=lambda: gradient(twin_abs, np.abs(x.ref(dtype)), t_ref))
     if use_labels:
         fuzz(lambda: fast.accuracy(x.value, t.value, 1),
              lambda: twin.accuracy(x.ref(dtype), t_ref, 1), inputs, None, **expect(x, t),
