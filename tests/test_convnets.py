@@ -334,3 +334,41 @@ def test_bad_inputs(rng):
         net.gradient(x[:0], t[:0])
     with pytest.raises(TypeError):
         net.predict(x.astype(complex))
+
+
+def test_a_training_step_allocates_nothing_after_warm_up(rng):
+    import tracemalloc
+
+    from fastnn.optim import Adam
+
+    net = SimpleConvNet(dtype=np.float32)
+    opt = Adam(lr=0.001)
+    x, t = _images(rng, 100), rng.integers(0, 10, 100)
+    for _ in range(2):  # warm-up: the plan's workspace and Adam's moments
+        opt.update(net.params, net.gradient(x, t))
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        for _ in range(5):
+            opt.update(net.params, net.gradient(x, t))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 20_000, (base, peak)  # a few Python objects, no arrays
+
+
+def test_command_trains_a_convnet_saves_and_predicts(tmp_path, capsys):
+    from fastnn.__main__ import main
+
+    mnist = SHARED_DATASETS / "mnist"
+    if not mnist.is_dir():
+        pytest.skip(f"MNIST is not at {mnist}")
+    weights = tmp_path / "convnet.npz"
+    main(["train", "--net", "simpleconv", "--data-dir", str(mnist), "--iters", "40",
+          "--dtype", "float32", "--save", str(weights), "--quiet"])
+    out = capsys.readouterr().out
+    assert "Adam lr 0.001" in out and "SimpleConvNet (hidden 100)" in out
+    accuracy = float(out.split("fastnn: test accuracy")[1].split(",")[0])
+    assert accuracy > 0.6
+    main(["predict", str(weights), "--data-dir", str(mnist)])
+    assert f"test accuracy {accuracy:.4f}" in capsys.readouterr().out
