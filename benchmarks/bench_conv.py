@@ -1,5 +1,6 @@
 """The Convolution and Pooling layers at the book's shapes (batch 100 of MNIST), forward +
-backward: fastnn against its twin (the book's NumPy code) and PyTorch on the CPU.
+backward: fastnn against its twin (the book's NumPy code, kept in the row's dtype: the book's
+own im2col computes in float64 whatever the input) and PyTorch on the CPU.
 
 As a script, a table of interleaved medians and "speed = reference time / fastnn time"::
 
@@ -140,8 +141,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     print("forward + backward, batch 100 (first layers skip dx); times in ms, interleaved "
           f"medians of {args.rounds} rounds, {args.threads} thread(s)")
-    print(f"{'case':<34} {'dtype':<8} {'fastnn':>8} {'book':>8} {'torch':>8} "
-          f"{'x book':>7} {'x torch':>7}")
+    print(f"{'case':<34} {'dtype':<8} {'fastnn':>8} {'twin':>8} {'torch':>8} "
+          f"{'x twin':>7} {'x torch':>7}")
     with blas_limit(args.threads):
         for dtype in args.dtype or ["float32", "float64"]:
             for name, steps in all_cases(np.dtype(dtype)):

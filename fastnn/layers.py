@@ -381,6 +381,12 @@ class Convolution:
             work = self._work = np.empty(size, dtype=x.dtype)
         return work
 
+    @staticmethod
+    def _gemm_size(x, W, stride, pad):
+        # the kernels' GEMMs are blocks that stay in cache: small, one BLAS thread each
+        return _conv.conv_gemm_size(x.shape[1], x.shape[2], x.shape[3], W.shape[0], W.shape[2],
+                                    W.shape[3], stride, pad)
+
     @property
     def col(self):
         """The book's ``im2col`` of the last forward input (built on request)."""
@@ -406,7 +412,9 @@ class Convolution:
         b = v.as_float(b, "b", dtype)
         out = np.empty((x.shape[0], W.shape[0], OH, OW), dtype=dtype)
         if out.size:
-            _conv.conv_forward(x, W, b, out, stride, pad, False, self._scratch(x, W, stride, pad))
+            with threads.for_work(self._gemm_size(x, W, stride, pad)):
+                _conv.conv_forward(x, W, b, out, stride, pad, False,
+                                   self._scratch(x, W, stride, pad))
         self.x = x
         return out
 
@@ -436,8 +444,9 @@ class Convolution:
             dW.fill(0)
             db.fill(0)
         else:
-            _conv.conv_backward(dout, x, W, dW, db, dx, stride, pad, None,
-                                self._scratch(x, W, stride, pad))
+            with threads.for_work(self._gemm_size(x, W, stride, pad)):
+                _conv.conv_backward(dout, x, W, dW, db, dx, stride, pad, None,
+                                    self._scratch(x, W, stride, pad))
         self.dW, self.db = dW, db
         return dx
 

@@ -54,6 +54,8 @@
 #   conv_work_size(C, H, W, FN, FH, FW, stride, pad) -> int
 #       elements of the scratch array that conv_forward / conv_backward take as ``work``
 #       (one array serves both; without it each call allocates its own).
+#   conv_gemm_size(C, H, W, FN, FH, FW, stride, pad) -> int
+#       multiply-adds of the largest GEMM of one call (for fastnn.threads.for_work).
 #   conv_forward(x, W, b, out, stride, pad, relu=False, work=None)
 #       x (N, C, H, W), W (FN, C, FH, FW), b (FN,)  ->  out (N, FN, OH, OW) = conv(x, W) + b,
 #       then ReLU in the same pass if ``relu`` (the book's Relu: 0 where the sum is <= 0).
@@ -184,6 +186,15 @@ def conv_work_size(fnn_index C, fnn_index H, fnn_index W, fnn_index FN, fnn_inde
     cdef Geom g
     _geometry(&g, 1, C, H, W, FN, FH, FW, stride, pad)
     return _work_size(&g)
+
+
+def conv_gemm_size(fnn_index C, fnn_index H, fnn_index W, fnn_index FN, fnn_index FH,
+                   fnn_index FW, fnn_index stride, fnn_index pad):
+    """Multiply-adds of the largest GEMM that conv_forward or conv_backward makes (one block:
+    FN x C*FH*FW x its columns), by which fastnn.threads chooses BLAS's thread count."""
+    cdef Geom g
+    _geometry(&g, 1, C, H, W, FN, FH, FW, stride, pad)
+    return g.FN * g.K * g.cols
 
 
 cdef object _work(object work, Geom *g, int typenum):
