@@ -14,7 +14,8 @@ __all__ = ["smooth_curve", "shuffle_dataset", "conv_output_size", "im2col", "col
 
 def smooth_curve(x):
     """The book's loss-curve smoothing: a normalised Kaiser window (length 11, beta 2) slid
-    over ``x`` mirrored at both ends; returns an array of ``len(x)`` values (``len(x) >= 6``)."""
+    over ``x`` mirrored at both ends.  Returns ``len(x)`` values for ``len(x) >= 11``; a
+    shorter curve (at least 6 values) gives fewer, as the book's mirroring does."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"smooth_curve: x must be 1-D, got shape {x.shape}")
