@@ -13,20 +13,14 @@ dropout 0.2 (batch 100, one thread) against the book's NumPy code and PyTorch::
 import numpy as np
 import pytest
 
-from fastnn.benchmark import _extend_step_case, format_environment, environment, median_time, same_threads
-from fastnn.registry import FAST, PAIRS, REFERENCE
+from fastnn.benchmark import (_extend_step_case, environment, format_environment, median_time,
+                              same_threads)
 
-NORMALIZATION = [p for p in PAIRS if p.name.startswith(("Dropout", "BatchNormalization",
-                                                        "MultiLayerNetExtend"))]
+FAMILY = "normalization"
 
 
-@pytest.mark.parametrize("api", [FAST, REFERENCE], ids=lambda api: api.name)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("pair", NORMALIZATION, ids=[p.name for p in NORMALIZATION])
-def test_pair(benchmark, pair, dtype, api):
-    inputs = pair.make_inputs(np.random.default_rng(0), 100, 100, dtype)
-    benchmark.group = f"{pair.name} {np.dtype(dtype).name} (100, 100)"
-    benchmark(pair.run, api, *inputs)
+def test_pair(pair_benchmark):
+    pair_benchmark(100, 100)  # the step's hidden width
 
 
 @pytest.mark.parametrize("impl", ["fastnn", "reference", "torch"])

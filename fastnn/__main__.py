@@ -101,6 +101,14 @@ def nonnegative(text):
     return value
 
 
+def dropout_ratio(text):
+    """A finite number in [0, 1) (the share of units Dropout drops)."""
+    value = _real(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def output_file(text):
     """A file that can be written: its folder exists and is writable, and it is no folder.
     '' means "do not write"."""
@@ -246,6 +254,12 @@ def _train_arguments(p):
     p.add_argument("--epochs", type=rate, default=None, help="epochs instead of --iters")
     p.add_argument("--weight-decay", type=nonnegative, default=0.0, metavar="LAMBDA",
                    help="adds 0.5 * LAMBDA * sum(W**2) to the loss")
+    p.add_argument("--batchnorm", action="store_true",
+                   help="batch normalization after every hidden Affine layer (the book's "
+                        "MultiLayerNetExtend)")
+    p.add_argument("--dropout", type=dropout_ratio, default=None, metavar="RATIO",
+                   help="dropout of this share of every hidden layer's units in training "
+                        "(MultiLayerNetExtend)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="of the network (float64 as the book)")
     p.add_argument("--seed", type=seed, default=0, help="of the weights and the batches")
@@ -312,7 +326,8 @@ def _progress_bar(total, quiet):
 
 
 def _make_network(args, input_size, output_size, dtype):
-    from fastnn.nets import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
+    from fastnn.nets import (DeepConvNet, MultiLayerNet, MultiLayerNetExtend,
+                             SimpleConvNet, TwoLayerNet)
 
     if args.net != "mlp":
         import numpy as np
@@ -327,6 +342,13 @@ def _make_network(args, input_size, output_size, dtype):
                              f"are {side}x{side}")
         return DeepConvNet(hidden_size=args.hidden[0], output_size=output_size, dtype=dtype)
 
+    if args.batchnorm or args.dropout is not None:
+        return MultiLayerNetExtend(input_size, args.hidden, output_size,
+                                   activation=args.activation, weight_init_std=args.activation,
+                                   weight_decay_lambda=args.weight_decay,
+                                   use_dropout=args.dropout is not None,
+                                   dropout_ration=args.dropout or 0.5,
+                                   use_batchnorm=args.batchnorm, dtype=dtype, rng=args.seed)
     if len(args.hidden) == 1 and args.activation == "relu" and not args.weight_decay:
         return TwoLayerNet(input_size, args.hidden[0], output_size, weight_init_std=0.01,
                            dtype=dtype, rng=args.seed)
@@ -358,9 +380,11 @@ def _trainer_options(trainer_class, n_threads):
 def _train_defaults(args):
     """Fill in the defaults that depend on --net (the book's settings for each network)."""
     conv = args.net != "mlp"
-    if conv and (args.activation != "relu" or args.weight_decay or (args.hidden and len(args.hidden) > 1)):
-        raise UsageError(f"--net {args.net} is the book's network: relu, no weight decay, one "
-                         "hidden affine layer (--hidden takes one size)")
+    if conv and (args.activation != "relu" or args.weight_decay or args.batchnorm
+                 or args.dropout is not None or (args.hidden and len(args.hidden) > 1)):
+        raise UsageError(f"--net {args.net} is the book's network: relu, no weight decay, "
+                         "batch normalization or extra dropout, one hidden affine layer "
+                         "(--hidden takes one size)")
     if args.hidden is None:
         args.hidden = [{"mlp": 50, "simpleconv": 100, "deepconv": 50}[args.net]]
     if args.optimizer is None:
@@ -380,7 +404,8 @@ def _train(args):
                          f"network; with --net {args.net} it would not be the same run")
 
     if args.compare_reference and (args.optimizer.lower() != "sgd" or args.activation != "relu"
-                                   or len(args.hidden) != 1 or args.weight_decay):
+                                   or len(args.hidden) != 1 or args.weight_decay
+                                   or args.batchnorm or args.dropout is not None):
         raise UsageError("--compare-reference runs the book's train_neuralnet.py, a "
                          "one-hidden-layer relu network trained by SGD without weight decay; "
                          "with these options it would not be the same run")
@@ -415,7 +440,10 @@ def _train(args):
     print(f"{name}: {x_train.shape[0]} training and {x_test.shape[0]} test images; "
           f"{iters} iterations ({total_epochs} epochs) of batch {args.batch_size}, "
           f"{args.optimizer} lr {args.lr}, {dtype.name}, "
-          + (f"hidden {args.hidden} {args.activation}" if args.net == "mlp"
+          + (f"hidden {args.hidden} {args.activation}"
+             f"{' + batch normalization' * args.batchnorm}"
+             f"{'' if args.dropout is None else f' + dropout {args.dropout}'}"
+             if args.net == "mlp"
              else {"simpleconv": "SimpleConvNet", "deepconv": "DeepConvNet"}[args.net]
              + f" (hidden {args.hidden[0]})")
           + f"; {threads_said}", flush=True)

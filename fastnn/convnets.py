@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fastnn import _validation as v
-from fastnn import io, threads
+from fastnn import threads
 from fastnn._kernels._convnet import Plan
 from fastnn._kernels._network import count_argmax_hits
 from fastnn.layers import Affine, Convolution, Dropout, Pooling, Relu, SoftmaxWithLoss
@@ -288,14 +288,18 @@ class _ConvNet:
     def save_params(self, file_name="params.pkl"):
         """Save ``params`` as the book does (a pickled dict of arrays; ``.npz`` for a name
         ending in .npz), written atomically."""
+        from fastnn.io import save_params  # fastnn.io builds networks: imported on use
+
         fmt = "npz" if Path(file_name).suffix.lower() == ".npz" else "pkl"
-        io.save_params(file_name, self.params, format=fmt)
+        save_params(file_name, self.params, format=fmt)
 
     def load_params(self, file_name="params.pkl"):
         """Load the book's pickle (``ch07/params.pkl``, ``ch08/deep_convnet_params.pkl``) or
         an ``.npz``, through fastnn's safe unpickler; the weights are cast to the network's
         dtype and handed to its layers, as the book's ``load_params`` does."""
-        loaded = io.load_params(file_name)
+        from fastnn.io import load_params
+
+        loaded = load_params(file_name)
         for key, val in loaded.items():
             if key not in self.params:
                 raise ValueError(f"{file_name}: parameter {key!r} is not one of this network's "

@@ -823,11 +823,37 @@ def _convnet_build(name):
     return build
 
 
+def _extend_describe(network):
+    config, params, _ = _dense_describe(network)
+    config.update(use_dropout=network.use_dropout, dropout_ration=network.dropout_ration,
+                  use_batchnorm=network.use_batchnorm)
+    return config, params, network.running_statistics()
+
+
+def _extend_build(config, arrays, dtype):
+    from fastnn import nets
+
+    sizes = config["sizes"]
+    network = nets.MultiLayerNetExtend(
+        sizes[0], sizes[1:-1], sizes[-1], activation=config["activation"],
+        weight_decay_lambda=config["weight_decay_lambda"], use_dropout=config["use_dropout"],
+        dropout_ration=config["dropout_ration"], use_batchnorm=config["use_batchnorm"],
+        dtype=dtype, rng=0, exact_loss=config["exact_loss"])
+    for key, target in network.params.items():
+        if key not in arrays or np.shape(arrays[key]) != target.shape:
+            raise ValueError(f"{key} must have shape {target.shape} for sizes {sizes}, got "
+                             f"{getattr(arrays.get(key), 'shape', None)}")
+        np.copyto(target, arrays[key])
+    network.set_running_statistics({k: a for k, a in arrays.items() if k.startswith("running_")})
+    return network
+
+
 _ARCHITECTURES = {
     "TwoLayerNet": (_dense_describe, _dense_build("TwoLayerNet")),
     "MultiLayerNet": (_dense_describe, _dense_build("MultiLayerNet")),
     "SimpleConvNet": (_convnet_describe, _convnet_build("SimpleConvNet")),
     "DeepConvNet": (_convnet_describe, _convnet_build("DeepConvNet")),
+    "MultiLayerNetExtend": (_extend_describe, _extend_build),
 }
 
 
@@ -967,9 +993,12 @@ def load_network(path, activation=None, return_description=False):
         raise ValueError(f"{source}: the description lists arrays {sorted(names)}, the file "
                          f"holds {sorted(arrays)}")
     dtype = description["dtype"]
-    if dtype not in ("float32", "float64") or any(a.dtype != dtype for a in arrays.values()):
+    # the parameters are of the network's dtype; state (the running statistics of batch
+    # normalization) may be float64 in a float32 network, and its builder checks it
+    params = [arrays[key] for key in description["params"]]
+    if dtype not in ("float32", "float64") or any(a.dtype != dtype for a in params):
         raise ValueError(f"{source}: a {dtype} network with arrays of dtypes "
-                         f"{sorted({a.dtype.name for a in arrays.values()})}")
+                         f"{sorted({a.dtype.name for a in params})}")
     config = description["config"]
     if activation is not None and config.get("activation", activation) != activation:
         raise ValueError(f"{source} is a network with {config.get('activation')} hidden "

@@ -345,6 +345,171 @@ class SigmoidWithLoss:
         return (self.y - self.t) * dout / batch_size
 
 
+# --- chapter 6: dropout and batch normalization ---------------------------------------------------
+
+def _bit_generator(generator):
+    """The bit generator whose doubles make the dropout masks: NumPy's global one (the
+    book's ``np.random.rand``, fixed by ``np.random.seed``) when ``generator`` is None."""
+    return np.random.get_bit_generator() if generator is None else generator.bit_generator
+
+
+class Dropout:
+    """The book's Dropout: in training, ``mask = u > dropout_ratio`` for ``u`` uniform in
+    [0, 1) and ``out = x * mask``; at test time ``out = x * (1 - dropout_ratio)``.
+
+    The masks are the book's: ``u`` is ``np.random.rand(*x.shape)``, drawn from NumPy's global
+    generator in the same order, so ``np.random.seed(s)`` gives the book's masks and numbers
+    (drawn by a vectorised MT19937 in C, several times faster than NumPy's own).  With
+    ``rng`` (a seed or ``np.random.Generator``) they come from that Generator's ``random``
+    instead: an independent stream that leaves the global generator alone (drawn through the
+    Generator's own next_double, one call per value: not faster).  ``mask`` (bool,
+    x's shape) is kept for ``backward``, which returns ``dout * mask``.
+
+    Twin: :class:`fastnn.reference.normalization.Dropout`.
+    """
+
+    def __init__(self, dropout_ratio=0.5, rng=None):
+        self.dropout_ratio = v.check_ratio(dropout_ratio, "dropout_ratio")
+        self.rng = None if rng is None else np.random.default_rng(rng)
+        self.mask = None
+
+    def forward(self, x, train_flg=True):
+        x = v.as_float(x, "x")
+        out = np.empty_like(x)
+        if train_flg:
+            mask = np.empty(x.shape, dtype=bool)
+            _normalization.dropout_mask(_bit_generator(self.rng), mask, self.dropout_ratio)
+            _normalization.mask_multiply(x, mask, out)
+            self.mask = mask
+        else:
+            _normalization.scale(x, 1.0 - self.dropout_ratio, out)
+        return out
+
+    def backward(self, dout):
+        mask = self.mask  # read once: the kernel must get the mask whose shape was checked
+        _require_forward(self, mask)
+        dout = v.as_float(dout, "dout")
+        # the public attribute may have been replaced: any 0/1 array-like counts by its truth
+        mask = np.asarray(mask, dtype=bool, order="C")
+        v.check_shape(dout, mask.shape, "dout")
+        dx = np.empty_like(dout)
+        _normalization.mask_multiply(dout, mask, dx)
+        return dx
+
+
+def _as_statistic(stat, d, name):
+    """A running statistic as a new float64 (d,) array (the book rebinds a new array at every
+    training step too, so the caller's array is never modified)."""
+    stat = np.array(stat, dtype=np.float64, order="C", copy=True)
+    if stat.shape != (d,):
+        raise ValueError(f"{name} must have shape ({d},), one value per feature, got {stat.shape}")
+    return stat
+
+
+class BatchNormalization:
+    """The book's BatchNormalization: each feature normalised over the batch, then scaled by
+    ``gamma`` and shifted by ``beta``.
+
+    ``x`` is 2-D ``(N, D)`` or 4-D ``(N, C, H, W)``, flattened to ``(N, C*H*W)`` as the book
+    does, so that ``gamma`` and ``beta`` have one entry per feature, ``(D,)`` or
+    ``(C*H*W,)``.  In training (``train_flg=True``) ``xn = (x - mean) / sqrt(var + 10e-7)``
+    with the batch's mean and biased variance, and ``running_mean``/``running_var`` become
+    ``momentum * running + (1 - momentum) * batch``, float64 arrays (zeros at the first
+    forward, as the book's); at test time the running statistics normalise.  ``backward``
+    sets ``dgamma``, ``dbeta`` and returns dx in the input's shape.
+
+    Each pass is fused in C: forward is two passes over the batch (the statistics, then
+    normalise-scale-shift), backward two (the column sums, then dx), with the statistics in
+    double also for float32 data.  ``xn``, ``std`` and ``batch_size`` are kept as in the
+    book; ``xc`` is recomputed from them on access.  ``gamma`` and ``beta`` are the caller's
+    arrays (not copies), as in ``Affine``.
+
+    Twin: :class:`fastnn.reference.normalization.BatchNormalization`.
+    """
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = v.check_finite_scalar(momentum, "momentum")
+        self.input_shape = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+        self._inv_std = None
+
+    @property
+    def xc(self):
+        """x - mean of the last training batch (recomputed as xn * std)."""
+        return None if self.xn is None else self.xn * self.std
+
+    def _batch(self, x, gamma, beta):
+        """(x as C-contiguous (N, D), gamma, beta as (D,) arrays of the compute dtype)."""
+        shape = np.shape(x)
+        if len(shape) not in (2, 4):
+            raise ValueError(f"x must be 2-D (N, D) or 4-D (N, C, H, W), got shape {shape}")
+        d = math.prod(shape[1:])
+        for name, p in (("gamma", gamma), ("beta", beta)):
+            if np.shape(p) != (d,):
+                raise ValueError(f"{name} must have shape ({d},), one value per feature of x "
+                                 f"(shape {shape}), got {np.shape(p)}")
+        dtype = v.compute_dtype(("x", x), ("gamma", gamma), ("beta", beta))
+        x2 = v.as_float(x, "x", dtype).reshape(shape[0], d)
+        return x2, v.as_float(gamma, "gamma", dtype), v.as_float(beta, "beta", dtype)
+
+    def forward(self, x, train_flg=True):
+        x2, gamma, beta = self._batch(x, self.gamma, self.beta)
+        n, d = x2.shape
+        if self.running_mean is None:
+            self.running_mean, self.running_var = np.zeros(d), np.zeros(d)
+        running_mean = _as_statistic(self.running_mean, d, "running_mean")
+        running_var = _as_statistic(self.running_var, d, "running_var")
+        out = np.empty_like(x2)
+        if train_flg:
+            if n == 0:
+                raise ValueError(f"x is an empty batch, shape {np.shape(x)}: its mean and "
+                                 "variance are undefined")
+            xn = np.empty_like(x2)
+            std = np.empty(d, dtype=x2.dtype)
+            mean, inv_std = np.empty(d), np.empty(d)
+            _normalization.batchnorm_forward_train(x2, gamma, beta, self.momentum,
+                                                   running_mean, running_var, mean, inv_std,
+                                                   std, xn, out)
+            self.running_mean, self.running_var = running_mean, running_var
+            self.batch_size, self.xn, self.std, self._inv_std = n, xn, std, inv_std
+            self.input_shape = np.shape(x)
+        else:
+            _normalization.batchnorm_forward_test(x2, gamma, beta, running_mean, running_var,
+                                                  np.empty(d), out)
+        return out.reshape(np.shape(x))
+
+    def backward(self, dout):
+        # read once: the kernel must get the arrays whose shapes were checked
+        xn, inv_std, shape = self.xn, self._inv_std, self.input_shape
+        if xn is None or inv_std is None:
+            raise ValueError("BatchNormalization.backward() called before a training-mode "
+                             "forward()")
+        n, d = xn.shape
+        if np.shape(dout) not in (tuple(shape), (n, d)):
+            raise ValueError(f"dout must have shape {tuple(shape)} (the forward input's), got "
+                             f"{np.shape(dout)}")
+        if np.shape(self.gamma) != (d,):
+            raise ValueError(f"gamma must have shape ({d},) as in forward(), got "
+                             f"{np.shape(self.gamma)}")
+        dtype = v.compute_dtype(("dout", dout), ("xn", xn), ("gamma", self.gamma))
+        dout2 = v.as_float(dout, "dout", dtype).reshape(n, d)
+        xn = np.asarray(xn, dtype=dtype, order="C")
+        gamma = v.as_float(self.gamma, "gamma", dtype)
+        dx = np.empty((n, d), dtype=dtype)
+        dgamma, dbeta = np.empty(d, dtype=dtype), np.empty(d, dtype=dtype)
+        _normalization.batchnorm_backward(dout2, xn, gamma, inv_std, dx, dgamma, dbeta,
+                                          np.empty(2 * d))
+        self.dgamma, self.dbeta = dgamma, dbeta
+        return dx.reshape(shape)
+
 # --- convolution and pooling (chapter 7) ---------------------------------------------------------
 
 class Convolution:
@@ -518,168 +683,3 @@ class Pooling:
         else:
             dx.fill(0)
         return dx
-
-
-# --- chapter 6: dropout and batch normalization ---------------------------------------------------
-
-def _bit_generator(generator):
-    """The bit generator whose doubles make the dropout masks: NumPy's global one (the
-    book's ``np.random.rand``, fixed by ``np.random.seed``) when ``generator`` is None."""
-    return np.random.get_bit_generator() if generator is None else generator.bit_generator
-
-
-class Dropout:
-    """The book's Dropout: in training, ``mask = u > dropout_ratio`` for ``u`` uniform in
-    [0, 1) and ``out = x * mask``; at test time ``out = x * (1 - dropout_ratio)``.
-
-    The masks are the book's: ``u`` is ``np.random.rand(*x.shape)``, drawn from NumPy's global
-    generator in the same order, so ``np.random.seed(s)`` gives the book's masks and numbers
-    (drawn by a vectorised MT19937 in C, several times faster than NumPy's own).  With
-    ``rng`` (a seed or ``np.random.Generator``) they come from that Generator's ``random``
-    instead, which is faster still and leaves the global generator alone.  ``mask`` (bool,
-    x's shape) is kept for ``backward``, which returns ``dout * mask``.
-
-    Twin: :class:`fastnn.reference.normalization.Dropout`.
-    """
-
-    def __init__(self, dropout_ratio=0.5, rng=None):
-        self.dropout_ratio = v.check_ratio(dropout_ratio, "dropout_ratio")
-        self.rng = None if rng is None else np.random.default_rng(rng)
-        self.mask = None
-
-    def forward(self, x, train_flg=True):
-        x = v.as_float(x, "x")
-        out = np.empty_like(x)
-        if train_flg:
-            mask = np.empty(x.shape, dtype=bool)
-            _normalization.dropout_mask(_bit_generator(self.rng), mask, self.dropout_ratio)
-            _normalization.mask_multiply(x, mask, out)
-            self.mask = mask
-        else:
-            _normalization.scale(x, 1.0 - self.dropout_ratio, out)
-        return out
-
-    def backward(self, dout):
-        mask = self.mask  # read once: the kernel must get the mask whose shape was checked
-        _require_forward(self, mask)
-        dout = v.as_float(dout, "dout")
-        # the public attribute may have been replaced: any 0/1 array-like counts by its truth
-        mask = np.asarray(mask, dtype=bool, order="C")
-        v.check_shape(dout, mask.shape, "dout")
-        dx = np.empty_like(dout)
-        _normalization.mask_multiply(dout, mask, dx)
-        return dx
-
-
-def _as_statistic(stat, d, name):
-    """A running statistic as a new float64 (d,) array (the book rebinds a new array at every
-    training step too, so the caller's array is never modified)."""
-    stat = np.array(stat, dtype=np.float64, order="C", copy=True)
-    if stat.shape != (d,):
-        raise ValueError(f"{name} must have shape ({d},), one value per feature, got {stat.shape}")
-    return stat
-
-
-class BatchNormalization:
-    """The book's BatchNormalization: each feature normalised over the batch, then scaled by
-    ``gamma`` and shifted by ``beta``.
-
-    ``x`` is 2-D ``(N, D)`` or 4-D ``(N, C, H, W)``, flattened to ``(N, C*H*W)`` as the book
-    does, so that ``gamma`` and ``beta`` have one entry per feature, ``(D,)`` or
-    ``(C*H*W,)``.  In training (``train_flg=True``) ``xn = (x - mean) / sqrt(var + 10e-7)``
-    with the batch's mean and biased variance, and ``running_mean``/``running_var`` become
-    ``momentum * running + (1 - momentum) * batch``, float64 arrays (zeros at the first
-    forward, as the book's); at test time the running statistics normalise.  ``backward``
-    sets ``dgamma``, ``dbeta`` and returns dx in the input's shape.
-
-    Each pass is fused in C: forward is two passes over the batch (the statistics, then
-    normalise-scale-shift), backward two (the column sums, then dx), with the statistics in
-    double also for float32 data.  ``xn``, ``std`` and ``batch_size`` are kept as in the
-    book; ``xc`` is recomputed from them on access.  ``gamma`` and ``beta`` are the caller's
-    arrays (not copies), as in ``Affine``.
-
-    Twin: :class:`fastnn.reference.normalization.BatchNormalization`.
-    """
-
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
-        self.gamma = gamma
-        self.beta = beta
-        self.momentum = v.check_finite_scalar(momentum, "momentum")
-        self.input_shape = None
-        self.running_mean = running_mean
-        self.running_var = running_var
-        self.batch_size = None
-        self.xn = None
-        self.std = None
-        self.dgamma = None
-        self.dbeta = None
-        self._inv_std = None
-
-    @property
-    def xc(self):
-        """x - mean of the last training batch (recomputed as xn * std)."""
-        return None if self.xn is None else self.xn * self.std
-
-    def _batch(self, x, gamma, beta):
-        """(x as C-contiguous (N, D), gamma, beta as (D,) arrays of the compute dtype)."""
-        shape = np.shape(x)
-        if len(shape) not in (2, 4):
-            raise ValueError(f"x must be 2-D (N, D) or 4-D (N, C, H, W), got shape {shape}")
-        d = math.prod(shape[1:])
-        for name, p in (("gamma", gamma), ("beta", beta)):
-            if np.shape(p) != (d,):
-                raise ValueError(f"{name} must have shape ({d},), one value per feature of x "
-                                 f"(shape {shape}), got {np.shape(p)}")
-        dtype = v.compute_dtype(("x", x), ("gamma", gamma), ("beta", beta))
-        x2 = v.as_float(x, "x", dtype).reshape(shape[0], d)
-        return x2, v.as_float(gamma, "gamma", dtype), v.as_float(beta, "beta", dtype)
-
-    def forward(self, x, train_flg=True):
-        x2, gamma, beta = self._batch(x, self.gamma, self.beta)
-        n, d = x2.shape
-        if self.running_mean is None:
-            self.running_mean, self.running_var = np.zeros(d), np.zeros(d)
-        running_mean = _as_statistic(self.running_mean, d, "running_mean")
-        running_var = _as_statistic(self.running_var, d, "running_var")
-        out = np.empty_like(x2)
-        if train_flg:
-            if n == 0:
-                raise ValueError(f"x is an empty batch, shape {np.shape(x)}: its mean and "
-                                 "variance are undefined")
-            xn = np.empty_like(x2)
-            std = np.empty(d, dtype=x2.dtype)
-            mean, inv_std = np.empty(d), np.empty(d)
-            _normalization.batchnorm_forward_train(x2, gamma, beta, self.momentum,
-                                                   running_mean, running_var, mean, inv_std,
-                                                   std, xn, out)
-            self.running_mean, self.running_var = running_mean, running_var
-            self.batch_size, self.xn, self.std, self._inv_std = n, xn, std, inv_std
-            self.input_shape = np.shape(x)
-        else:
-            _normalization.batchnorm_forward_test(x2, gamma, beta, running_mean, running_var,
-                                                  np.empty(d), out)
-        return out.reshape(np.shape(x))
-
-    def backward(self, dout):
-        # read once: the kernel must get the arrays whose shapes were checked
-        xn, inv_std, shape = self.xn, self._inv_std, self.input_shape
-        if xn is None or inv_std is None:
-            raise ValueError("BatchNormalization.backward() called before a training-mode "
-                             "forward()")
-        n, d = xn.shape
-        if np.shape(dout) not in (tuple(shape), (n, d)):
-            raise ValueError(f"dout must have shape {tuple(shape)} (the forward input's), got "
-                             f"{np.shape(dout)}")
-        if np.shape(self.gamma) != (d,):
-            raise ValueError(f"gamma must have shape ({d},) as in forward(), got "
-                             f"{np.shape(self.gamma)}")
-        dtype = v.compute_dtype(("dout", dout), ("xn", xn), ("gamma", self.gamma))
-        dout2 = v.as_float(dout, "dout", dtype).reshape(n, d)
-        xn = np.asarray(xn, dtype=dtype, order="C")
-        gamma = v.as_float(self.gamma, "gamma", dtype)
-        dx = np.empty((n, d), dtype=dtype)
-        dgamma, dbeta = np.empty(d, dtype=dtype), np.empty(d, dtype=dtype)
-        _normalization.batchnorm_backward(dout2, xn, gamma, inv_std, dx, dgamma, dbeta,
-                                          np.empty(2 * d))
-        self.dgamma, self.dbeta = dgamma, dbeta
-        return dx.reshape(shape)

@@ -10,6 +10,7 @@ and the 'identity' activation.
 
 Twins: :mod:`fastnn.reference.nets`.
 """
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -553,12 +554,15 @@ class MultiLayerNetExtend:
                                                         self.use_batchnorm, self.use_dropout)
         return ws
 
-    def _bn_arrays(self, ws, arrays):
-        """The workspace's batch-normalization buffers with the layers' parameters and
-        running statistics (float64 (width,) arrays, created as the book's zeros at first use,
-        updated in place by the training pass)."""
+    def _bn_arrays(self, ws, arrays, rows=None):
+        """The workspace's batch-normalization buffers (cut to the first ``rows`` rows) with
+        the layers' parameters and running statistics (float64 (width,) arrays, created as
+        the book's zeros at first use, updated in place by the training pass)."""
         if ws.bn is None:
             return None
+        buffers = ws.bn
+        if rows is not None and rows != ws.n:
+            buffers = dict(buffers, xn=[a[:rows] for a in buffers["xn"]], z=buffers["z"][:rows])
         means, variances = [], []
         for layer, width in zip(self._batchnorms, self._sizes[1:-1]):
             for name in ("running_mean", "running_var"):
@@ -570,7 +574,7 @@ class MultiLayerNetExtend:
                     setattr(layer, name, stat)
             means.append(layer.running_mean)
             variances.append(layer.running_var)
-        return dict(ws.bn, gammas=arrays[2], betas=arrays[3], running_means=means,
+        return dict(buffers, gammas=arrays[2], betas=arrays[3], running_means=means,
                     running_vars=variances)
 
     def _masks(self, ws, train_flg):
@@ -608,7 +612,8 @@ class MultiLayerNetExtend:
     def _forward(self, arrays, block, ws, out_rows, train_flg):
         momentum = self._batchnorms[0].momentum if self._batchnorms else 0.9
         with threads.for_work(ws.work):
-            _network_extend.forward(arrays[0], arrays[1], block, self._bn_arrays(ws, arrays),
+            _network_extend.forward(arrays[0], arrays[1], block,
+                                    self._bn_arrays(ws, arrays, block.shape[0]),
                                     self._masks(ws, train_flg), out_rows, self.use_dropout,
                                     self._code,
                                     bool(train_flg), momentum, 1.0 - self.dropout_ration)
@@ -739,6 +744,49 @@ class MultiLayerNetExtend:
                 grads[f"gamma{idx}"] = self._batchnorms[idx - 1].dgamma
                 grads[f"beta{idx}"] = self._batchnorms[idx - 1].dbeta
         return grads
+
+    @property
+    def affine_layers(self):
+        """The Affine layers, first to last."""
+        return self._affines
+
+    def running_statistics(self):
+        """``{'running_mean1': ..., 'running_var1': ..., ...}``: copies of the batch
+        normalization layers' running statistics (those that exist yet)."""
+        stats = {}
+        for idx, layer in enumerate(self._batchnorms, start=1):
+            if layer.running_mean is not None:
+                stats[f"running_mean{idx}"] = np.array(layer.running_mean, dtype=np.float64)
+                stats[f"running_var{idx}"] = np.array(layer.running_var, dtype=np.float64)
+        return stats
+
+    def set_running_statistics(self, stats):
+        """Set the running statistics from a dict as :meth:`running_statistics` gives."""
+        expected = {f"running_{s}{i}" for i in range(1, len(self._batchnorms) + 1)
+                    for s in ("mean", "var")}
+        for key in stats:
+            if key not in expected:
+                raise ValueError(f"{key}: expected running_mean1, running_var1, ... for "
+                                 f"{len(self._batchnorms)} batch normalization layers")
+        for idx, layer in enumerate(self._batchnorms, start=1):
+            width = self._sizes[idx]
+            if f"running_mean{idx}" in stats:
+                layer.running_mean = _as_stat(stats[f"running_mean{idx}"], width, f"running_mean{idx}")
+                layer.running_var = _as_stat(stats[f"running_var{idx}"], width, f"running_var{idx}")
+
+    def snapshot(self):
+        """An independent network with copies of this one's parameters and running
+        statistics (the Trainer evaluates one in another thread while training goes on)."""
+        net = MultiLayerNetExtend(
+            self.input_size, self.hidden_size_list, self.output_size, self.activation,
+            weight_init_std=1.0, weight_decay_lambda=self.weight_decay_lambda,
+            use_dropout=self.use_dropout, dropout_ration=self.dropout_ration,
+            use_batchnorm=self.use_batchnorm, dtype=self.dtype, rng=0,
+            exact_loss=self.exact_loss)
+        for key, a in self.params.items():
+            np.copyto(net.params[key], a)
+        net.set_running_statistics(self.running_statistics())
+        return net
 
     def numerical_gradient(self, x, t):
         """The book's brute force: central differences (h = 1e-4) of ``loss(x, t,

@@ -30,15 +30,13 @@ import fastnn.util
 # C: the convolution family, whose twins share one module (fastnn.reference.conv)
 _FAST_CONV = SimpleNamespace(im2col=fastnn.util.im2col, col2im=fastnn.util.col2im,
                              Convolution=fastnn.layers.Convolution, Pooling=fastnn.layers.Pooling)
+# NORM: the normalization family (Dropout, BatchNormalization), twins in their own module
 FAST = SimpleNamespace(name="fastnn", F=fastnn.functions, L=fastnn.layers, N=fastnn.nets,
-                       C=_FAST_CONV)
+                       C=_FAST_CONV, NORM=fastnn.layers)
 REFERENCE = SimpleNamespace(
     name="reference", F=fastnn.reference.functions, L=fastnn.reference.layers,
-    N=fastnn.reference.nets, C=fastnn.reference.conv,
+    N=fastnn.reference.nets, C=fastnn.reference.conv, NORM=fastnn.reference.normalization,
 )
-# the "normalization" family (Dropout, BatchNormalization): its twins' own module
-FAST.NORM = fastnn.layers
-REFERENCE.NORM = fastnn.reference.normalization
 
 
 @dataclass(frozen=True)
@@ -255,8 +253,115 @@ PAIRS = [
          _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9], 10, "identity", 0.1,
                                                           dtype=dt, rng=3, exact_loss=True)),
          _net_inputs),
-    Pair("SimpleConvNet", _convnet_step(_small_convnet), _image_inputs(8)),
-    Pair("DeepConvNet[narrow]", _convnet_step(_small_deep_convnet), _image_inputs(28)),
+    Pair("SimpleConvNet", "convnet", "fastnn.reference.convnets.SimpleConvNet",
+         _convnet_step(_small_convnet), _image_inputs(8)),
+    Pair("DeepConvNet[narrow]", "convnet", "fastnn.reference.convnets.DeepConvNet",
+         _convnet_step(_small_deep_convnet), _image_inputs(28)),
+]
+
+
+# --- the normalization family (chapter 6): Dropout, BatchNormalization, MultiLayerNetExtend ---
+# (MultiLayerNetExtend's whole-network step is _network_extend.pyx, over this family's kernels)
+
+def _dropout(train, seeded_global):
+    def run(api, x, dout):
+        if seeded_global:
+            np.random.seed(7)  # the book's stream: both sides draw the same masks
+            layer = api.NORM.Dropout(0.3)
+        else:
+            layer = api.NORM.Dropout(0.3, rng=7)
+        out = layer.forward(x, train_flg=train)
+        if not train:
+            return out
+        return out, layer.mask, layer.backward(dout)
+    return run
+
+
+def _batchnorm(train, four_d=False):
+    def run(api, x, gamma, beta, dout):
+        layer = api.NORM.BatchNormalization(gamma, beta, momentum=0.8)
+        out = layer.forward(x, train_flg=True)
+        dx = layer.backward(dout)
+        out2 = layer.forward(x[::-1], train_flg=True)  # a second step of the running stats
+        result = (out, dx, layer.dgamma, layer.dbeta, out2, layer.running_mean, layer.running_var)
+        return result if train else layer.forward(x, train_flg=False)
+    return run
+
+
+def _batchnorm_inputs(four_d):
+    def make(rng, n, k, dtype):
+        # at least three rows: at two, dx is the part of dout orthogonal to 1 and xn, about
+        # eps / var of its terms, so any two orders of the same operations differ by more
+        # than that (tests/test_normalization.py checks two rows against the terms)
+        n = max(n, 3)
+        shape = (n, 2, k, 2) if four_d else (n, k)
+        d = int(np.prod(shape[1:]))
+        x = (2.0 * rng.standard_normal(shape) + rng.standard_normal(d).reshape(shape[1:])).astype(dtype)
+        gamma = (1 + 0.5 * rng.standard_normal(d)).astype(dtype)
+        beta = rng.standard_normal(d).astype(dtype)
+        return x, gamma, beta, rng.standard_normal(shape).astype(dtype)
+    return make
+
+
+def _extend_step(batchnorm, dropout, **options):
+    def run(api, x, t):
+        if dropout and "rng" not in options:
+            np.random.seed(11)  # weights and masks from the book's global stream
+        net = api.N.MultiLayerNetExtend(x.shape[1], [12, 9, 7], 10, use_batchnorm=batchnorm,
+                                        use_dropout=dropout, dtype=x.dtype, **options)
+        grads = net.gradient(x, t)
+        # with batch normalization the biases of its layers have no effect and a gradient
+        # of rounding noise around 0 (tests/test_normalization.py bounds it): left out here
+        kept = tuple(g.copy() for key, g in grads.items()
+                     if not (batchnorm and key.startswith("b") and key != f"b{len(net.hidden_size_list) + 1}"))
+        return (net.loss(x, t), net.loss(x, t, train_flg=True), net.predict(x), kept,
+                net.accuracy(x, t))
+    return run
+
+
+_DROPOUT_TWIN = "fastnn.reference.normalization.Dropout"
+_BN_TWIN = "fastnn.reference.normalization.BatchNormalization"
+
+
+def _extend_inputs(rng, n, k, dtype):
+    # at least eight rows: through three layers of batch normalization a batch of very few
+    # rows amplifies float32 rounding past 1e-5 in the twin as much as in fastnn (both
+    # measured against float64); and at least four features: from one, every unit of the
+    # first layer normalises to the same column up to its sign, the worst conditioned case;
+    # see also _batchnorm_inputs
+    n, k = max(n, 8), max(k, 4)
+    return rng.random((n, k)).astype(dtype), _labels(rng, n, 10)
+
+
+PAIRS += [
+    Pair("Dropout", "normalization", _DROPOUT_TWIN,
+         _dropout(True, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("Dropout[global stream]", "normalization", _DROPOUT_TWIN,
+         _dropout(True, True),
+         lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("Dropout[test]", "normalization", _DROPOUT_TWIN,
+         _dropout(False, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
+    Pair("BatchNormalization", "normalization", _BN_TWIN,
+         _batchnorm(True), _batchnorm_inputs(False)),
+    Pair("BatchNormalization[test]", "normalization", _BN_TWIN,
+         _batchnorm(False), _batchnorm_inputs(False)),
+    Pair("BatchNormalization[4-D input]", "normalization", _BN_TWIN,
+         _batchnorm(True), _batchnorm_inputs(True)),
+    Pair("MultiLayerNetExtend[batchnorm]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
+         _extend_step(True, False, weight_decay_lambda=0.05, rng=3),
+         _extend_inputs),
+    Pair("MultiLayerNetExtend[batchnorm, dropout]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
+         _extend_step(True, True, dropout_ration=0.2), _extend_inputs),
+    Pair("MultiLayerNetExtend[dropout, sigmoid]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
+         _extend_step(False, True, activation="sigmoid", weight_init_std="sigmoid", rng=5),
+         _extend_inputs),
+    Pair("MultiLayerNetExtend[batchnorm, dropout, identity]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
+         _extend_step(True, True, activation="identity", weight_init_std=0.1, rng=6,
+                      exact_loss=True), _extend_inputs),
 ]
 
 
@@ -336,94 +441,4 @@ PAIRS += [
     Pair("Pooling", "conv", _TWIN + "Pooling", _pooling, _pooling_inputs((2, 2), 2, 0)),
     Pair("Pooling[3x3, stride 1, pad 1]", "conv", _TWIN + "Pooling", _pooling,
          _pooling_inputs((3, 3), 1, 1)),
-]
-
-
-# --- the normalization family (chapter 6): Dropout, BatchNormalization, MultiLayerNetExtend ---
-
-def _dropout(train, seeded_global):
-    def run(api, x, dout):
-        if seeded_global:
-            np.random.seed(7)  # the book's stream: both sides draw the same masks
-            layer = api.NORM.Dropout(0.3)
-        else:
-            layer = api.NORM.Dropout(0.3, rng=7)
-        out = layer.forward(x, train_flg=train)
-        if not train:
-            return out
-        return out, layer.mask, layer.backward(dout)
-    return run
-
-
-def _batchnorm(train, four_d=False):
-    def run(api, x, gamma, beta, dout):
-        layer = api.NORM.BatchNormalization(gamma, beta, momentum=0.8)
-        out = layer.forward(x, train_flg=True)
-        dx = layer.backward(dout)
-        out2 = layer.forward(x[::-1], train_flg=True)  # a second step of the running stats
-        result = (out, dx, layer.dgamma, layer.dbeta, out2, layer.running_mean, layer.running_var)
-        return result if train else layer.forward(x, train_flg=False)
-    return run
-
-
-def _batchnorm_inputs(four_d):
-    def make(rng, n, k, dtype):
-        # at least three rows: at two, dx is the part of dout orthogonal to 1 and xn, about
-        # eps / var of its terms, so any two orders of the same operations differ by more
-        # than that (tests/test_normalization.py checks two rows against the terms)
-        n = max(n, 3)
-        shape = (n, 2, k, 2) if four_d else (n, k)
-        d = int(np.prod(shape[1:]))
-        x = (2.0 * rng.standard_normal(shape) + rng.standard_normal(d).reshape(shape[1:])).astype(dtype)
-        gamma = (1 + 0.5 * rng.standard_normal(d)).astype(dtype)
-        beta = rng.standard_normal(d).astype(dtype)
-        return x, gamma, beta, rng.standard_normal(shape).astype(dtype)
-    return make
-
-
-def _extend_step(batchnorm, dropout, **options):
-    def run(api, x, t):
-        if dropout and "rng" not in options:
-            np.random.seed(11)  # weights and masks from the book's global stream
-        net = api.N.MultiLayerNetExtend(x.shape[1], [12, 9, 7], 10, use_batchnorm=batchnorm,
-                                        use_dropout=dropout, dtype=x.dtype, **options)
-        grads = net.gradient(x, t)
-        # with batch normalization the biases of its layers have no effect and a gradient
-        # of rounding noise around 0 (tests/test_normalization.py bounds it): left out here
-        kept = tuple(g.copy() for key, g in grads.items()
-                     if not (batchnorm and key.startswith("b") and key != f"b{len(net.hidden_size_list) + 1}"))
-        return (net.loss(x, t), net.loss(x, t, train_flg=True), net.predict(x), kept,
-                net.accuracy(x, t))
-    return run
-
-
-def _extend_inputs(rng, n, k, dtype):
-    # at least eight rows: through three layers of batch normalization a batch of very few
-    # rows amplifies float32 rounding past 1e-5 in the twin as much as in fastnn (both
-    # measured against float64); and at least four features: from one, every unit of the
-    # first layer normalises to the same column up to its sign, the worst conditioned case;
-    # see also _batchnorm_inputs
-    n, k = max(n, 8), max(k, 4)
-    return rng.random((n, k)).astype(dtype), _labels(rng, n, 10)
-
-
-PAIRS += [
-    Pair("Dropout", _dropout(True, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
-    Pair("Dropout[global stream]", _dropout(True, True),
-         lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
-    Pair("Dropout[test]", _dropout(False, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
-    Pair("BatchNormalization", _batchnorm(True), _batchnorm_inputs(False)),
-    Pair("BatchNormalization[test]", _batchnorm(False), _batchnorm_inputs(False)),
-    Pair("BatchNormalization[4-D input]", _batchnorm(True), _batchnorm_inputs(True)),
-    Pair("MultiLayerNetExtend[batchnorm]",
-         _extend_step(True, False, weight_decay_lambda=0.05, rng=3),
-         _extend_inputs),
-    Pair("MultiLayerNetExtend[batchnorm, dropout]",
-         _extend_step(True, True, dropout_ration=0.2), _extend_inputs),
-    Pair("MultiLayerNetExtend[dropout, sigmoid]",
-         _extend_step(False, True, activation="sigmoid", weight_init_std="sigmoid", rng=5),
-         _extend_inputs),
-    Pair("MultiLayerNetExtend[batchnorm, dropout, identity]",
-         _extend_step(True, True, activation="identity", weight_init_std=0.1, rng=6,
-                      exact_loss=True), _extend_inputs),
 ]

@@ -73,6 +73,10 @@ TRAIN_BAD = [
     (["--digits", "--data-dir", "."], "choose one"),
     (["--iters", "10", "--epochs", "1"], "choose one"),
     (["--save", "same.png", "--plot", "same.png"], "the same file"),
+    (["--dropout", "1"], "[0, 1)"), (["--dropout", "-0.1"], "[0, 1)"),
+    (["--dropout", "nan"], "finite"),
+    (["--compare-reference", "--batchnorm"], "not be the same run"),
+    (["--compare-reference", "--dropout", "0.2"], "not be the same run"),
 ]
 
 
@@ -282,6 +286,8 @@ def predicted_accuracy(out, path):
     ("s.npz", ["--activation", "sigmoid"]),  # a sigmoid .npz: once read as relu
     ("m.npz", ["--hidden", "20", "10", "--dtype", "float32", "--optimizer", "adam",
                "--lr", "0.01"]),
+    # MultiLayerNetExtend: its running statistics are saved and scored as in training
+    ("e.npz", ["--hidden", "20", "10", "--batchnorm", "--dropout", "0.1", "--dtype", "float32"]),
 ])
 def test_predict_scores_a_trained_network_as_train_did(capsys, save, extra):
     code, out, err = run(capsys, "train", "--data-dir", MNIST, "--iters", "150", "--save", save,

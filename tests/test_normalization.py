@@ -430,3 +430,17 @@ def test_extend_constructor_and_inputs_are_checked():
         net.gradient(np.ones((0, 4)), np.zeros(0, int))
     with pytest.raises(ValueError, match="label"):
         net.gradient(np.ones((2, 4)), np.array([0, 2]))
+
+
+def test_extend_predict_and_accuracy_over_several_blocks():
+    """Test mode runs in blocks of rows (the last one partial): the same as the twin."""
+    rng = np.random.default_rng(8)
+    x, t = rng.random((2500, 12)), rng.integers(0, 3, 2500)
+    options = dict(use_batchnorm=True, use_dropout=True, rng=2)
+    fast = N.MultiLayerNetExtend(12, [7, 5], 3, **options)
+    ref = RN.MultiLayerNetExtend(12, [7, 5], 3, **options)
+    fast.gradient(x[:50], t[:50])
+    ref.gradient(x[:50], t[:50])
+    assert_twin(fast.predict(x), ref.predict(x), np.float64, "predict")
+    assert fast.accuracy(x, t) == ref.accuracy(x, t)
+    assert_twin(fast.predict(x.astype(np.float32)), ref.predict(x.astype(np.float32)), np.float64)

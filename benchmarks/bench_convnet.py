@@ -1,12 +1,18 @@
-"""pytest-benchmark cases of the book's convnets (ch. 7-8): the training step (gradient +
-Adam, batch 100) of SimpleConvNet and DeepConvNet in float32 and float64, and SimpleConvNet's
-predict over the 10,000 test images; fastnn, its NumPy twin and, where installed, PyTorch
-(on one thread: ``python -m pytest benchmarks/bench_convnets.py --benchmark-only``)."""
+"""The convnet family (SimpleConvNet, DeepConvNet: fastnn/_kernels/_convnet.pyx) for
+pytest-benchmark: the registered pairs, fastnn against its twins; the training step (gradient
++ Adam, batch 100) of both networks in float32 and float64 and SimpleConvNet's predict over the
+10,000 test images, fastnn, its NumPy twin and, where installed, PyTorch, on one thread
+(``python -m pytest benchmarks/bench_convnet.py --benchmark-only``)."""
 import pytest
 
 from fastnn.benchmark import cases
 
+FAMILY = "convnet"
 CASES = [c for c in cases(quick=False) if "ConvNet" in c.op]
+
+
+def test_pair(pair_benchmark):
+    pair_benchmark(100, 1)  # 100 one-channel images
 
 
 @pytest.fixture(scope="module", autouse=True)
