@@ -247,7 +247,7 @@ def _train_arguments(p):
                    help="SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam (any case); "
                         "default SGD, Adam for the convnets")
     p.add_argument("--lr", type=rate, default=None,
-                   help="learning rate; default 0.1, 0.001 for the convnets")
+                   help="learning rate (default: 0.1; 0.001 for the convnets)")
     p.add_argument("--batch-size", type=count, default=100, help="images per step")
     p.add_argument("--iters", type=count, default=None,
                    help="steps (default: 10000, the book's; the convnets: 20 epochs)")
