@@ -228,17 +228,31 @@ def _load_data(args):
 
 # --- train ----------------------------------------------------------------------------------------
 
+# --net: the book's dense networks (ch. 5-6) or its convnets (ch. 7-8), whose defaults are the
+# book's ch07/train_convnet.py and ch08/train_deepnet.py: Adam, lr 0.001, batch 100, 20 epochs
+NETS = ("mlp", "simpleconv", "deepconv")
+_CONVNET_DEFAULTS = {"optimizer": "Adam", "lr": 0.001, "epochs": 20}
+
+
 def _train_arguments(p):
-    p.add_argument("--hidden", type=count, nargs="+", default=[50], metavar="UNITS",
-                   help="hidden layer sizes; one relu layer is the book's TwoLayerNet")
+    p.add_argument("--net", choices=NETS, default="mlp",
+                   help="mlp: TwoLayerNet/MultiLayerNet; simpleconv: the book's SimpleConvNet "
+                        "(ch. 7); deepconv: its DeepConvNet (ch. 8); the convnets default to "
+                        "the book's Adam, lr 0.001, 20 epochs")
+    p.add_argument("--hidden", type=count, nargs="+", default=None, metavar="UNITS",
+                   help="hidden layer sizes (default 50); one relu layer is the book's "
+                        "TwoLayerNet; for a convnet, the size of its hidden affine layer "
+                        "(default the book's: 100 simpleconv, 50 deepconv)")
     p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="activation of the hidden layers")
-    p.add_argument("--optimizer", type=optimizer_name, default="SGD",
-                   help="SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam (any case)")
-    p.add_argument("--lr", type=rate, default=0.1, help="learning rate")
+    p.add_argument("--optimizer", type=optimizer_name, default=None,
+                   help="SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam (any case); "
+                        "default SGD, Adam for the convnets")
+    p.add_argument("--lr", type=rate, default=None,
+                   help="learning rate (default: 0.1; 0.001 for the convnets)")
     p.add_argument("--batch-size", type=count, default=100, help="images per step")
     p.add_argument("--iters", type=count, default=None,
-                   help="steps (default: 10000, the book's)")
+                   help="steps (default: 10000, the book's; the convnets: 20 epochs)")
     p.add_argument("--epochs", type=rate, default=None, help="epochs instead of --iters")
     p.add_argument("--weight-decay", type=nonnegative, default=0.0, metavar="LAMBDA",
                    help="adds 0.5 * LAMBDA * sum(W**2) to the loss")
@@ -314,7 +328,21 @@ def _progress_bar(total, quiet):
 
 
 def _make_network(args, input_size, output_size, dtype):
-    from fastnn.nets import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
+    from fastnn.nets import (DeepConvNet, MultiLayerNet, MultiLayerNetExtend,
+                             SimpleConvNet, TwoLayerNet)
+
+    if args.net != "mlp":
+        import numpy as np
+
+        np.random.seed(args.seed)  # the book's convnets draw their weights from np.random
+        side = math.isqrt(input_size)
+        if args.net == "simpleconv":
+            return SimpleConvNet(input_dim=(1, side, side), hidden_size=args.hidden[0],
+                                 output_size=output_size, dtype=dtype)
+        if side != 28:
+            raise UsageError(f"--net deepconv is the book's network for 28x28 images; these "
+                             f"are {side}x{side}")
+        return DeepConvNet(hidden_size=args.hidden[0], output_size=output_size, dtype=dtype)
 
     if args.batchnorm or args.dropout is not None:
         return MultiLayerNetExtend(input_size, args.hidden, output_size,
@@ -351,8 +379,31 @@ def _trainer_options(trainer_class, n_threads):
     return options
 
 
+def _train_defaults(args):
+    """Fill in the defaults that depend on --net (the book's settings for each network)."""
+    conv = args.net != "mlp"
+    if conv and (args.activation != "relu" or args.weight_decay or args.batchnorm
+                 or args.dropout is not None or (args.hidden and len(args.hidden) > 1)):
+        raise UsageError(f"--net {args.net} is the book's network: relu, no weight decay, "
+                         "batch normalization or extra dropout, one hidden affine layer "
+                         "(--hidden takes one size)")
+    if args.hidden is None:
+        args.hidden = [{"mlp": 50, "simpleconv": 100, "deepconv": 50}[args.net]]
+    if args.optimizer is None:
+        args.optimizer = _CONVNET_DEFAULTS["optimizer"] if conv else "SGD"
+    if args.lr is None:
+        args.lr = _CONVNET_DEFAULTS["lr"] if conv else 0.1
+    if conv and args.iters is None and args.epochs is None:
+        args.epochs = _CONVNET_DEFAULTS["epochs"]
+
+
 def _train(args):
     import numpy as np
+
+    _train_defaults(args)
+    if args.compare_reference and args.net != "mlp":
+        raise UsageError("--compare-reference runs the book's train_neuralnet.py, a dense "
+                         f"network; with --net {args.net} it would not be the same run")
 
     if args.compare_reference and (args.optimizer.lower() != "sgd" or args.activation != "relu"
                                    or len(args.hidden) != 1 or args.weight_decay
@@ -375,6 +426,12 @@ def _train(args):
     trainer_kwargs = _trainer_options(Trainer, compare_threads)
 
     name, ((x_train, t_train), (x_test, t_test)) = _load_data(args)
+    if args.net != "mlp":  # the convnets take (N, 1, H, W) images
+        side = math.isqrt(x_train.shape[1])
+        x_train = x_train.reshape(-1, 1, side, side)
+        x_test = x_test.reshape(-1, 1, side, side)
+        # the book's ch07/ch08 runs score 1000 images per epoch; the final score is on all
+        trainer_kwargs.setdefault("evaluate_sample_num_per_epoch", 1000)
     dtype = np.dtype(args.dtype)
     iter_per_epoch = max(math.ceil(x_train.shape[0] / args.batch_size), 1)
     iters = ((args.iters or 10000) if args.epochs is None
@@ -384,12 +441,16 @@ def _train(args):
                     else f"{compare_threads} BLAS thread(s), as the book's run")
     print(f"{name}: {x_train.shape[0]} training and {x_test.shape[0]} test images; "
           f"{iters} iterations ({total_epochs} epochs) of batch {args.batch_size}, "
-          f"{args.optimizer} lr {args.lr}, {dtype.name}, hidden {args.hidden} "
-          f"{args.activation}{' + batch normalization' * args.batchnorm}"
-          f"{'' if args.dropout is None else f' + dropout {args.dropout}'}; {threads_said}",
-          flush=True)
+          f"{args.optimizer} lr {args.lr}, {dtype.name}, "
+          + (f"hidden {args.hidden} {args.activation}"
+             f"{' + batch normalization' * args.batchnorm}"
+             f"{'' if args.dropout is None else f' + dropout {args.dropout}'}"
+             if args.net == "mlp"
+             else {"simpleconv": "SimpleConvNet", "deepconv": "DeepConvNet"}[args.net]
+             + f" (hidden {args.hidden[0]})")
+          + f"; {threads_said}", flush=True)
 
-    network = _make_network(args, x_train.shape[1], 10, dtype)
+    network = _make_network(args, math.prod(x_train.shape[1:]), 10, dtype)
     trainer_class = _command_trainer(total_epochs, args.quiet)
     trainer = trainer_class(network, x_train, t_train, x_test, t_test,
                             mini_batch_size=args.batch_size, optimizer=args.optimizer,
@@ -469,7 +530,9 @@ def _test_data_for(args, path, network, description):
     """(name, (x_test, t_test)) of the data set the network was trained on: the one its file
     names, else the one its input size says (784: MNIST, 64: the digits)."""
     trained_on = (description or {}).get("info", {}).get("dataset")
-    inputs = network.affine_layers[0].W.shape[0]
+    image_dim = getattr(network, "input_dim", None)  # a convnet takes (N, C, H, W) images
+    inputs = (math.prod(image_dim) if image_dim is not None
+              else network.affine_layers[0].W.shape[0])
     if trained_on is None:
         trained_on = {784: "MNIST", 64: "digits"}.get(inputs)
     if trained_on == "digits":
@@ -484,6 +547,8 @@ def _test_data_for(args, path, network, description):
     if test[0].shape[1] != inputs:
         raise RuntimeError(f"{path}: a network of {inputs} inputs, but {trained_on} has "
                            f"{test[0].shape[1]}")
+    if image_dim is not None:
+        test = (test[0].reshape(-1, *image_dim), test[1])
     return trained_on, test
 
 

@@ -285,6 +285,49 @@ def _numerical_gradient_case(rng):
                 rounds=1)
 
 
+_CONVNETS = {"SimpleConvNet": (N.SimpleConvNet, RN.SimpleConvNet),
+             "DeepConvNet": (N.DeepConvNet, RN.DeepConvNet)}
+
+
+def _convnet_step_case(name, n, dtype, rng):
+    """A training step of the book's ch07/ch08 settings: gradient + Adam (lr 0.001)."""
+    from fastnn.optim import Adam
+    from fastnn.reference.optim import Adam as RefAdam
+
+    x32, t = _mnist_like(rng, n)
+    x32 = x32.reshape(n, 1, 28, 28)
+    fast_cls, ref_cls = _CONVNETS[name]
+    np.random.seed(0)
+    fast_net = fast_cls(dtype=dtype)
+    np.random.seed(0)
+    ref_net = ref_cls()  # the book's code as written: float32 images into float64 weights
+    fast_opt, ref_opt = Adam(lr=0.001), RefAdam(lr=0.001)
+    x_fast = x32.astype(dtype)
+
+    def fast_step():
+        fast_opt.update(fast_net.params, fast_net.gradient(x_fast, t))
+
+    def ref_step():
+        ref_opt.update(ref_net.params, ref_net.gradient(x32, t))
+
+    return Case(f"{name} step (Adam)", f"batch {n}", np.dtype(dtype).name, fast_step, ref_step,
+                _torch_convnet_step(name, x_fast, t, dtype), rounds=3)
+
+
+def _convnet_predict_case(name, dtype, rng):
+    x32, t = _mnist_like(rng, 10000)
+    x32 = x32.reshape(-1, 1, 28, 28)
+    fast_cls, ref_cls = _CONVNETS[name]
+    np.random.seed(0)
+    fast_net = fast_cls(dtype=dtype)
+    np.random.seed(0)
+    ref_net = ref_cls(dtype=dtype)
+    x_fast = x32.astype(dtype)
+    return Case(f"{name} predict+accuracy, test set", "10000x1x28x28", np.dtype(dtype).name,
+                lambda: fast_net.accuracy(x_fast, t), lambda: ref_net.accuracy(x32, t),
+                _torch_convnet_predict(name, x_fast, dtype), rounds=1)
+
+
 def _conv_case(shape, fn, fs, pad, dtype, rng):
     """The Convolution layer at a shape of the book's networks, forward + backward (dx too)."""
     from fastnn.reference import conv as RC
@@ -343,7 +386,12 @@ def cases(quick=False):
                 _pool_case((100, 30, 24, 24), dtype, rng)]
         if not quick:
             out.append(_conv_case((100, 16, 14, 14), 32, 3, 1, dtype, rng))
+    for dtype in (np.float32, np.float64):
+        out.append(_convnet_step_case("SimpleConvNet", 100, dtype, rng))
+        if not quick:
+            out.append(_convnet_step_case("DeepConvNet", 100, dtype, rng))
     if not quick:
+        out.append(_convnet_predict_case("SimpleConvNet", np.float32, rng))
         out.append(_numerical_gradient_case(rng))
     return out
 
@@ -432,6 +480,54 @@ def _torch_mlp_step(x, t, sizes, dtype, lr, batchnorm=False, dropout=0.0):
         torch.nn.functional.cross_entropy(model(xt), tt).backward()
         opt.step()
     return step
+
+
+def _torch_convnet(name, dtype):
+    torch = _torch()
+    nn = torch.nn
+    torch_dtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+    if name == "SimpleConvNet":
+        layers = [nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                  nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10)]
+    else:
+        layers, channels = [], 1
+        for i, (filters, pad) in enumerate([(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]):
+            layers += [nn.Conv2d(channels, filters, 3, padding=pad), nn.ReLU()]
+            channels = filters
+            if i % 2:
+                layers.append(nn.MaxPool2d(2))
+        layers += [nn.Flatten(), nn.Linear(1024, 50), nn.ReLU(), nn.Dropout(0.5),
+                   nn.Linear(50, 10), nn.Dropout(0.5)]
+    return nn.Sequential(*layers).to(torch_dtype)
+
+
+def _torch_convnet_step(name, x, t, dtype):
+    torch = _torch()
+    if torch is None:
+        return None
+    model = _torch_convnet(name, dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=0.001)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(xt), tt).backward()
+        opt.step()
+    return step
+
+
+def _torch_convnet_predict(name, x, dtype):
+    torch = _torch()
+    if torch is None:
+        return None
+    model = _torch_convnet(name, dtype).eval()
+    xt = torch.from_numpy(x)
+
+    def predict():
+        with torch.no_grad():
+            for start in range(0, len(x), 100):
+                model(xt[start:start + 100]).argmax(1)
+    return predict
 
 
 # --- running and reporting ----------------------------------------------------------------------

@@ -803,6 +803,26 @@ def _dense_build(name):
     return build
 
 
+def _convnet_describe(network):
+    return dict(network.config), dict(network.params), {}
+
+
+def _convnet_build(name):
+    def build(config, arrays, dtype):
+        from fastnn import nets
+
+        config = dict(config)
+        config["input_dim"] = tuple(config["input_dim"])
+        network = getattr(nets, name)(dtype=dtype, **config)
+        for key, target in network.params.items():
+            if key not in arrays or arrays[key].shape != target.shape:
+                raise ValueError(f"{key} must have shape {target.shape} for a {name} of "
+                                 f"{config}, got {getattr(arrays.get(key), 'shape', None)}")
+            np.copyto(target, arrays[key])
+        return network
+    return build
+
+
 def _extend_describe(network):
     config, params, _ = _dense_describe(network)
     config.update(use_dropout=network.use_dropout, dropout_ration=network.dropout_ration,
@@ -831,6 +851,8 @@ def _extend_build(config, arrays, dtype):
 _ARCHITECTURES = {
     "TwoLayerNet": (_dense_describe, _dense_build("TwoLayerNet")),
     "MultiLayerNet": (_dense_describe, _dense_build("MultiLayerNet")),
+    "SimpleConvNet": (_convnet_describe, _convnet_build("SimpleConvNet")),
+    "DeepConvNet": (_convnet_describe, _convnet_build("DeepConvNet")),
     "MultiLayerNetExtend": (_extend_describe, _extend_build),
 }
 

@@ -21,7 +21,7 @@ from fastnn._kernels import _network, _network_extend, _normalization
 from fastnn._kernels._network import ACTIVATION_CODES, count_argmax_hits
 from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"]
+__all__ = ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet", "DeepConvNet"]
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "identity": Identity}
 # rows per block of predict/accuracy: large enough for efficient GEMMs, small enough that the
@@ -808,3 +808,7 @@ def _as_stat(stat, width, name):
     from fastnn.layers import _as_statistic
 
     return _as_statistic(stat, width, name)
+
+
+# the convolutional networks of chapters 7 and 8 live in their own module
+from fastnn.convnets import DeepConvNet, SimpleConvNet  # noqa: E402

@@ -130,6 +130,43 @@ def _sparse_net_inputs(rng, n, k, dtype):
     return x, _labels(rng, n, 10)
 
 
+def _convnet_step(make_net):
+    def run(api, x, t):
+        net = make_net(api, x.shape[1], x.dtype)
+        np.random.seed(0)  # DeepConvNet's dropout masks: the same for both
+        loss = net.loss(x, t)
+        np.random.seed(1)
+        grads = tuple(np.array(g) for g in net.gradient(x, t).values())
+        return loss, net.predict(x), grads
+    return run
+
+
+def _small_convnet(api, channels, dtype):
+    np.random.seed(0)
+    net = api.N.SimpleConvNet(input_dim=(channels, 8, 8), conv_param={
+        'filter_num': 4, 'filter_size': 3, 'pad': 1, 'stride': 1}, hidden_size=9,
+        output_size=10, weight_init_std=0.3, dtype=dtype)
+    return net
+
+
+def _small_deep_convnet(api, channels, dtype):
+    np.random.seed(0)
+    # the book's DeepConvNet is built for 28x28 images; a narrower one keeps the test quick
+    narrow = [{'filter_num': f, 'filter_size': 3, 'pad': p, 'stride': 1}
+              for f, p in ((2, 1), (2, 1), (3, 1), (3, 2), (4, 1), (64, 1))]
+    return api.N.DeepConvNet(input_dim=(channels, 28, 28), conv_param_1=narrow[0],
+                             conv_param_2=narrow[1], conv_param_3=narrow[2],
+                             conv_param_4=narrow[3], conv_param_5=narrow[4],
+                             conv_param_6=narrow[5], hidden_size=6, dtype=dtype)
+
+
+def _image_inputs(size):
+    """n images of min(k, 3) channels (the registry's k), and labels."""
+    def make(rng, n, k, dtype):
+        return rng.random((n, min(k, 3), size, size)).astype(dtype), _labels(rng, n, 10)
+    return make
+
+
 PAIRS = [
     Pair("sigmoid", "activations", "fastnn.reference.functions.sigmoid",
          lambda api, x: api.F.sigmoid(x), lambda r, n, k, dt: (_x(r, n, k, dt, 10),)),
@@ -216,6 +253,10 @@ PAIRS = [
          _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9], 10, "identity", 0.1,
                                                           dtype=dt, rng=3, exact_loss=True)),
          _net_inputs),
+    Pair("SimpleConvNet", "convnet", "fastnn.reference.convnets.SimpleConvNet",
+         _convnet_step(_small_convnet), _image_inputs(8)),
+    Pair("DeepConvNet[narrow]", "convnet", "fastnn.reference.convnets.DeepConvNet",
+         _convnet_step(_small_deep_convnet), _image_inputs(28)),
 ]
 
 

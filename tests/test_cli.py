@@ -230,7 +230,7 @@ def test_the_command_itself(capsys):
     code, out, err = run(capsys, "fly")
     assert code == 2 and "invalid choice" in err and len(err.splitlines()) == 1
     code, out, err = run(capsys, "train", "--help")
-    assert code == 0 and "(default: 0.1)" in out and "(default: 10000" in out
+    assert code == 0 and "(default: 0.1" in out and "(default: 10000" in out
 
 
 def test_a_traceback_only_when_asked(capsys, tmp_path, monkeypatch):

@@ -705,6 +705,59 @@ def test_network_constructors(data):
 covers("numerical_gradient")  # the networks' method; gradient.py below
 
 
+CONVNETS = {
+    "SimpleConvNet": lambda api, c, k, dt: api.SimpleConvNet(
+        input_dim=(c, 4, 4), conv_param={'filter_num': 2, 'filter_size': 3, 'pad': 1,
+                                         'stride': 1},
+        hidden_size=3, output_size=k, weight_init_std=0.5, dtype=dt),
+    "DeepConvNet": lambda api, c, k, dt: api.DeepConvNet(
+        (c, 28, 28), *({'filter_num': f, 'filter_size': 3, 'pad': p, 'stride': 1}
+                       for f, p in ((2, 1), (2, 1), (2, 1), (2, 2), (2, 1), (64, 1))),
+        hidden_size=3, output_size=k, dtype=dt),
+}
+covers(*CONVNETS)
+
+
+@pytest.mark.parametrize("name", list(CONVNETS))
+@settings(FUZZ, max_examples=15)
+@given(data=st.data(), n=st.integers(1, 3), c=st.integers(1, 2), k=st.integers(1, 4),
+       f32=st.booleans(), use_labels=st.booleans(), seed=st.integers(0, 1000))
+def test_convnets(name, data, n, c, k, f32, use_labels, seed):
+    """The book's convnets on images of drawn dtypes, layouts and shapes (finite values:
+    the twins' NumPy products and fastnn's GEMMs treat 0 * NaN alike only in general)."""
+    net_dtype = np.dtype(np.float32 if f32 else np.float64)
+    np.random.seed(seed)
+    fast = CONVNETS[name](N, c, k, net_dtype)
+    np.random.seed(seed)
+    twin = CONVNETS[name](RN, c, k, net_dtype)
+    np.random.seed(seed)
+    twin_abs = CONVNETS[name](RN, c, k, net_dtype)  # the terms' magnitude, for the error bound
+    for key in twin_abs.params:
+        twin_abs.params[key][...] = np.abs(twin_abs.params[key])
+    side = fast.input_dim[1]
+    x = data.draw(args((n, c, side, side), vals=values(specials=False, scales=[1.0, 1e-3])),
+                  "x")
+    t = data.draw(labels(n, k) if use_labels else args((n, k), vals=values(specials=False)), "t")
+    dtype = None if x.refused else policy_dtype(x.array.dtype, net_dtype)
+    t_ref = t.ref_labels(dtype, (n, k)) if use_labels else None if t.refused else t.ref(dtype)
+    inputs = [x.value, t.value]
+    fuzz(lambda: fast.predict(x.value), lambda: twin.predict(x.ref(dtype)), inputs, dtype,
+         **expect(x), scale_call=lambda: twin_abs.predict(np.abs(x.ref(dtype))))
+    keys = list(twin.params)
+
+    def gradient(net, images, targets):
+        np.random.seed(1)  # DeepConvNet's dropout: the same masks on every side
+        return [np.array(net.gradient(images, targets)[key]) for key in keys]
+
+    fuzz(lambda: gradient(fast, x.value, t.value), lambda: gradient(twin, x.ref(dtype), t_ref),
+         inputs, dtype, **expect(x, t),
+         scale_call=lambda: gradient(twin_abs, np.abs(x.ref(dtype)), t_ref))
+    if use_labels:
+        fuzz(lambda: fast.accuracy(x.value, t.value, 1),
+             lambda: twin.accuracy(x.ref(dtype), t_ref, 1), inputs, None, **expect(x, t),
+             check_dtype=False)
+
+
 # --- the normalization family (chapter 6) ----------------------------------------------------
 
 covers("Dropout")

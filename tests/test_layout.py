@@ -42,8 +42,17 @@ def _graph():
             for name, path in modules.items() if name != "fastnn"}, compiled
 
 
+# Deferred imports that may close a circle, each with its reason (a known layering debt: the
+# file layer of fastnn.io should move below the networks, network files above them).
+ALLOWED_DEFERRED = {
+    ("fastnn.io", "fastnn.nets"): "load_network builds the network a file describes",
+}
+
+
 def test_no_import_circles():
     graph, _ = _graph()
+    for (a, b) in ALLOWED_DEFERRED:
+        graph.get(a, set()).discard(b)
     state, cycles = {}, []
 
     def visit(node, stack):

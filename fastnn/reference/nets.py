@@ -245,3 +245,7 @@ class MultiLayerNetExtend:
                 grads['gamma' + str(idx)] = self.layers['BatchNorm' + str(idx)].dgamma
                 grads['beta' + str(idx)] = self.layers['BatchNorm' + str(idx)].dbeta
         return grads
+
+
+# the convolutional networks of chapters 7 and 8 (twins of fastnn.nets's)
+from fastnn.reference.convnets import DeepConvNet, SimpleConvNet  # noqa: E402,F401

@@ -1,0 +1,36 @@
+# Declarations of the convnet kernels in src_c/fnn_convnet.h (one body, _f32 and _f64).
+from libc.stdint cimport uint8_t
+
+cdef extern from "fnn_convnet.h" nogil:
+    ctypedef Py_ssize_t fnn_index
+
+    void fnn_cn_im2col_f32(const float *x, int C, int H, int W, int FH, int FW, int stride,
+                           int pad, int OH, int OW, float *col, fnn_index ld)
+    void fnn_cn_im2col_f64(const double *x, int C, int H, int W, int FH, int FW, int stride,
+                           int pad, int OH, int OW, double *col, fnn_index ld)
+    void fnn_cn_col2im_f32(const float *col, fnn_index ld, int C, int H, int W, int FH, int FW,
+                           int stride, int pad, int OH, int OW, float *dx)
+    void fnn_cn_col2im_f64(const double *col, fnn_index ld, int C, int H, int W, int FH,
+                           int FW, int stride, int pad, int OH, int OW, double *dx)
+    void fnn_cn_bias_relu_f32(const float *z, fnn_index ld, const float *b, int F, fnn_index P,
+                              float *out)
+    void fnn_cn_bias_relu_f64(const double *z, fnn_index ld, const double *b, int F,
+                              fnn_index P, double *out)
+    void fnn_cn_pool2_bias_relu_f32(const float *z, fnn_index ld, const float *b, int F, int OH,
+                                    int OW, float *out, uint8_t *arg)
+    void fnn_cn_pool2_bias_relu_f64(const double *z, fnn_index ld, const double *b, int F,
+                                    int OH, int OW, double *out, uint8_t *arg)
+    void fnn_cn_unpool2_f32(const float *dout, const uint8_t *arg, const float *out, int F,
+                            int OH, int OW, float *dz, fnn_index ld)
+    void fnn_cn_unpool2_f64(const double *dout, const uint8_t *arg, const double *out, int F,
+                            int OH, int OW, double *dz, fnn_index ld)
+    void fnn_cn_relu_mask_f32(const float *d, const float *a, int F, fnn_index P, float *dz,
+                              fnn_index ld)
+    void fnn_cn_relu_mask_f64(const double *d, const double *a, int F, fnn_index P, double *dz,
+                              fnn_index ld)
+    void fnn_cn_row_sum_add_f32(const float *dz, fnn_index ld, int F, fnn_index P, float *db)
+    void fnn_cn_row_sum_add_f64(const double *dz, fnn_index ld, int F, fnn_index P, double *db)
+    void fnn_cn_mul_f32(float *z, const float *m, fnn_index size)
+    void fnn_cn_mul_f64(double *z, const double *m, fnn_index size)
+    void fnn_cn_scale_f32(float *z, float s, fnn_index size)
+    void fnn_cn_scale_f64(double *z, double s, fnn_index size)

@@ -1,0 +1,519 @@
+# Design: a whole convnet's forward pass, or its loss and gradient, in one call without the GIL.
+#
+# The networks are the book's SimpleConvNet (ch. 7) and DeepConvNet (ch. 8): a stack of
+# convolutions, each followed by ReLU and optionally by the book's 2x2 max pooling of stride 2,
+# then dense layers (ReLU between them, optional dropout after each), then softmax-with-loss.
+# A Plan holds the geometry and every buffer for batches of n images, so a training step
+# allocates nothing after the first; fastnn/nets.py keeps one Plan per batch size.
+#
+# Layout: the book's NCHW all the way through (the flattened pooled output is then exactly
+# the book's Affine input, and W1..W6 are used as they are stored: (F, C*FH*FW) matrices).
+# Per convolution, blocks of B images are unfolded (im2col) into one column matrix of
+# K = C*FH*FW rows and B*OH*OW columns, the images side by side, and multiplied by W in one
+# GEMM: z (F, B*OH*OW) = W (F, K) @ col.  B is chosen so that the column matrix stays in the
+# L2 cache (about COL_BUDGET elements), where the book's im2col builds one matrix for the whole
+# batch (5.8 MB for SimpleConvNet, 45 MB for DeepConvNet's second layer, in float64) and
+# transposes the output twice.  The epilogue, one pass over z, adds the bias, applies ReLU
+# and, for a pooled layer, pools: max_i relu(z_i + b) = relu(max_i z_i + b), so only the pooled
+# value and the index of the maximum (one byte) are written; a pooled layer's full-size output
+# is never stored.
+#
+# Backward, per convolution and block: the pooled gradient is routed to each window's maximum
+# (where the pooled value is positive, which is ReLU's mask) or masked by the stored ReLU
+# output, into z's buffer; db is its row sums; the block's columns are unfolded again (cheaper
+# than keeping every layer's column matrix: they are rebuilt in cache from the layer's input)
+# and dW += dz @ col^T; for every layer but the first, dcol = W^T @ dz (into the column buffer)
+# and col2im gives the input's gradient.  The first layer's input gradient, which nobody uses,
+# is never computed.  Dropout masks are drawn by the caller from np.random.rand, as the book's
+# Dropout draws them, so fastnn and the book drop the same units under one seed.
+#
+# Every array's dtype, layout and exact dimensions are checked (fastnn/_kernels/_arrays.pxd)
+# before the GIL is released; the nogil code walks only buffers the Plan sized itself.
+#
+# Twins: fastnn.reference.convnets.SimpleConvNet / DeepConvNet.
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from fastnn._kernels._arrays cimport _describe, dim, flat_data, float_type
+from fastnn._kernels._blas cimport gemm
+from fastnn._kernels._cconvnet cimport *
+from fastnn._kernels._cfnn cimport (
+    FNN_IDENTITY, FNN_RELU, fnn_activation_backward_f32, fnn_activation_backward_f64,
+    fnn_bias_activation_f32, fnn_bias_activation_f64, fnn_column_sum_f32, fnn_column_sum_f64,
+    fnn_mean_row_loss, fnn_softmax_xent_grad_labels_f32, fnn_softmax_xent_grad_labels_f64,
+    fnn_softmax_xent_grad_targets_f32, fnn_softmax_xent_grad_targets_f64,
+)
+
+cnp.import_array()
+
+cdef enum:
+    MAX_CONV = 8
+    MAX_DENSE = 4
+
+# elements of a block's column matrix: 512 KB in float32, the L2 cache of one core
+COL_BUDGET = 1 << 17
+
+
+cdef struct _Net:
+    int n, L, D
+    # per convolution: input (C, H, W), filters (F, C, FH, FW), stride, pad, output (OH, OW),
+    # images per block, pooled or not; per-image sizes of the input and of what is stored
+    int C[MAX_CONV]
+    int H[MAX_CONV]
+    int W[MAX_CONV]
+    int F[MAX_CONV]
+    int FH[MAX_CONV]
+    int FW[MAX_CONV]
+    int S[MAX_CONV]
+    int PAD[MAX_CONV]
+    int OH[MAX_CONV]
+    int OW[MAX_CONV]
+    int B[MAX_CONV]
+    int pool[MAX_CONV]
+    Py_ssize_t insz[MAX_CONV]
+    Py_ssize_t outsz[MAX_CONV]
+    int sizes[MAX_DENSE + 1]
+    int dropout[MAX_DENSE]
+    double keep[MAX_DENSE]
+    # the Plan's buffers
+    void *store[MAX_CONV]    # (n, outsz[l]): the pooled output, or the ReLU output
+    uint8_t *arg[MAX_CONV]   # (n, outsz[l]): the pooled maximum's index in its window
+    void *col                # column matrix of a block (then its gradient)
+    void *z                  # convolution output of a block (then its gradient)
+    void *dA                 # (n, widest) gradients of the stored outputs, ping-pong
+    void *dB
+    void *a[MAX_DENSE]       # (n, sizes[j+1]) dense outputs (after ReLU and dropout)
+    void *s0                 # (n, widest hidden) dense deltas, ping-pong
+    void *s1
+    double *row_loss
+    # the arrays of one call
+    const void *x
+    void *logits
+    void *Wc[MAX_CONV]
+    void *bc[MAX_CONV]
+    void *Wd[MAX_DENSE]
+    void *bd[MAX_DENSE]
+    void *dWc[MAX_CONV]
+    void *dbc[MAX_CONV]
+    void *dWd[MAX_DENSE]
+    void *dbd[MAX_DENSE]
+    void *mask[MAX_DENSE]
+
+
+cdef class Plan:
+    """Geometry and workspace of a convnet for batches of ``n`` images.
+
+    Parameters
+    ----------
+    convs : list of tuple
+        One ``(C, H, W, F, FH, FW, stride, pad, pool)`` per convolution, first to last.
+    sizes : list of int
+        Dense layer widths, from the flattened output of the last convolution to the classes.
+    dropout : list of float
+        Per dense layer, the dropout ratio after it (0: none).
+    n : int
+        Images per batch.
+    dtype : numpy.dtype
+        float32 or float64.
+    """
+    cdef _Net net
+    cdef readonly int n
+    cdef readonly object dtype
+    cdef readonly Py_ssize_t largest_gemm
+    cdef int typenum
+    cdef list _buffers
+
+    def __init__(self, list convs, list sizes, list dropout, int n, dtype):
+        cdef _Net *net = &self.net
+        cdef int l, j
+        cdef Py_ssize_t col_size = 1, z_size = 1, widest = 1, hidden = 1, K, P
+        self.dtype = np.dtype(dtype)
+        if self.dtype == np.float32:
+            self.typenum = cnp.NPY_FLOAT32
+        elif self.dtype == np.float64:
+            self.typenum = cnp.NPY_FLOAT64
+        else:
+            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
+        if not 1 <= len(convs) <= MAX_CONV:
+            raise ValueError(f"convs: 1 to {MAX_CONV} convolutions, got {len(convs)}")
+        if not 2 <= len(sizes) <= MAX_DENSE + 1 or len(dropout) != len(sizes) - 1:
+            raise ValueError(f"sizes: 2 to {MAX_DENSE + 1} widths and one dropout ratio per "
+                             f"dense layer, got {sizes} and {dropout}")
+        if n < 1:
+            raise ValueError(f"n: at least one image per batch, got {n}")
+        self.n = net.n = n
+        net.L = len(convs)
+        net.D = len(sizes) - 1
+        self._buffers = []
+        self.largest_gemm = 0
+        for l in range(net.L):
+            (net.C[l], net.H[l], net.W[l], net.F[l], net.FH[l], net.FW[l], net.S[l],
+             net.PAD[l], net.pool[l]) = convs[l]
+            if min(net.C[l], net.H[l], net.W[l], net.F[l], net.FH[l], net.FW[l], net.S[l]) < 1 \
+                    or net.PAD[l] < 0:
+                raise ValueError(f"convs[{l}]: sizes and stride must be positive and pad "
+                                 f">= 0, got {convs[l]}")
+            net.OH[l] = (net.H[l] + 2 * net.PAD[l] - net.FH[l]) // net.S[l] + 1
+            net.OW[l] = (net.W[l] + 2 * net.PAD[l] - net.FW[l]) // net.S[l] + 1
+            if net.OH[l] < 1 or net.OW[l] < 1 or (net.pool[l] and min(net.OH[l], net.OW[l]) < 2):
+                raise ValueError(f"convs[{l}]: a {net.FH[l]}x{net.FW[l]} filter does not fit "
+                                 f"the padded {net.H[l]}x{net.W[l]} input")
+            if l > 0:
+                prev = (net.F[l - 1], net.OH[l - 1] // (1 + net.pool[l - 1]),
+                        net.OW[l - 1] // (1 + net.pool[l - 1]))
+                if prev != (net.C[l], net.H[l], net.W[l]):
+                    raise ValueError(f"convs[{l}]: input {(net.C[l], net.H[l], net.W[l])} is "
+                                     f"not the previous layer's output {prev}")
+            K = net.C[l] * net.FH[l] * net.FW[l]
+            P = net.OH[l] * net.OW[l]
+            net.B[l] = max(1, min(n, COL_BUDGET // max(K * P, net.F[l] * P)))
+            col_size = max(col_size, K * P * net.B[l])
+            z_size = max(z_size, net.F[l] * P * net.B[l])
+            net.insz[l] = net.C[l] * net.H[l] * net.W[l]
+            net.outsz[l] = net.F[l] * (net.OH[l] // 2) * (net.OW[l] // 2) if net.pool[l] \
+                else net.F[l] * P
+            widest = max(widest, net.outsz[l], net.insz[l] if l > 0 else 1)
+            self.largest_gemm = max(self.largest_gemm, net.B[l] * P * K * net.F[l])
+            store = np.empty((n, net.outsz[l]), self.dtype)
+            args = np.empty((n, net.outsz[l] if net.pool[l] else 1), np.uint8)
+            self._buffers += [store, args]
+            net.store[l] = cnp.PyArray_DATA(<cnp.ndarray> store)
+            net.arg[l] = <uint8_t *> cnp.PyArray_DATA(<cnp.ndarray> args)
+        if sizes[0] != net.outsz[net.L - 1]:
+            raise ValueError(f"sizes[0]: the last convolution gives {net.outsz[net.L - 1]} "
+                             f"features per image, got {sizes[0]}")
+        for j in range(net.D + 1):
+            net.sizes[j] = sizes[j]
+            if net.sizes[j] < 1:
+                raise ValueError(f"sizes: widths must be positive, got {sizes}")
+        for j in range(net.D):
+            ratio = float(dropout[j])
+            if not 0 <= ratio < 1:
+                raise ValueError(f"dropout: ratios in [0, 1), got {dropout}")
+            net.dropout[j] = ratio > 0
+            net.keep[j] = 1.0 - ratio
+            a = np.empty((n, net.sizes[j + 1]), self.dtype)
+            self._buffers.append(a)
+            net.a[j] = cnp.PyArray_DATA(<cnp.ndarray> a)
+            if j > 0:
+                hidden = max(hidden, net.sizes[j])
+            self.largest_gemm = max(self.largest_gemm, n * net.sizes[j] * net.sizes[j + 1])
+        cdef list scratch = [np.empty(col_size, self.dtype), np.empty(z_size, self.dtype),
+                             np.empty(n * widest, self.dtype), np.empty(n * widest, self.dtype),
+                             np.empty(n * hidden, self.dtype), np.empty(n * hidden, self.dtype),
+                             np.empty(n, np.float64)]
+        self._buffers += scratch
+        net.col = cnp.PyArray_DATA(<cnp.ndarray> scratch[0])
+        net.z = cnp.PyArray_DATA(<cnp.ndarray> scratch[1])
+        net.dA = cnp.PyArray_DATA(<cnp.ndarray> scratch[2])
+        net.dB = cnp.PyArray_DATA(<cnp.ndarray> scratch[3])
+        net.s0 = cnp.PyArray_DATA(<cnp.ndarray> scratch[4])
+        net.s1 = cnp.PyArray_DATA(<cnp.ndarray> scratch[5])
+        net.row_loss = <double *> cnp.PyArray_DATA(<cnp.ndarray> scratch[6])
+
+    cdef int _take(self, list Wc, list bc, list Wd, list bd, x, list masks) except -1:
+        """Check the arrays of one call and gather their pointers."""
+        cdef _Net *net = &self.net
+        cdef int l, j, t = self.typenum
+        if len(Wc) != net.L or len(bc) != net.L:
+            raise ValueError(f"Wc, bc: expected {net.L} convolution weights and biases, got "
+                             f"{len(Wc)} and {len(bc)}")
+        if len(Wd) != net.D or len(bd) != net.D:
+            raise ValueError(f"Wd, bd: expected {net.D} dense weights and biases, got "
+                             f"{len(Wd)} and {len(bd)}")
+        net.x = _array_4d(x, "x", t, net.n, net.C[0], net.H[0], net.W[0], False)
+        for l in range(net.L):
+            net.Wc[l] = _array_4d(Wc[l], f"Wc[{l}]", t, net.F[l], net.C[l], net.FH[l],
+                                  net.FW[l], False)
+            net.bc[l] = flat_data(bc[l], f"bc[{l}]", t, net.F[l])
+        for j in range(net.D):
+            net.Wd[j] = _array_2d(Wd[j], f"Wd[{j}]", t, net.sizes[j], net.sizes[j + 1], False)
+            net.bd[j] = flat_data(bd[j], f"bd[{j}]", t, net.sizes[j + 1])
+            net.mask[j] = NULL
+            if masks is not None and net.dropout[j]:
+                net.mask[j] = _array_2d(masks[j], f"masks[{j}]", t, net.n, net.sizes[j + 1],
+                                        False)
+        return 0
+
+    def forward(self,
+                list Wc,     # IN  convolution weights (F, C, FH, FW)
+                list bc,     # IN  convolution biases (F,)
+                list Wd,     # IN  dense weights (sizes[j], sizes[j+1])
+                list bd,     # IN  dense biases
+                x,           # IN  (n, C, H, W) images
+                out,         # OUT (n, classes) scores
+                list masks=None):  # IN dropout masks (n, sizes[j+1]) of 0s and 1s, or None
+        """Scores of the network for ``x``; without ``masks``, dropout scales by its keep
+        ratio (the book's ``train_flg=False``)."""
+        self._take(Wc, bc, Wd, bd, x, masks)
+        self.net.logits = _array_2d(out, "out", self.typenum, self.n,
+                                    self.net.sizes[self.net.D], True)
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                _forward[float](&self.net, <const float *> self.net.x, masks is not None)
+            else:
+                _forward[double](&self.net, <const double *> self.net.x, masks is not None)
+
+    def gradient(self,
+                 list Wc, list bc, list Wd, list bd,  # IN  as in forward
+                 x,                  # IN  (n, C, H, W)
+                 t,                  # IN  int64 labels (n,) or targets (n, classes) of x's dtype
+                 bint labels,
+                 list dWc, list dbc, list dWd, list dbd,  # OUT gradients, shaped as the weights
+                 list masks=None,    # IN  dropout masks, or None
+                 bint exact=False,
+                 bint backward=True):
+        """Mean loss of the batch and, with ``backward``, the gradients of every weight."""
+        cdef _Net *net = &self.net
+        cdef int l, j, typ = self.typenum
+        cdef int k = net.sizes[net.D]
+        cdef const void *tp
+        cdef double result
+        self._take(Wc, bc, Wd, bd, x, masks)
+        for j in range(net.D):
+            if net.dropout[j] and net.mask[j] == NULL:
+                raise ValueError("masks: the training step needs a dropout mask per dropout layer")
+        if labels:
+            dim(t, "t", 1, 0)
+            tp = flat_data(t, "t", cnp.NPY_INT64, net.n)
+        else:
+            tp = _array_2d(t, "t", typ, net.n, k, False)
+        if backward:
+            if len(dWc) != net.L or len(dbc) != net.L or len(dWd) != net.D or len(dbd) != net.D:
+                raise ValueError("dWc, dbc, dWd, dbd: one gradient per weight and bias")
+            for l in range(net.L):
+                net.dWc[l] = _array_4d(dWc[l], f"dWc[{l}]", typ, net.F[l], net.C[l],
+                                       net.FH[l], net.FW[l], True)
+                net.dbc[l] = flat_data(dbc[l], f"dbc[{l}]", typ, net.F[l], True)
+            for j in range(net.D):
+                net.dWd[j] = _array_2d(dWd[j], f"dWd[{j}]", typ, net.sizes[j],
+                                       net.sizes[j + 1], True)
+                net.dbd[j] = flat_data(dbd[j], f"dbd[{j}]", typ, net.sizes[j + 1], True)
+        net.logits = net.a[net.D - 1]
+        with nogil:
+            if typ == cnp.NPY_FLOAT32:
+                _forward[float](net, <const float *> net.x, True)
+                result = _loss_grad[float](<float *> net.logits, tp, labels, net.row_loss,
+                                           net.n, k, exact)
+                if backward:
+                    _backward[float](net, <const float *> net.x)
+            else:
+                _forward[double](net, <const double *> net.x, True)
+                result = _loss_grad[double](<double *> net.logits, tp, labels, net.row_loss,
+                                            net.n, k, exact)
+                if backward:
+                    _backward[double](net, <const double *> net.x)
+        return result
+
+
+cdef void *_array_4d(object a, str name, int typenum, Py_ssize_t d0, Py_ssize_t d1,
+                     Py_ssize_t d2, Py_ssize_t d3, bint out) except NULL:
+    if (dim(a, name, 4, 0) != d0 or dim(a, name, 4, 1) != d1 or dim(a, name, 4, 2) != d2
+            or dim(a, name, 4, 3) != d3):
+        raise ValueError(f"{name}: expected shape ({d0}, {d1}, {d2}, {d3}), got a "
+                         f"{_describe(<cnp.ndarray> a)}")
+    return flat_data(a, name, typenum, d0 * d1 * d2 * d3, out)
+
+
+cdef void *_array_2d(object a, str name, int typenum, Py_ssize_t d0, Py_ssize_t d1,
+                     bint out) except NULL:
+    if dim(a, name, 2, 0) != d0 or dim(a, name, 2, 1) != d1:
+        raise ValueError(f"{name}: expected shape ({d0}, {d1}), got a "
+                         f"{_describe(<cnp.ndarray> a)}")
+    return flat_data(a, name, typenum, d0 * d1, out)
+
+
+# --- the nogil passes ------------------------------------------------------------------------
+
+cdef inline void _im2col(const floating *x, _Net *net, int l, floating *col,
+                         Py_ssize_t ld) noexcept nogil:
+    if floating is float:
+        fnn_cn_im2col_f32(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
+                          net.PAD[l], net.OH[l], net.OW[l], col, ld)
+    else:
+        fnn_cn_im2col_f64(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
+                          net.PAD[l], net.OH[l], net.OW[l], col, ld)
+
+
+cdef void _conv_forward(_Net *net, int l, const floating *inp) noexcept nogil:
+    cdef int F = net.F[l], K = net.C[l] * net.FH[l] * net.FW[l]
+    cdef Py_ssize_t P = net.OH[l] * net.OW[l], ld
+    cdef floating *col = <floating *> net.col
+    cdef floating *z = <floating *> net.z
+    cdef const floating *W = <const floating *> net.Wc[l]
+    cdef const floating *b = <const floating *> net.bc[l]
+    cdef floating *out = <floating *> net.store[l]
+    cdef Py_ssize_t outsz = net.outsz[l], insz = net.insz[l]
+    cdef int s = 0, q, bn
+    while s < net.n:
+        bn = min(net.B[l], net.n - s)
+        ld = bn * P
+        for q in range(bn):
+            _im2col(inp + (s + q) * insz, net, l, col + q * P, ld)
+        gemm(False, False, F, <int> ld, K, 1, W, K, col, <int> ld, 0, z, <int> ld)
+        for q in range(bn):
+            if floating is float:
+                if net.pool[l]:
+                    fnn_cn_pool2_bias_relu_f32(z + q * P, ld, b, F, net.OH[l], net.OW[l],
+                                               out + (s + q) * outsz, net.arg[l] + (s + q) * outsz)
+                else:
+                    fnn_cn_bias_relu_f32(z + q * P, ld, b, F, P, out + (s + q) * outsz)
+            else:
+                if net.pool[l]:
+                    fnn_cn_pool2_bias_relu_f64(z + q * P, ld, b, F, net.OH[l], net.OW[l],
+                                               out + (s + q) * outsz, net.arg[l] + (s + q) * outsz)
+                else:
+                    fnn_cn_bias_relu_f64(z + q * P, ld, b, F, P, out + (s + q) * outsz)
+        s += bn
+
+
+cdef void _forward(_Net *net, const floating *x, bint train) noexcept nogil:
+    cdef int l, j, n = net.n
+    cdef const floating *inp = x
+    cdef floating *a
+    cdef Py_ssize_t size
+    for l in range(net.L):
+        _conv_forward(net, l, inp)
+        inp = <const floating *> net.store[l]
+    for j in range(net.D):
+        a = <floating *> (net.logits if j == net.D - 1 else net.a[j])
+        size = n * <Py_ssize_t> net.sizes[j + 1]
+        gemm(False, False, n, net.sizes[j + 1], net.sizes[j], 1, inp, net.sizes[j],
+             <const floating *> net.Wd[j], net.sizes[j + 1], 0, a, net.sizes[j + 1])
+        if floating is float:
+            fnn_bias_activation_f32(a, <const float *> net.bd[j], n, net.sizes[j + 1],
+                                    FNN_RELU if j < net.D - 1 else FNN_IDENTITY)
+            if net.dropout[j]:
+                if train:
+                    fnn_cn_mul_f32(a, <const float *> net.mask[j], size)
+                else:
+                    fnn_cn_scale_f32(a, <float> net.keep[j], size)
+        else:
+            fnn_bias_activation_f64(a, <const double *> net.bd[j], n, net.sizes[j + 1],
+                                    FNN_RELU if j < net.D - 1 else FNN_IDENTITY)
+            if net.dropout[j]:
+                if train:
+                    fnn_cn_mul_f64(a, <const double *> net.mask[j], size)
+                else:
+                    fnn_cn_scale_f64(a, net.keep[j], size)
+        inp = a
+
+
+cdef double _loss_grad(floating *z, const void *t, bint labels, double *row_loss, int n, int k,
+                       bint exact) noexcept nogil:
+    if floating is float:
+        if labels:
+            fnn_softmax_xent_grad_labels_f32(z, <const int64_t *> t, z, row_loss, n, k, exact, 1)
+        else:
+            fnn_softmax_xent_grad_targets_f32(z, <const float *> t, z, row_loss, n, k, exact, 1)
+    else:
+        if labels:
+            fnn_softmax_xent_grad_labels_f64(z, <const int64_t *> t, z, row_loss, n, k, exact, 1)
+        else:
+            fnn_softmax_xent_grad_targets_f64(z, <const double *> t, z, row_loss, n, k, exact, 1)
+    return fnn_mean_row_loss(row_loss, n)
+
+
+cdef void _backward(_Net *net, const floating *x) noexcept nogil:
+    cdef int n = net.n, D = net.D, L = net.L, j, l, s, q, bn, F, K
+    cdef floating *delta = <floating *> net.a[D - 1]  # d loss / d logits, from the loss pass
+    cdef floating *nxt
+    cdef const floating *hin
+    cdef Py_ssize_t P, ld, outsz, insz
+    if net.dropout[D - 1]:
+        if floating is float:
+            fnn_cn_mul_f32(delta, <const float *> net.mask[D - 1], n * <Py_ssize_t> net.sizes[D])
+        else:
+            fnn_cn_mul_f64(delta, <const double *> net.mask[D - 1], n * <Py_ssize_t> net.sizes[D])
+    for j in range(D - 1, -1, -1):
+        hin = <const floating *> (net.a[j - 1] if j > 0 else net.store[L - 1])
+        gemm(True, False, net.sizes[j], net.sizes[j + 1], n, 1, hin, net.sizes[j], delta,
+             net.sizes[j + 1], 0, <floating *> net.dWd[j], net.sizes[j + 1])
+        if floating is float:
+            fnn_column_sum_f32(delta, <float *> net.dbd[j], n, net.sizes[j + 1])
+        else:
+            fnn_column_sum_f64(delta, <double *> net.dbd[j], n, net.sizes[j + 1])
+        nxt = <floating *> (net.dA if j == 0 else (net.s1 if delta == <floating *> net.s0
+                                                   else net.s0))
+        gemm(False, True, n, net.sizes[j], net.sizes[j + 1], 1, delta, net.sizes[j + 1],
+             <const floating *> net.Wd[j], net.sizes[j + 1], 0, nxt, net.sizes[j])
+        if j > 0:
+            # ReLU and dropout at once: the stored output is relu(z) * mask, positive exactly
+            # where both let the gradient through
+            if floating is float:
+                fnn_activation_backward_f32(nxt, <const float *> net.a[j - 1],
+                                            n * <Py_ssize_t> net.sizes[j], FNN_RELU)
+            else:
+                fnn_activation_backward_f64(nxt, <const double *> net.a[j - 1],
+                                            n * <Py_ssize_t> net.sizes[j], FNN_RELU)
+        delta = nxt
+
+    cdef floating *dcur = <floating *> net.dA
+    cdef floating *dnext = <floating *> net.dB
+    cdef floating *tmp
+    cdef floating *col = <floating *> net.col
+    cdef floating *z = <floating *> net.z
+    cdef const floating *inp
+    cdef const floating *store
+    cdef const floating *W
+    cdef floating *dW
+    cdef floating *db
+    for l in range(L - 1, -1, -1):
+        F, K = net.F[l], net.C[l] * net.FH[l] * net.FW[l]
+        P = net.OH[l] * net.OW[l]
+        outsz, insz = net.outsz[l], net.insz[l]
+        inp = x if l == 0 else <const floating *> net.store[l - 1]
+        store = <const floating *> net.store[l]
+        W = <const floating *> net.Wc[l]
+        dW = <floating *> net.dWc[l]
+        db = <floating *> net.dbc[l]
+        memset(db, 0, F * sizeof(floating))
+        s = 0
+        while s < n:
+            bn = min(net.B[l], n - s)
+            ld = bn * P
+            for q in range(bn):
+                if floating is float:
+                    if net.pool[l]:
+                        fnn_cn_unpool2_f32(dcur + (s + q) * outsz, net.arg[l] + (s + q) * outsz,
+                                           store + (s + q) * outsz, F, net.OH[l], net.OW[l],
+                                           z + q * P, ld)
+                    else:
+                        fnn_cn_relu_mask_f32(dcur + (s + q) * outsz, store + (s + q) * outsz, F,
+                                             P, z + q * P, ld)
+                else:
+                    if net.pool[l]:
+                        fnn_cn_unpool2_f64(dcur + (s + q) * outsz, net.arg[l] + (s + q) * outsz,
+                                           store + (s + q) * outsz, F, net.OH[l], net.OW[l],
+                                           z + q * P, ld)
+                    else:
+                        fnn_cn_relu_mask_f64(dcur + (s + q) * outsz, store + (s + q) * outsz, F,
+                                             P, z + q * P, ld)
+                _im2col(inp + (s + q) * insz, net, l, col + q * P, ld)
+            if floating is float:
+                fnn_cn_row_sum_add_f32(z, ld, F, ld, db)
+            else:
+                fnn_cn_row_sum_add_f64(z, ld, F, ld, db)
+            gemm(False, True, F, K, <int> ld, 1, z, <int> ld, col, <int> ld, 0 if s == 0 else 1,
+                 dW, K)
+            if l == 0:
+                s += bn
+                continue  # the input's gradient: nobody needs it
+            gemm(True, False, K, <int> ld, F, 1, W, K, z, <int> ld, 0, col, <int> ld)
+            for q in range(bn):
+                if floating is float:
+                    fnn_cn_col2im_f32(col + q * P, ld, net.C[l], net.H[l], net.W[l], net.FH[l],
+                                      net.FW[l], net.S[l], net.PAD[l], net.OH[l], net.OW[l],
+                                      dnext + (s + q) * insz)
+                else:
+                    fnn_cn_col2im_f64(col + q * P, ld, net.C[l], net.H[l], net.W[l], net.FH[l],
+                                      net.FW[l], net.S[l], net.PAD[l], net.OH[l], net.OW[l],
+                                      dnext + (s + q) * insz)
+            s += bn
+        tmp = dcur
+        dcur = dnext
+        dnext = tmp
