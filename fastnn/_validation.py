@@ -175,6 +175,15 @@ def as_labels(t, n, k, name="t"):
     return labels
 
 
+def accuracy_labels(t, n, k, name="t"):
+    """The labels an accuracy compares with: integer labels as ``as_labels`` takes them, or
+    the argmax of one-hot rows of shape ``(n, k)``."""
+    t = np.asarray(t)
+    if t.ndim != 1 and t.shape == (n, k):
+        t = np.argmax(t, axis=-1)
+    return as_labels(t, n, k, name)
+
+
 def as_targets(t, scores_shape, name="t"):
     """Resolve the targets of a classification loss over scores of ``(n, k)``.
 

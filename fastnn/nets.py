@@ -10,7 +10,6 @@ and the 'identity' activation.
 
 Twins: :mod:`fastnn.reference.nets`.
 """
-import math
 from collections import OrderedDict
 
 import numpy as np
@@ -239,10 +238,7 @@ class _Network:
         """Fraction of rows of ``x`` whose argmax score equals the label (or one-hot argmax)."""
         x2, _, weights = self._prepare(x, cast=False)
         n, k = x2.shape[0], self._sizes[-1]
-        t = np.asarray(t)
-        if t.ndim != 1 and t.shape == (n, k):
-            t = np.argmax(t, axis=-1)
-        t = v.as_labels(t, n, k, "t")
+        t = v.accuracy_labels(t, n, k)
         _require_rows(x2, x)
         if weights is None:
             return np.sum(np.argmax(self.predict(x2), axis=-1) == t) / float(n)
@@ -591,11 +587,7 @@ class MultiLayerNetExtend:
         if cast:
             x2, single = v.as_batch(x, "x", dtype)
         else:
-            x = np.asarray(x)
-            if x.ndim == 0:
-                raise ValueError("x must have at least one dimension, got a scalar")
-            single = x.ndim == 1
-            x2 = x.reshape((1, x.size) if single else (x.shape[0], math.prod(x.shape[1:])))
+            x2, single = v.batch_view(x)
         if x2.shape[1] != self._sizes[0]:
             raise ValueError(
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
@@ -703,10 +695,7 @@ class MultiLayerNetExtend:
         """Fraction of rows of ``x`` whose argmax score (in test mode) equals the label."""
         x2, _, arrays = self._prepare(x, cast=False)
         n, k = x2.shape[0], self._sizes[-1]
-        t = np.asarray(t)
-        if t.ndim != 1 and t.shape == (n, k):
-            t = np.argmax(t, axis=-1)
-        t = v.as_labels(t, n, k, "t")
+        t = v.accuracy_labels(t, n, k)
         _require_rows(x2, x)
         if arrays is None:
             return np.sum(np.argmax(self.predict(x2), axis=-1) == t) / float(n)
