@@ -1,16 +1,19 @@
 """The one place where fastnn sets thread counts.
 
-fastnn's compiled GEMMs call NumPy's own OpenBLAS (or, failing that, SciPy's; see
-``fastnn/_kernels/_blas.pyx``); its own C kernels are single-threaded.  So "fastnn's threads"
-are that BLAS library's threads.
+fastnn's compiled GEMMs call Intel MKL where the ``mkl`` extra is installed, else NumPy's own
+OpenBLAS, else SciPy's (``FASTNN_BLAS`` chooses; see ``fastnn/_kernels/_blas.pyx``); its own C
+kernels are single-threaded.  So "fastnn's threads" are that BLAS library's threads, and the
+policy below is applied to whichever it is (on MKL through ``mkl_set_num_threads``, the
+process-wide count that threadpoolctl also sets; MKL runs on its GNU OpenMP layer, whose idle
+threads sleep, so its pool and NumPy's OpenBLAS pool do not spin against each other).
 
 By default fastnn chooses them per compiled call, by the size of the work, and restores the
 setting afterwards: a call whose largest GEMM has fewer than ``MIN_WORK_PER_THREAD``
 multiply-adds per thread runs on fewer threads, down to one, and no call runs on more threads
 than the ceiling.  The ceiling is, by default, the BLAS library's own setting (threadpoolctl,
-``OPENBLAS_NUM_THREADS``, else the core count) and never more than the CPUs this process may
-run on (``os.sched_getaffinity``); ``set_num_threads(n)`` sets it to ``n`` instead (clamped to
-those CPUs, with a warning).  So the book's networks (GEMMs of 100x784x50, 3.9 million
+``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS``, else the core count) and never more than the
+CPUs this process may run on (``os.sched_getaffinity``); ``set_num_threads(n)`` sets it to
+``n`` instead (clamped to those CPUs, with a warning).  So the book's networks (GEMMs of 100x784x50, 3.9 million
 multiply-adds) run on one thread without anyone asking, and the test set's 10000x784x50
 forward pass on two.
 
@@ -57,6 +60,7 @@ _alone_below = 0
 _max_threads = None  # the ceiling set by set_num_threads; None: the library's own setting
 _controller = None
 _get = _set = None  # the BLAS library's get/set of its thread count, bound once
+_per_thread = False  # True where _set sets the calling thread's count only (MKL)
 
 
 def available_cpus():
@@ -88,7 +92,7 @@ def _bind():
     """Bind the library's get/set functions once.  For OpenBLAS's own thread pool, its C
     functions directly: through threadpoolctl a get/set/restore costs 4.5 us, which is a
     sixth of a batch-1 training step; a direct ctypes call costs a tenth of that."""
-    global _get, _set, _alone_below
+    global _get, _set, _alone_below, _per_thread
     lib = _blas()
     if lib is None:
         _get = _set = False
@@ -103,6 +107,15 @@ def _bind():
                 _get, _set = get, put
                 _alone_below = _OPENBLAS_ALONE_BELOW
                 return
+    if lib.internal_api == "mkl":
+        # MKL keeps a count per calling thread (mkl_set_num_threads_local, what threadpoolctl
+        # sets) over the process-wide one: each call sets its own thread's count and restores
+        # it, without turns (see for_work); called directly for the same reason as OpenBLAS's
+        get, put = lib.dynlib.MKL_Get_Max_Threads, lib.dynlib.MKL_Set_Num_Threads_Local
+        get.restype, get.argtypes = ctypes.c_int, ()
+        put.restype, put.argtypes = ctypes.c_int, (ctypes.c_int,)
+        _get, _set, _per_thread = get, put, True
+        return
     _get = lambda: lib.num_threads  # noqa: E731
     _set = lib.set_num_threads
 
@@ -154,6 +167,20 @@ def blas_limit(n):
     """``with blas_limit(1): ...``: fastnn's BLAS library itself set to ``n`` threads inside the
     block (for every caller of it: the Trainer runs two threads, each on one core)."""
     lib = _blas()
+    if lib is not None and lib.internal_api == "mkl":
+        # threadpoolctl sets MKL's count of the calling thread only; the block's promise is
+        # the process-wide count, which this thread's own count (cleared here) would hide
+        put = lib.dynlib.MKL_Set_Num_Threads
+        put.restype, put.argtypes = None, (ctypes.c_int,)
+        own = lib.dynlib.MKL_Set_Num_Threads_Local(0)
+        previous = lib.num_threads
+        put(n)
+        try:
+            yield
+        finally:
+            put(previous)
+            lib.dynlib.MKL_Set_Num_Threads_Local(own)
+        return
     previous = lib.num_threads if lib is not None else None
     if lib is not None:
         lib.set_num_threads(n)
@@ -177,15 +204,18 @@ class for_work:
     take turns to change it: a call runs at once when no other is in flight or the others run
     at its count, and otherwise waits for them.  So every call runs on the count its work
     gives, whichever thread makes it, and separate networks in separate threads compute
-    exactly what they compute one after the other.  A call inside another (in one thread)
-    runs on the outer call's count.
+    exactly what they compute one after the other.  On MKL, which keeps a count per calling
+    thread, a call sets its own thread's count and needs no turn.  A call inside another (in
+    one thread) runs on the outer call's count.
     """
 
-    __slots__ = ("work", "mode")
+    __slots__ = ("work", "mode", "previous")
 
     def __init__(self, multiply_adds):
         self.work = multiply_adds
-        self.mode = 0  # 0: nothing to undo, 1: holds a turn, 2: nested in this thread's turn
+        # 0: nothing to undo, 1: holds a turn, 2: nested in this thread's turn, 3: set this
+        # thread's own count (MKL), to restore to self.previous
+        self.mode = 0
 
     def __enter__(self):
         # written out rather than factored: it runs around every compiled call, and a batch-1
@@ -199,6 +229,14 @@ class for_work:
         if local.get("depth"):
             local["depth"] += 1
             self.mode = 2
+            return self
+        if _per_thread:  # MKL: this thread's own count, which no other call sees
+            current = _get()
+            cap = min(current, _cpus) if _max_threads is None else _max_threads
+            wanted = max(1, min(cap, self.work // MIN_WORK_PER_THREAD))
+            self.previous = _set(wanted)  # the thread's own count before (0: none)
+            local["depth"] = 1
+            self.mode = 3
             return self
         _mutex.acquire()
         try:
@@ -239,6 +277,9 @@ class for_work:
                 _mutex.release()
         elif self.mode == 2:
             _local.__dict__["depth"] -= 1
+        elif self.mode == 3:
+            _local.__dict__["depth"] = 0
+            _set(self.previous)
         self.mode = 0
 
 

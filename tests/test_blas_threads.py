@@ -15,7 +15,8 @@ SMALL = 3_920_000  # the book's 100x784x50 GEMM: one thread
 
 
 def test_the_blas_route_is_known():
-    assert _blas.BLAS_ROUTE in ("numpy-cblas", "scipy-cython_blas")
+    assert _blas.BLAS_ROUTE in ("mkl-cblas", "numpy-cblas", "scipy-cython_blas")
+    assert _blas.BLAS_BACKEND in _blas.available_backends()
     assert _blas.BLAS_PATH is None or os.path.exists(_blas.BLAS_PATH)
 
 
@@ -71,6 +72,8 @@ def test_calls_from_any_thread_run_on_their_works_count():
 
 @needs_blas_control
 @pytest.mark.skipif(threads.available_cpus() < 2, reason="needs two CPUs for two counts")
+@pytest.mark.skipif(blas is not None and blas.internal_api == "mkl",
+                    reason="MKL keeps a count per thread: no turns (the next test)")
 def test_calls_wanting_another_count_wait_their_turn():
     import threading
 
@@ -124,3 +127,42 @@ def test_results_do_not_depend_on_the_cap():
 def test_bad_thread_counts(bad, error):
     with pytest.raises(error, match="n must be"):
         threads.set_num_threads(bad)
+
+
+@pytest.mark.skipif(blas is None or blas.internal_api != "mkl", reason="fastnn's BLAS is not MKL")
+@pytest.mark.skipif(threads.available_cpus() < 2, reason="needs two CPUs for two counts")
+def test_on_mkl_each_call_sets_its_own_threads_count_at_once():
+    import threading
+
+    seen = []
+    with threads.blas_limit(2):
+        big = threads.for_work(10 * threads.MIN_WORK_PER_THREAD)
+        big.__enter__()
+
+        def small():
+            with threads.for_work(SMALL):
+                seen.append(blas.num_threads)
+            seen.append(blas.num_threads)
+        thread = threading.Thread(target=small)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()  # no turn to wait for
+        assert blas.num_threads == 2  # the big call's count, untouched by the small one's
+        big.__exit__(None, None, None)
+        assert seen == [1, 2]
+        assert blas.num_threads == 2
+
+
+@pytest.mark.skipif(blas is None or blas.internal_api != "mkl", reason="fastnn's BLAS is not MKL")
+def test_on_mkl_the_limit_is_the_whole_process_s():
+    """blas_limit promises every caller its count; threadpoolctl alone sets the calling
+    thread's (the Trainer's evaluation thread would keep MKL's default)."""
+    import threading
+
+    seen = []
+    with threads.blas_limit(1):
+        thread = threading.Thread(target=lambda: seen.append(blas.num_threads))
+        thread.start()
+        thread.join()
+        assert blas.num_threads == 1
+    assert seen == [1]

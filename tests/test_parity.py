@@ -34,6 +34,22 @@ def run_both(pair, inputs, layout="C"):
     return pair.run(FAST, *fast_inputs), pair.run(REFERENCE, *ref_inputs)
 
 
+def assert_matches(pair, inputs, fast, ref, dtype):
+    """fastnn agrees with its twin; in float32, or with the exact answer the float32 twin
+    only approximates (the twin on the same inputs in float64).  The twin's GEMMs are
+    NumPy's OpenBLAS: where fastnn's are another BLAS (MKL), the two float32 results round
+    differently, and at batch 1 in the narrow DeepConvNet the float32 twin itself is 4.7e-5
+    from the exact gradient, fastnn on MKL 1.3e-6."""
+    try:
+        assert_twin(fast, ref, dtype, pair.name)
+    except AssertionError:
+        if dtype != np.float32:
+            raise
+        wide = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32
+                else a for a in inputs]
+        assert_twin(fast, pair.run(REFERENCE, *wide), dtype, f"{pair.name} (float64 twin)")
+
+
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{n}x{k}" for n, k in SHAPES])
@@ -42,7 +58,7 @@ def test_matches_twin(pair, dtype, shape, layout):
     rng = np.random.default_rng(zlib.crc32(f"{pair.name} {shape}".encode()))  # replayable
     inputs = pair.make_inputs(rng, *shape, dtype)
     fast, ref = run_both(pair, inputs, layout)
-    assert_twin(fast, ref, dtype, pair.name)
+    assert_matches(pair, inputs, fast, ref, dtype)
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
@@ -52,7 +68,7 @@ def test_matches_twin_property(pair, n, k, f64, layout, seed):
     dtype = np.float64 if f64 else np.float32
     inputs = pair.make_inputs(np.random.default_rng(seed), n, k, dtype)
     fast, ref = run_both(pair, inputs, layout)
-    assert_twin(fast, ref, dtype, pair.name)
+    assert_matches(pair, inputs, fast, ref, dtype)
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
