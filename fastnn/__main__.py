@@ -578,6 +578,9 @@ def _bench_arguments(p):
     p.add_argument("--json", type=output_file, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--png", type=output_file, metavar="PATH",
                    help="also plot the step's speed-up against batch size (1 to 10,000)")
+    p.add_argument("--backends", action="store_true",
+                   help="instead: the network steps and the step's GEMMs under each BLAS "
+                        "backend installed (mkl, openblas, scipy; FASTNN_BLAS), side by side")
 
 
 def _bench(args):
@@ -585,9 +588,15 @@ def _bench(args):
         _needs_matplotlib("--png")
     if args.json and args.png and os.path.abspath(args.json) == os.path.abspath(args.png):
         raise UsageError("--json and --png name the same file")
-    from fastnn.benchmark import bench
+    from fastnn.benchmark import bench, bench_backends
 
     n_threads = _set_threads(args.threads)  # clamped to the CPUs this process may use
+    if args.backends:
+        if args.png:
+            raise UsageError("--backends and --png are separate runs")
+        bench_backends(quick=args.quick, threads=n_threads, rounds=args.rounds,
+                       json_path=args.json or None)
+        return
     bench(quick=args.quick, threads=n_threads, rounds=args.rounds, json_path=args.json or None)
     if args.png:
         from fastnn.benchmark import scaling_plot

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from fastnn import nets as N
 from fastnn.reference import functions as RF
 from fastnn.reference import layers as RL
 from fastnn.reference import nets as RN
-from fastnn._kernels._blas import BLAS_PATH, BLAS_ROUTE
+from fastnn._kernels import _blas
+from fastnn._kernels._blas import BLAS_BACKEND, BLAS_PATH, BLAS_ROUTE
 from fastnn.threads import MIN_WORK_PER_THREAD, available_cpus, blas_threads, get_num_threads
 
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MALLOC_MMAP_THRESHOLD_")
@@ -69,12 +71,36 @@ def environment():
         "fastnn_threads": get_num_threads(),
         "fastnn_blas_threads": blas_threads(),
         "fastnn_blas": f"{BLAS_ROUTE} ({os.path.basename(BLAS_PATH or '?')})",
+        "fastnn_backend": BLAS_BACKEND,
+        "mkl": mkl_code_path(),
     }
     env["cython"] = cython_version()
     torch = _torch()
     if torch is not None:
         env["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
     return env
+
+
+def mkl_code_path():
+    """Where fastnn's GEMMs run on MKL: its threading layer and the CPU-specific libraries it
+    loaded for a GEMM (libmkl_def: its generic path, with Zen kernels; libmkl_avx2,
+    libmkl_avx512...: Intel's), read from /proc/self/maps after one small GEMM; None
+    elsewhere."""
+    if BLAS_BACKEND != "mkl":
+        return None
+    import re
+
+    for dtype in (np.float32, np.float64):
+        a = np.ones((8, 8), dtype)
+        _blas._gemm(a, a, np.zeros((8, 8), dtype))
+    try:
+        with open("/proc/self/maps") as f:
+            names = sorted(set(re.findall(r"libmkl_(avx\w*|def|mc3?)\.so", f.read())))
+    except OSError:
+        names = []
+    return {"threading_layer": _blas.MKL_THREADING_LAYER,
+            "kernels": [f"libmkl_{n}" for n in names] or "?",
+            "MKL_ENABLE_INSTRUCTIONS": os.environ.get("MKL_ENABLE_INSTRUCTIONS")}
 
 
 def cython_version():
@@ -103,8 +129,14 @@ def format_environment(env):
     cap = env["fastnn_threads"]
     ceiling = (f"up to the BLAS setting ({env.get('fastnn_blas_threads')})" if cap is None
                else f"up to {cap}")
-    lines.append(f"fastnn: GEMMs through {env['fastnn_blas']}; threads chosen per call, one per "
-                 f"{MIN_WORK_PER_THREAD:,} multiply-adds, {ceiling} (fastnn.threads)")
+    lines.append(f"fastnn: GEMMs through {env.get('fastnn_backend', '?')} = {env['fastnn_blas']}; "
+                 f"threads chosen per call, one per {MIN_WORK_PER_THREAD:,} multiply-adds, "
+                 f"{ceiling} (fastnn.threads)")
+    if env.get("mkl"):
+        mkl = env["mkl"]
+        kernels = mkl["kernels"] if isinstance(mkl["kernels"], str) else ", ".join(mkl["kernels"])
+        lines.append(f"MKL: threading layer {mkl['threading_layer']}, CPU code path {kernels}"
+                     f" (MKL_ENABLE_INSTRUCTIONS={mkl['MKL_ENABLE_INSTRUCTIONS'] or 'unset'})")
     lines.append("variables: " + ", ".join(
         f"{k}={'unset' if v is None else v}" for k, v in env["variables"].items()))
     return "\n".join(lines)
@@ -674,3 +706,150 @@ def bench(quick=False, threads=1, rounds=7, json_path=None, out=None):
         with atomic_open(json_path, "w") as f:
             json.dump(record, f, indent=1)
     return selected
+
+
+# --- the same steps under each BLAS backend (fastnn bench --backends) --------------------------
+
+def _gemm_case(m, k, n, trans_a, trans_b, label, dtype, rng):
+    """One GEMM of the TwoLayerNet step, through fastnn's BLAS door (_blas._gemm)."""
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = np.zeros((m, n), dtype)
+    return (f"GEMM {label}", f"{m}x{k}x{n}", np.dtype(dtype).name,
+            lambda: _blas._gemm(a, b, c, trans_a, trans_b, 1.0, 0.0))
+
+
+def backend_cases(quick=False):
+    """(operation, shape, dtype, callable) of what --backends compares: the TwoLayerNet and
+    SimpleConvNet steps in float32 and float64, and the step's three GEMM shapes."""
+    rng = np.random.default_rng(0)
+    out = []
+    for dtype in (np.float32, np.float64):
+        case = _two_layer(100, dtype, rng)
+        out.append((case.op, case.shape, case.dtype, case.fastnn))
+    for dtype in (np.float32, np.float64):
+        case = _convnet_step_case("SimpleConvNet", 100, dtype, rng)
+        out.append((case.op, case.shape, case.dtype, case.fastnn))
+    if not quick:
+        for dtype in (np.float32, np.float64):
+            out += [_gemm_case(100, 784, 50, False, False, "x.W1", dtype, rng),
+                    _gemm_case(784, 100, 50, True, False, "xT.d", dtype, rng),
+                    _gemm_case(100, 50, 784, False, True, "d.W1T", dtype, rng)]
+    return out
+
+
+def _backend_worker(threads, quick, min_time):
+    """One backend's side of --backends (run with FASTNN_BLAS set): sets up and calibrates
+    its cases, prints its environment as a JSON line, then for every "round" line on stdin
+    prints one JSON line of seconds per call, case by case, until "quit"."""
+    with same_threads(threads):
+        env = environment()
+        cases_ = backend_cases(quick)
+        loops = []
+        for _, _, _, fn in cases_:
+            fn()  # warm-up
+            n = 1
+            while True:
+                start = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                if time.perf_counter() - start >= min_time:
+                    break
+                n *= 2
+            loops.append(n)
+        print(json.dumps({"environment": env,
+                          "cases": [list(c[:3]) for c in cases_]}), flush=True)
+        for line in sys.stdin:
+            if line.strip() != "round":
+                break
+            times = []
+            for (_, _, _, fn), n in zip(cases_, loops):
+                start = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times.append((time.perf_counter() - start) / n)
+            print(json.dumps(times), flush=True)
+
+
+def bench_backends(quick=False, threads=1, rounds=7, json_path=None, out=None):
+    """The steps under each BLAS backend this environment has, side by side; returns
+    {backend: {"environment": ..., "cases": [...], "seconds": [median per case]}}.
+
+    The backend is chosen at import, so each runs in a process of its own (FASTNN_BLAS set).
+    The processes are started one after the other (each sets up and calibrates alone), then
+    the rounds interleave: round r times every case in backend 1, then backend 2, ... (the
+    order rotating each round), the other processes waiting on a pipe meanwhile, so only one
+    runs at a time and the machine's drift hits all backends alike.  Medians of the rounds.
+    """
+    out = sys.stdout if out is None else out
+    backends = _blas.available_backends()
+    min_time = 0.005 if quick else 0.05
+    code = (f"from fastnn.benchmark import _backend_worker; "
+            f"_backend_worker({int(threads)}, {bool(quick)}, {min_time})")
+    procs, results = {}, {}
+    try:
+        for name in backends:
+            env = {**os.environ, "FASTNN_BLAS": name}
+            proc = subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            procs[name] = proc
+            header = proc.stdout.readline()
+            if not header:
+                raise RuntimeError(f"the {name} backend's benchmark process failed "
+                                   f"(exit code {proc.wait()})")
+            results[name] = {**json.loads(header), "samples": []}
+        for r in range(rounds):
+            for i in range(len(backends)):
+                name = backends[(i + r) % len(backends)]
+                procs[name].stdin.write("round\n")
+                procs[name].stdin.flush()
+                results[name]["samples"].append(json.loads(procs[name].stdout.readline()))
+    finally:
+        for proc in procs.values():
+            if proc.stdin and not proc.stdin.closed:
+                try:
+                    proc.stdin.write("quit\n")
+                    proc.stdin.close()
+                except OSError:
+                    pass
+            proc.wait()
+            proc.stdout.close()
+    for res in results.values():
+        res["seconds"] = [statistics.median(s[i] for s in res["samples"])
+                          for i in range(len(res["cases"]))]
+    print(format_backends(results, rounds), file=out, flush=True)
+    if json_path:
+        from fastnn.io import atomic_open
+
+        with atomic_open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+def format_backends(results, rounds):
+    """The --backends header (each backend's environment line) and table."""
+    names = list(results)
+    first = results[names[0]]["environment"]
+    lines = [format_environment(first).splitlines()[0],
+             format_environment(first).splitlines()[1]]
+    for name in names:
+        env = results[name]["environment"]
+        lines += [line for line in format_environment(env).splitlines()
+                  if line.startswith(("fastnn:", "MKL:"))]
+    lines.append(f"medians of {rounds} interleaved rounds, one process per backend, "
+                 f"FASTNN_BLAS set in each")
+    base = "openblas" if "openblas" in names else names[0]
+    head = ("operation", "shape", "dtype", *names,
+            *(f"{name} speed-up" for name in names if name != base))
+    rows = []
+    for i, (op, shape, dtype) in enumerate(results[base]["cases"]):
+        t = {name: results[name]["seconds"][i] for name in names}
+        rows.append((op, shape, dtype, *(_fmt_time(t[name]) for name in names),
+                     *(f"{t[base] / t[name]:.2f}x" for name in names if name != base)))
+    widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
+    line = lambda row: "| " + " | ".join(str(v).ljust(w) for v, w in zip(row, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    lines += [line(head), sep] + [line(r) for r in rows]
+    lines.append(f"speed-up = {base} time / that backend's time (same process setup, same "
+                 "threads)")
+    return "\n".join(lines)

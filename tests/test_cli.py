@@ -182,7 +182,8 @@ def test_predict_without_mnist_fails_at_run_time(capsys, tmp_path):
 
 BENCH_BAD = [(["--rounds", "0"], "--rounds"), (["--threads", "0"], "--threads"),
              (["--json", "missing/b.json"], "does not exist"), (["--json", "."], "is a folder"),
-             (["--png", "missing/b.png"], "does not exist")]
+             (["--png", "missing/b.png"], "does not exist"),
+             (["--backends", "--png", "b.png"], "separate runs")]
 
 
 @pytest.mark.parametrize("argv, fragment", BENCH_BAD, ids=[" ".join(a) for a, _ in BENCH_BAD])
@@ -395,6 +396,29 @@ def test_bench_writes_its_table_and_json(capsys, tmp_path):
     record = json.loads((tmp_path / "b.json").read_text())
     assert {r["op"] for r in record["results"]} >= {"TwoLayerNet step", "Affine fwd+bwd"}
     assert err == ""  # stderr is no terminal here: no progress line
+
+
+def test_bench_backends_side_by_side(capsys, tmp_path):
+    from fastnn._kernels._blas import available_backends
+
+    backends = available_backends()
+    code, out, err = run(capsys, "bench", "--backends", "--quick", "--rounds", "2",
+                         "--json", "b.json")
+    assert code == 0, err
+    head = out.splitlines()
+    for name in backends:  # each backend's route in the header, and its column
+        assert any(line.startswith(f"fastnn: GEMMs through {name} = ") for line in head), out
+    table_head = next(line for line in head if line.startswith("| operation"))
+    assert [c.strip() for c in table_head.strip("|").split("|")][3:3 + len(backends)] == backends
+    assert "mkl" not in backends or any(line.startswith("MKL: threading layer") for line in head)
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert list(record) == backends
+    for name in backends:
+        assert record[name]["environment"]["fastnn_backend"] == name
+        assert len(record[name]["samples"]) == 2
+        ops = {c[0] for c in record[name]["cases"]}
+        assert {"TwoLayerNet step", "SimpleConvNet step (Adam)"} <= ops
+        assert all(t > 0 for t in record[name]["seconds"])
 
 
 def test_bench_progress_on_a_terminal():

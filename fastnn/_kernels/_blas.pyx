@@ -194,12 +194,16 @@ def _choose(choice):
     tuple, None for scipy.  ImportError naming the variable where the choice is not there."""
     if choice in (None, "mkl"):
         path = find_mkl()
+        problem = (f"no libmkl_rt was found in {os.path.join(sys.prefix, 'lib')} nor on "
+                   "LD_LIBRARY_PATH")
         if path is not None:
-            return "mkl", _mkl_cblas(path)
+            try:
+                return "mkl", _mkl_cblas(path)
+            except (OSError, AttributeError) as exc:  # unloadable, or without the ILP64 CBLAS
+                problem = f"{path} could not be used ({exc})"
         if choice == "mkl":
-            raise ImportError("FASTNN_BLAS=mkl, but no libmkl_rt was found in "
-                              f"{os.path.join(sys.prefix, 'lib')} nor on LD_LIBRARY_PATH: "
-                              "pip install 'fastnn[mkl]' (the mkl package), or unset FASTNN_BLAS")
+            raise ImportError(f"FASTNN_BLAS=mkl, but {problem}: pip install 'fastnn[mkl]' "
+                              "(the mkl package), or unset FASTNN_BLAS")
     if choice in (None, "openblas"):
         found = _numpy_cblas()
         if found is not None:
