@@ -721,7 +721,7 @@ def _gemm_case(m, k, n, trans_a, trans_b, label, dtype, rng):
 
 def backend_cases(quick=False):
     """(operation, shape, dtype, callable) of what --backends compares: the TwoLayerNet and
-    SimpleConvNet steps in float32 and float64, and the step's three GEMM shapes."""
+    SimpleConvNet steps in float32 and float64, the step's three GEMM shapes and 2048^3."""
     rng = np.random.default_rng(0)
     out = []
     for dtype in (np.float32, np.float64):
@@ -734,7 +734,8 @@ def backend_cases(quick=False):
         for dtype in (np.float32, np.float64):
             out += [_gemm_case(100, 784, 50, False, False, "x.W1", dtype, rng),
                     _gemm_case(784, 100, 50, True, False, "xT.d", dtype, rng),
-                    _gemm_case(100, 50, 784, False, True, "d.W1T", dtype, rng)]
+                    _gemm_case(100, 50, 784, False, True, "d.W1T", dtype, rng),
+                    _gemm_case(2048, 2048, 2048, False, False, "large", dtype, rng)]
     return out
 
 
