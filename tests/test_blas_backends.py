@@ -209,3 +209,22 @@ def test_asking_for_mkl_where_it_is_absent_stops_the_import():
     out = _in_a_process("mkl", "import fastnn.layers")
     assert out.returncode != 0
     assert "ImportError: FASTNN_BLAS=mkl, but no libmkl_rt" in out.stderr
+
+
+def test_find_mkl_takes_libmkl_rt_and_its_highest_version_only(monkeypatch, tmp_path):
+    import site
+
+    for attr in ("prefix", "exec_prefix", "base_prefix"):
+        monkeypatch.setattr(sys, attr, str(tmp_path))
+    monkeypatch.setattr(site, "getuserbase", lambda: str(tmp_path))
+    monkeypatch.setenv("LD_LIBRARY_PATH", "")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "libmkl_rt.so.3.hidden").write_bytes(b"")
+    (lib / "libmkl_rt_other.so").write_bytes(b"")
+    assert _blas.find_mkl() is None
+    for name in ("libmkl_rt.so.2", "libmkl_rt.so.3"):
+        (lib / name).write_bytes(b"")
+    assert _blas.find_mkl() == str(lib / "libmkl_rt.so.3")
+    (lib / "libmkl_rt.so").write_bytes(b"")  # the unversioned name, where a link provides it
+    assert _blas.find_mkl() == str(lib / "libmkl_rt.so")

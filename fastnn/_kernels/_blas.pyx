@@ -39,6 +39,7 @@
 import ctypes
 import glob
 import os
+import re
 import sys
 
 cimport numpy as cnp
@@ -126,7 +127,8 @@ def find_mkl():
                                                  site.getuserbase())]
     folders += [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
     for folder in dict.fromkeys(folders):
-        found = sorted(glob.glob(os.path.join(glob.escape(folder), "libmkl_rt.so*")),
+        found = sorted((p for p in glob.glob(os.path.join(glob.escape(folder), "libmkl_rt.so*"))
+                        if re.fullmatch(r"libmkl_rt\.so(\.\d+)*", os.path.basename(p))),
                        key=lambda p: (len(p), p))  # libmkl_rt.so, then the highest .so.N
         if found:
             return os.path.abspath(found[0] if found[0].endswith(".so") else found[len(found) - 1])
