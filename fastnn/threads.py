@@ -3,9 +3,11 @@
 fastnn's compiled GEMMs call Intel MKL where the ``mkl`` extra is installed, else NumPy's own
 OpenBLAS, else SciPy's (``FASTNN_BLAS`` chooses; see ``fastnn/_kernels/_blas.pyx``); its own C
 kernels are single-threaded.  So "fastnn's threads" are that BLAS library's threads, and the
-policy below is applied to whichever it is (on MKL through ``mkl_set_num_threads``, the
-process-wide count that threadpoolctl also sets; MKL runs on its GNU OpenMP layer, whose idle
-threads sleep, so its pool and NumPy's OpenBLAS pool do not spin against each other).
+policy below is applied to whichever it is.  MKL keeps a count per calling thread
+(``mkl_set_num_threads_local``, what threadpoolctl sets) over its process-wide one: each call
+sets its own thread's count, and :func:`blas_limit` the process-wide one.  MKL runs on its GNU
+OpenMP layer, whose idle threads sleep, so its pool and NumPy's OpenBLAS pool do not spin
+against each other.
 
 By default fastnn chooses them per compiled call, by the size of the work, and restores the
 setting afterwards: a call whose largest GEMM has fewer than ``MIN_WORK_PER_THREAD``
@@ -13,9 +15,9 @@ multiply-adds per thread runs on fewer threads, down to one, and no call runs on
 than the ceiling.  The ceiling is, by default, the BLAS library's own setting (threadpoolctl,
 ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS``, else the core count) and never more than the
 CPUs this process may run on (``os.sched_getaffinity``); ``set_num_threads(n)`` sets it to
-``n`` instead (clamped to those CPUs, with a warning).  So the book's networks (GEMMs of 100x784x50, 3.9 million
-multiply-adds) run on one thread without anyone asking, and the test set's 10000x784x50
-forward pass on two.
+``n`` instead (clamped to those CPUs, with a warning).  So the book's networks (GEMMs of
+100x784x50, 3.9 million multiply-adds) run on one thread without anyone asking, and the test
+set's 10000x784x50 forward pass on two.
 
 Why not leave the BLAS to decide: OpenBLAS goes parallel above about 262,000 multiply-adds
 (its ``GEMM_MULTITHREAD_THRESHOLD``), where waking a second thread costs more than its share,

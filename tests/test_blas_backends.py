@@ -169,8 +169,8 @@ errors = {}
 for dtype in ("float32", "float64"):
     fast, twin = TwoLayerNet(784, 50, 10, dtype=dtype, rng=0), Twin(784, 50, 10, dtype=dtype, rng=0)
     got, want = fast.gradient(x.astype(dtype), t), twin.gradient(x.astype(dtype), t)
-    errors[dtype] = max(float(np.max(np.abs(got[k] - want[k])) / max(np.max(np.abs(want[k])), 1e-300))
-                        for k in want)
+    errors[dtype] = max(float(np.max(np.abs(got[k] - want[k])) /
+                              max(np.max(np.abs(want[k])), 1e-300)) for k in want)
 lib = threads._blas()
 with threads.blas_limit(1):
     limited = [i["num_threads"] for i in threadpool_info() if i["filepath"] == _blas.BLAS_PATH]

@@ -131,7 +131,8 @@ def find_mkl():
                         if re.fullmatch(r"libmkl_rt\.so(\.\d+)*", os.path.basename(p))),
                        key=lambda p: (len(p), p))  # libmkl_rt.so, then the highest .so.N
         if found:
-            return os.path.abspath(found[0] if found[0].endswith(".so") else found[len(found) - 1])
+            best = found[0] if found[0].endswith(".so") else found[len(found) - 1]
+            return os.path.abspath(best)
     return None
 
 
@@ -235,7 +236,8 @@ else:
         MKL_THREADING_LAYER = _found[4]
 # Python's view of have_gemm_bf16(): MKL's bfloat16 GEMM is there
 HAVE_GEMM_BF16 = _cblas_gemm_bf16 != NULL
-BLAS_ROUTE = {"mkl": "mkl-cblas", "openblas": "numpy-cblas", "scipy": "scipy-cython_blas"}[BLAS_BACKEND]
+BLAS_ROUTE = {"mkl": "mkl-cblas", "openblas": "numpy-cblas",
+              "scipy": "scipy-cython_blas"}[BLAS_BACKEND]
 
 
 def available_backends():
