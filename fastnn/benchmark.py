@@ -711,11 +711,16 @@ def bench(quick=False, threads=1, rounds=7, json_path=None, out=None):
 # --- the same steps under each BLAS backend (fastnn bench --backends) --------------------------
 
 def _gemm_case(m, k, n, trans_a, trans_b, label, dtype, rng):
-    """One GEMM of the TwoLayerNet step, through fastnn's BLAS door (_blas._gemm)."""
-    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
-    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
-    c = np.zeros((m, n), dtype)
-    return (f"GEMM {label}", f"{m}x{k}x{n}", np.dtype(dtype).name,
+    """One GEMM of the TwoLayerNet step, through fastnn's BLAS door (_blas._gemm); dtype
+    "bf16": bfloat16 operands (the upper halves of float32s), float32 out (MKL only)."""
+    bf16 = dtype == "bf16"
+    real = np.float32 if bf16 else dtype
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(real)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(real)
+    if bf16:
+        a, b = [(x.view(np.uint32) >> 16).astype(np.uint16) for x in (a, b)]
+    c = np.zeros((m, n), real)
+    return (f"GEMM {label}", f"{m}x{k}x{n}", "bf16->f32" if bf16 else np.dtype(dtype).name,
             lambda: _blas._gemm(a, b, c, trans_a, trans_b, 1.0, 0.0))
 
 
@@ -736,6 +741,11 @@ def backend_cases(quick=False):
                     _gemm_case(784, 100, 50, True, False, "xT.d", dtype, rng),
                     _gemm_case(100, 50, 784, False, True, "d.W1T", dtype, rng),
                     _gemm_case(2048, 2048, 2048, False, False, "large", dtype, rng)]
+        if _blas.HAVE_GEMM_BF16:  # MKL's bfloat16 GEMM (float32 out), for the bf16 path
+            out += [_gemm_case(100, 784, 50, False, False, "x.W1", "bf16", rng),
+                    _gemm_case(784, 100, 50, True, False, "xT.d", "bf16", rng),
+                    _gemm_case(100, 50, 784, False, True, "d.W1T", "bf16", rng),
+                    _gemm_case(2048, 2048, 2048, False, False, "large", "bf16", rng)]
     return out
 
 
@@ -842,11 +852,15 @@ def format_backends(results, rounds):
     base = "openblas" if "openblas" in names else names[0]
     head = ("operation", "shape", "dtype", *names,
             *(f"{name} speed-up" for name in names if name != base))
+    seconds = {name: {tuple(c): t for c, t in zip(results[name]["cases"],
+                                                  results[name]["seconds"])} for name in names}
+    keys = list(dict.fromkeys(tuple(c) for name in names for c in results[name]["cases"]))
     rows = []
-    for i, (op, shape, dtype) in enumerate(results[base]["cases"]):
-        t = {name: results[name]["seconds"][i] for name in names}
-        rows.append((op, shape, dtype, *(_fmt_time(t[name]) for name in names),
-                     *(f"{t[base] / t[name]:.2f}x" for name in names if name != base)))
+    for key in keys:  # a case only some backends have (MKL's bf16 GEMM): "-" elsewhere
+        t = {name: seconds[name].get(key) for name in names}
+        rows.append((*key, *(_fmt_time(t[name]) for name in names),
+                     *(f"{t[base] / t[name]:.2f}x" if t[base] and t[name] else "-"
+                       for name in names if name != base)))
     widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
     line = lambda row: "| " + " | ".join(str(v).ljust(w) for v, w in zip(row, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
