@@ -137,6 +137,13 @@ def test_a_backend_asked_for_and_absent_is_an_import_error(monkeypatch):
     assert _blas._choose(None) == ("scipy", None)  # unset: whatever is there
 
 
+def test_unset_mkl_goes_first_on_intel_cpus_only():
+    # on AMD's Zen 3 MKL's GEMMs were slower than OpenBLAS's (README, "BLAS backends")
+    assert _blas._unset_order("GenuineIntel") == ("mkl", "openblas", "scipy")
+    assert _blas._unset_order("AuthenticAMD") == ("openblas", "mkl", "scipy")
+    assert _blas._unset_order("HygonGenuine")[0] == "openblas"
+
+
 def test_unset_the_first_backend_that_is_there_runs():
     if os.environ.get("FASTNN_BLAS", "").strip():
         pytest.skip("FASTNN_BLAS is set")

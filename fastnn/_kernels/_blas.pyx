@@ -20,8 +20,10 @@
 #             so C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T (same
 #             flags, operands and m, n swapped).
 #
-# Unset (or empty), the first of mkl, openblas, scipy that is there: MKL where the extra is
-# installed, since installing it is asking for it.  A value that names no backend raises
+# Unset (or empty), the first of mkl, openblas, scipy that is there, MKL only on an Intel CPU:
+# on an AMD EPYC (Zen 3) MKL's GEMMs ran the book's steps at 0.75-0.91x OpenBLAS's speed
+# (README, "BLAS backends"), so an installed MKL is taken there only when FASTNN_BLAS=mkl asks
+# for it.  A value that names no backend raises
 # ValueError, and a backend asked for that is not there raises ImportError, both naming
 # FASTNN_BLAS: a run that asked for MKL and silently got OpenBLAS would report the wrong
 # library's numbers.
@@ -192,30 +194,62 @@ def requested_backend(value=None):
     return choice
 
 
-def _choose(choice):
-    """(backend, found) for FASTNN_BLAS's choice: found is _mkl_cblas's or _numpy_cblas's
-    tuple, None for scipy.  ImportError naming the variable where the choice is not there."""
-    if choice in (None, "mkl"):
+def cpu_vendor():
+    """The CPU's vendor string as Linux reports it ('GenuineIntel', 'AuthenticAMD', ...), or
+    None where /proc/cpuinfo cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _unset_order(vendor=None):
+    """The backends an unset FASTNN_BLAS tries, in order: MKL first on an Intel CPU only
+    (``vendor``, default cpu_vendor()); see the design note."""
+    if (vendor or cpu_vendor()) == "GenuineIntel":
+        return BACKENDS
+    return ("openblas", "mkl", "scipy")
+
+
+def _find(backend):
+    """(found, problem): _mkl_cblas's or _numpy_cblas's tuple (None for scipy, always there),
+    or None and why not."""
+    if backend == "mkl":
         path = find_mkl()
-        problem = (f"no libmkl_rt was found in {os.path.join(sys.prefix, 'lib')} nor on "
-                   "LD_LIBRARY_PATH")
-        if path is not None:
-            try:
-                return "mkl", _mkl_cblas(path)
-            except (OSError, AttributeError) as exc:  # unloadable, or without the ILP64 CBLAS
-                problem = f"{path} could not be used ({exc})"
-        if choice == "mkl":
-            raise ImportError(f"FASTNN_BLAS=mkl, but {problem}: pip install 'fastnn[mkl]' "
-                              "(the mkl package), or unset FASTNN_BLAS")
-    if choice in (None, "openblas"):
+        if path is None:
+            return None, (f"no libmkl_rt was found in {os.path.join(sys.prefix, 'lib')} nor on "
+                          "LD_LIBRARY_PATH")
+        try:
+            return _mkl_cblas(path), None
+        except (OSError, AttributeError) as exc:  # unloadable, or without the ILP64 CBLAS
+            return None, f"{path} could not be used ({exc})"
+    if backend == "openblas":
         found = _numpy_cblas()
+        return found, (None if found else
+                       "NumPy's OpenBLAS (its ILP64 CBLAS) was not found in this NumPy build")
+    return None, None
+
+
+_INSTALL_HINT = {"mkl": "pip install 'fastnn[mkl]' (the mkl package), or unset FASTNN_BLAS",
+                 "openblas": "unset FASTNN_BLAS, or set it to scipy or mkl"}
+
+
+def _choose(choice, vendor=None):
+    """(backend, found) for FASTNN_BLAS's choice (None: unset): found is _mkl_cblas's or
+    _numpy_cblas's tuple, None for scipy.  ImportError naming the variable where the choice
+    is not there."""
+    for backend in (_unset_order(vendor) if choice is None else (choice,)):
+        if backend == "scipy":
+            return "scipy", None
+        found, problem = _find(backend)
         if found is not None:
-            return "openblas", found
-        if choice == "openblas":
-            raise ImportError("FASTNN_BLAS=openblas, but NumPy's OpenBLAS (its ILP64 CBLAS) "
-                              "was not found in this NumPy build: unset FASTNN_BLAS, or set "
-                              "it to scipy or mkl")
-    return "scipy", None
+            return backend, found
+        if choice is not None:
+            raise ImportError(f"FASTNN_BLAS={backend}, but {problem}: {_INSTALL_HINT[backend]}")
 
 
 BLAS_BACKEND, _found = _choose(requested_backend())
@@ -242,14 +276,15 @@ BLAS_ROUTE = {"mkl": "mkl-cblas", "openblas": "numpy-cblas",
 
 def available_backends():
     """The backends FASTNN_BLAS could choose in this environment (a fresh process would find
-    them), in the order tried when it is unset."""
+    them), in the order an unset FASTNN_BLAS tries them: its choice first."""
     out = []
-    if BLAS_BACKEND == "mkl" or find_mkl() is not None:
-        out.append("mkl")
-    if BLAS_BACKEND == "openblas" or _numpy_cblas() is not None:
-        out.append("openblas")
-    out.append("scipy")  # a dependency of fastnn: always there
+    for backend in _unset_order():
+        if (backend == BLAS_BACKEND or backend == "scipy"  # scipy: a dependency, always there
+                or (backend == "mkl" and find_mkl() is not None)
+                or (backend == "openblas" and _numpy_cblas() is not None)):
+            out.append(backend)
     return out
+
 
 cdef inline int _ld(int ld) noexcept nogil:
     return ld if ld > 1 else 1  # BLAS demands leading dimensions >= 1, even for empty operands
