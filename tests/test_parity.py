@@ -42,7 +42,7 @@ def test_matches_twin(pair, dtype, shape, layout):
     rng = np.random.default_rng(zlib.crc32(f"{pair.name} {shape}".encode()))  # replayable
     inputs = pair.make_inputs(rng, *shape, dtype)
     fast, ref = run_both(pair, inputs, layout)
-    assert_twin(fast, ref, dtype, pair.name)
+    assert_twin(fast, ref, dtype, pair.name, pair.tolerance)
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
@@ -52,7 +52,7 @@ def test_matches_twin_property(pair, n, k, f64, layout, seed):
     dtype = np.float64 if f64 else np.float32
     inputs = pair.make_inputs(np.random.default_rng(seed), n, k, dtype)
     fast, ref = run_both(pair, inputs, layout)
-    assert_twin(fast, ref, dtype, pair.name)
+    assert_twin(fast, ref, dtype, pair.name, pair.tolerance)
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
