@@ -77,6 +77,10 @@ TRAIN_BAD = [
     (["--dropout", "nan"], "finite"),
     (["--compare-reference", "--batchnorm"], "not be the same run"),
     (["--compare-reference", "--dropout", "0.2"], "not be the same run"),
+    (["--precision", "bf16", "--dtype", "float64"], "drop --dtype float64"),
+    (["--precision", "bf16", "--net", "simpleconv"], "for the dense networks"),
+    (["--precision", "bf16", "--compare-reference"], "not be the same run"),
+    (["--precision", "fp16"], "invalid choice"),
 ]
 
 
@@ -318,6 +322,23 @@ def test_the_digits_fallback_stands_out_and_its_network_is_scored_on_the_digits(
     assert code == 0, err
     assert predicted_accuracy(out, "d.npz") == accuracy
     assert "trained on scikit-learn's 8x8 digits" in err
+
+
+@needs_sklearn
+@pytest.mark.parametrize("extra", [[], ["--batchnorm", "--hidden", "30", "20"]])
+def test_train_precision_bf16(capsys, extra):
+    """--precision bf16 trains a float32 network with bfloat16 GEMM operands, says so, and
+    saves it with its precision: predict scores it as train did."""
+    code, out, err = run(capsys, "train", "--digits", "--iters", "600", "--save", "b.npz",
+                         "--quiet", "--precision", "bf16", *extra)
+    assert code == 0, err
+    assert "float32 (bf16 GEMM operands)" in out.splitlines()[0]
+    accuracy = train_accuracy(out)
+    assert float(accuracy) > 0.8
+    network = io.load_network("b.npz")
+    assert network.precision == "bf16" and network.dtype == np.float32
+    code, out, err = run(capsys, "predict", "b.npz")
+    assert code == 0 and predicted_accuracy(out, "b.npz") == accuracy
 
 
 @needs_sklearn
