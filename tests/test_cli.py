@@ -415,6 +415,12 @@ def test_bench_writes_its_table_and_json(capsys, tmp_path):
     assert "| TwoLayerNet step" in out and "threads chosen per call" in out
     record = json.loads((tmp_path / "b.json").read_text())
     assert {r["op"] for r in record["results"]} >= {"TwoLayerNet step", "Affine fwd+bwd"}
+    # the bf16 step beside the float32 one, and which bf16 kernel ran, on which CPU
+    assert any(r["dtype"] == "bf16" and r["op"] == "TwoLayerNet step" for r in record["results"])
+    from fastnn._kernels import _bf16
+
+    bf16_line, = [line for line in out.splitlines() if line.startswith("bf16: ")]
+    assert f"({_bf16.kernel()} kernel)" in bf16_line and "avx512_bf16" in bf16_line
     assert err == ""  # stderr is no terminal here: no progress line
 
 
