@@ -262,8 +262,13 @@ def _train_arguments(p):
     p.add_argument("--dropout", type=dropout_ratio, default=None, metavar="RATIO",
                    help="dropout of this share of every hidden layer's units in training "
                         "(MultiLayerNetExtend)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
-                   help="of the network (float64 as the book)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                   help="of the network (default float64 as the book; float32 with "
+                        "--precision bf16)")
+    p.add_argument("--precision", choices=["bf16"], default=None,
+                   help="bf16: the operands of every GEMM rounded to bfloat16, products "
+                        "summed in float32; weights, gradients and activations stay float32 "
+                        "(dense networks, float32)")
     p.add_argument("--seed", type=seed, default=0, help="of the weights and the batches")
     _add_data(p)
     p.add_argument("--digits", action="store_true",
@@ -328,6 +333,7 @@ def _progress_bar(total, quiet):
 
 
 def _make_network(args, input_size, output_size, dtype):
+    precision = args.precision
     from fastnn.nets import (DeepConvNet, MultiLayerNet, MultiLayerNetExtend,
                              SimpleConvNet, TwoLayerNet)
 
@@ -350,13 +356,14 @@ def _make_network(args, input_size, output_size, dtype):
                                    weight_decay_lambda=args.weight_decay,
                                    use_dropout=args.dropout is not None,
                                    dropout_ration=args.dropout or 0.5,
-                                   use_batchnorm=args.batchnorm, dtype=dtype, rng=args.seed)
+                                   use_batchnorm=args.batchnorm, dtype=dtype, rng=args.seed,
+                                   precision=precision)
     if len(args.hidden) == 1 and args.activation == "relu" and not args.weight_decay:
         return TwoLayerNet(input_size, args.hidden[0], output_size, weight_init_std=0.01,
-                           dtype=dtype, rng=args.seed)
+                           dtype=dtype, rng=args.seed, precision=precision)
     return MultiLayerNet(input_size, args.hidden, output_size, activation=args.activation,
                          weight_init_std=args.activation, weight_decay_lambda=args.weight_decay,
-                         dtype=dtype, rng=args.seed)
+                         dtype=dtype, rng=args.seed, precision=precision)
 
 
 def _trainer_options(trainer_class, n_threads):
@@ -387,6 +394,19 @@ def _train_defaults(args):
         raise UsageError(f"--net {args.net} is the book's network: relu, no weight decay, "
                          "batch normalization or extra dropout, one hidden affine layer "
                          "(--hidden takes one size)")
+    if args.precision is not None:
+        if conv:
+            raise UsageError(f"--precision {args.precision} is for the dense networks; "
+                             f"--net {args.net} computes in its dtype's own precision")
+        if args.dtype == "float64":
+            raise UsageError(f"--precision {args.precision} trains a float32 network (only "
+                             "the GEMM operands are rounded); drop --dtype float64")
+        if args.compare_reference:
+            raise UsageError("--compare-reference runs the book's float64 train_neuralnet.py; "
+                             f"with --precision {args.precision} it would not be the same run")
+        args.dtype = "float32"
+    if args.dtype is None:
+        args.dtype = "float64"
     if args.hidden is None:
         args.hidden = [{"mlp": 50, "simpleconv": 100, "deepconv": 50}[args.net]]
     if args.optimizer is None:
@@ -441,7 +461,8 @@ def _train(args):
                     else f"{compare_threads} BLAS thread(s), as the book's run")
     print(f"{name}: {x_train.shape[0]} training and {x_test.shape[0]} test images; "
           f"{iters} iterations ({total_epochs} epochs) of batch {args.batch_size}, "
-          f"{args.optimizer} lr {args.lr}, {dtype.name}, "
+          f"{args.optimizer} lr {args.lr}, {dtype.name}"
+          f"{'' if args.precision is None else f' ({args.precision} GEMM operands)'}, "
           + (f"hidden {args.hidden} {args.activation}"
              f"{' + batch normalization' * args.batchnorm}"
              f"{'' if args.dropout is None else f' + dropout {args.dropout}'}"

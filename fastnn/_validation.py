@@ -50,6 +50,23 @@ def compute_dtype(*named_arrays):
     return np.dtype(np.float32) if dt == np.float16 else dt
 
 
+PRECISIONS = (None, "bf16")
+
+
+def check_precision(precision, dtype):
+    """A network's ``precision``: None (its dtype's own) or 'bf16' (float32 weights, GEMM
+    operands rounded to bfloat16), which only a float32 network can have."""
+    if precision is None:
+        return None
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be None (the dtype's own) or 'bf16', got {precision!r}")
+    if np.dtype(dtype) != np.float32:
+        raise TypeError(f"precision='bf16' needs dtype=float32 (its weights, gradients and "
+                        f"activations are float32; only the GEMM operands are rounded to "
+                        f"bfloat16), got dtype {np.dtype(dtype)}")
+    return precision
+
+
 def common_contiguous_dtype(*arrays):
     """The dtype of ``arrays`` if all are C-contiguous ndarrays of one float32/float64 dtype,
     else None: the common case, in which nothing needs converting."""

@@ -29,7 +29,7 @@ from fastnn import nets as N
 from fastnn.reference import functions as RF
 from fastnn.reference import layers as RL
 from fastnn.reference import nets as RN
-from fastnn._kernels import _blas
+from fastnn._kernels import _bf16, _blas
 from fastnn._kernels._blas import BLAS_BACKEND, BLAS_PATH, BLAS_ROUTE
 from fastnn.threads import MIN_WORK_PER_THREAD, available_cpus, blas_threads, get_num_threads
 
@@ -73,6 +73,8 @@ def environment():
         "fastnn_blas": f"{BLAS_ROUTE} ({os.path.basename(BLAS_PATH or '?')})",
         "fastnn_backend": BLAS_BACKEND,
         "mkl": mkl_code_path(),
+        "bf16": _bf16.describe(),
+        "cpu_bf16_flags": cpu_bf16_flags(),
     }
     env["cython"] = cython_version()
     torch = _torch()
@@ -101,6 +103,20 @@ def mkl_code_path():
     return {"threading_layer": _blas.MKL_THREADING_LAYER,
             "kernels": [f"libmkl_{n}" for n in names] or "?",
             "MKL_ENABLE_INSTRUCTIONS": os.environ.get("MKL_ENABLE_INSTRUCTIONS")}
+
+
+def cpu_bf16_flags():
+    """The CPU's bfloat16 instructions as Linux reports them ({'avx512_bf16': bool,
+    'amx_bf16': bool}), or None where /proc/cpuinfo cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {name: name in flags for name in ("avx512_bf16", "amx_bf16")}
+    except OSError:
+        pass
+    return None
 
 
 def cython_version():
@@ -137,6 +153,10 @@ def format_environment(env):
         kernels = mkl["kernels"] if isinstance(mkl["kernels"], str) else ", ".join(mkl["kernels"])
         lines.append(f"MKL: threading layer {mkl['threading_layer']}, CPU code path {kernels}"
                      f" (MKL_ENABLE_INSTRUCTIONS={mkl['MKL_ENABLE_INSTRUCTIONS'] or 'unset'})")
+    flags = env.get("cpu_bf16_flags")
+    said = ("unknown" if flags is None
+            else ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()))
+    lines.append(f"bf16: {env.get('bf16', '-')}; CPU: {said}")
     lines.append("variables: " + ", ".join(
         f"{k}={'unset' if v is None else v}" for k, v in env["variables"].items()))
     return "\n".join(lines)
@@ -259,6 +279,42 @@ def _net_step_case(op, make, n, dtype, rng, torch_sizes, lr=0.1):
 
     return Case(op, f"batch {n}", np.dtype(dtype).name, fast_step, ref_step,
                 _torch_mlp_step(x_fast, t, torch_sizes, dtype, lr))
+
+
+def _bf16_step_case(op, make, n, rng, torch_sizes, lr=0.1, seed_dropout=False):
+    """A bf16 network's step beside the same network's float32 step (the 'reference' column
+    of the row), on the same batch: the speed-up column is float32 time / bf16 time."""
+    x32, t = _mnist_like(rng, n)
+    nets = {}
+    for precision in (None, "bf16"):
+        if seed_dropout:
+            np.random.seed(0)
+        nets[precision] = make(precision)
+
+    def step(net):
+        def run():
+            grads = net.gradient(x32, t)
+            for key, g in grads.items():
+                net.params[key] -= lr * g
+        return run
+    return Case(op, f"batch {n}", "bf16", step(nets["bf16"]), step(nets[None]),
+                _torch_mlp_step(x32, t, torch_sizes, np.float32, lr, autocast=True))
+
+
+def _two_layer_bf16(n, rng):
+    return _bf16_step_case(
+        "TwoLayerNet step",
+        lambda p: N.TwoLayerNet(784, 50, 10, dtype=np.float32, rng=0, precision=p),
+        n, rng, [784, 50, 10])
+
+
+def _extend_bf16(n, rng, ratio=0.2):
+    return _bf16_step_case(
+        "MultiLayerNetExtend(5x100, BN, dropout 0.2) step",
+        lambda p: N.MultiLayerNetExtend(784, [100] * 5, 10, use_batchnorm=True,
+                                        use_dropout=True, dropout_ration=ratio,
+                                        dtype=np.float32, precision=p),
+        n, rng, [784] + [100] * 5 + [10], seed_dropout=True)
 
 
 def _two_layer(n, dtype, rng):
@@ -405,9 +461,13 @@ def cases(quick=False):
     for dtype in (np.float32, np.float64):
         batches = (100,) if quick else (1, 100, 1000)
         out += [_two_layer(n, dtype, rng) for n in batches]
+        if dtype == np.float32:  # beside the float32 rows
+            out.append(_two_layer_bf16(100, rng))
         if not quick:
             out.append(_five_layer(100, dtype, rng))
         out.append(_extend_step_case(100, dtype, rng))
+        if dtype == np.float32:
+            out.append(_extend_bf16(100, rng))
         shapes = [(100, 10)] if quick else [(100, 10), (1000, 10), (10000, 1000)]
         out += [_softmax_loss_case(n, k, dtype, rng) for n, k in shapes]
         out += [_affine_case(100, 784, 50, dtype, rng), _affine_case(100, 50, 10, dtype, rng)]
@@ -488,7 +548,9 @@ def _torch_affine(x, W, b, dout):
     return step
 
 
-def _torch_mlp_step(x, t, sizes, dtype, lr, batchnorm=False, dropout=0.0):
+def _torch_mlp_step(x, t, sizes, dtype, lr, batchnorm=False, dropout=0.0, autocast=False):
+    """PyTorch's step of the same network (``autocast``: under bfloat16 autocast, PyTorch's
+    mixed precision on the CPU)."""
     torch = _torch()
     if torch is None:
         return None
@@ -509,7 +571,9 @@ def _torch_mlp_step(x, t, sizes, dtype, lr, batchnorm=False, dropout=0.0):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(xt), tt).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = torch.nn.functional.cross_entropy(model(xt), tt)
+        loss.backward()
         opt.step()
     return step
 
@@ -614,6 +678,9 @@ NOTES = [
     "SoftmaxWithLoss forward and backward; fastnn's is softmax_loss_grad, one fused pass)",
     "speed-up = reference time / fastnn time; vs torch = PyTorch time / fastnn time "
     "(same dtype and threads)",
+    "bf16 rows: fastnn with precision='bf16' (the bf16 line of the header says which kernel "
+    "ran); their reference is fastnn's float32 step of the same network, so their speed-up "
+    "is float32 time / bf16 time; their torch is PyTorch float32 under bfloat16 autocast",
 ]
 
 

@@ -8,12 +8,12 @@ promotion of the inputs, except that integer and bool inputs give float64 (see
 import numpy as np
 
 from fastnn import _validation as v
-from fastnn._kernels import _activations, _loss
+from fastnn._kernels import _activations, _bf16, _loss
 
 __all__ = [
     "identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad",
     "softmax", "sum_squared_error", "mean_squared_error", "cross_entropy_error",
-    "softmax_loss", "softmax_loss_grad", "one_hot", "binary_cross_entropy",
+    "softmax_loss", "softmax_loss_grad", "one_hot", "binary_cross_entropy", "round_bf16",
 ]
 
 
@@ -208,3 +208,23 @@ def binary_cross_entropy(y, t, from_logits=False):
     else:
         loss = -(t * np.log(y + 1e-7) + (1 - t) * np.log(1 - y + 1e-7))
     return dtype.type(np.sum(loss) / batch_size)
+
+
+def round_bf16(x):
+    """The nearest bfloat16 of every element of a float32 ``x`` (round to nearest, ties to
+    even), returned as float32 (the low 16 bits zero): what ``precision="bf16"`` networks do
+    to the operands of their GEMMs.  NaN stays NaN (quieted), inf stays inf, and values
+    beyond bfloat16's largest (about 3.39e38) round to inf, as IEEE rounding gives.
+
+    Only float32: a float64 would be rounded twice (to float32, then to bfloat16), which is
+    not the nearest bfloat16 in every case; cast it first if that is what is wanted.
+
+    Twin: :func:`fastnn.reference.functions.round_bf16`.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"x must be float32 (bfloat16 rounds float32 values), got {x.dtype}")
+    src = np.ascontiguousarray(x)  # C layout for the kernel
+    out = np.empty(x.shape, np.float32)
+    _bf16.round_bf16(src, out)
+    return out

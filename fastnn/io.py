@@ -773,6 +773,8 @@ def _dense_describe(network):
     config = {"sizes": sizes, "activation": network.activation,
               "weight_decay_lambda": float(getattr(network, "weight_decay_lambda", 0) or 0),
               "exact_loss": bool(network.exact_loss)}
+    if getattr(network, "precision", None) is not None:  # absent: the dtype's own
+        config["precision"] = network.precision
     return config, dict(network.params), {}
 
 
@@ -786,7 +788,8 @@ def _dense_build(name):
                 raise ValueError(f"a TwoLayerNet has sizes [in, hidden, out] and relu, got "
                                  f"{sizes} and {activation!r}")
             network = nets.TwoLayerNet(*sizes, dtype=dtype, rng=0,
-                                       exact_loss=config["exact_loss"])
+                                       exact_loss=config["exact_loss"],
+                                       precision=config.get("precision"))
             for key, target in network.params.items():
                 if key not in arrays or arrays[key].shape != target.shape:
                     raise ValueError(f"{key} must have shape {target.shape} for sizes {sizes}, "
@@ -795,7 +798,7 @@ def _dense_build(name):
             return network
         network = nets.MultiLayerNet.from_params(
             arrays, activation=activation, weight_decay_lambda=config["weight_decay_lambda"],
-            exact_loss=config["exact_loss"])
+            exact_loss=config["exact_loss"], precision=config.get("precision"))
         if network._sizes != list(sizes):
             raise ValueError(f"the weights give layer sizes {network._sizes}, the description "
                              f"{sizes}")
@@ -838,7 +841,8 @@ def _extend_build(config, arrays, dtype):
         sizes[0], sizes[1:-1], sizes[-1], activation=config["activation"],
         weight_decay_lambda=config["weight_decay_lambda"], use_dropout=config["use_dropout"],
         dropout_ration=config["dropout_ration"], use_batchnorm=config["use_batchnorm"],
-        dtype=dtype, rng=0, exact_loss=config["exact_loss"])
+        dtype=dtype, rng=0, exact_loss=config["exact_loss"],
+        precision=config.get("precision"))
     for key, target in network.params.items():
         if key not in arrays or np.shape(arrays[key]) != target.shape:
             raise ValueError(f"{key} must have shape {target.shape} for sizes {sizes}, got "

@@ -6,7 +6,9 @@ MultiLayerNet`` by imports from here.  ``params``, ``layers``, ``predict``, ``lo
 Additions: ``dtype`` (float64 as in the book, or float32), ``rng`` (a seed or Generator; by
 default weights come from ``np.random.randn`` exactly as in the book, so ``np.random.seed``
 reproduces the book's initial weights), ``exact_loss`` (log-softmax loss without the 1e-7),
-and the 'identity' activation.
+the 'identity' activation, and ``precision='bf16'`` (float32 networks: the operands of every
+GEMM rounded to bfloat16, products summed in float32; weights, gradients, optimizer state and
+activations stay float32; fastnn/_kernels/_bf16.pyx).
 
 Twins: :mod:`fastnn.reference.nets`.
 """
@@ -16,7 +18,7 @@ import numpy as np
 
 from fastnn import _validation as v
 from fastnn import threads
-from fastnn._kernels import _network, _network_extend, _normalization
+from fastnn._kernels import _bf16, _network, _network_extend, _normalization
 from fastnn._kernels._network import ACTIVATION_CODES, count_argmax_hits
 from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
 
@@ -28,10 +30,50 @@ ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "identity": Identity}
 _BLOCK_ROWS = 2048
 
 
+class _Bf16Buffers:
+    """A bf16 network's operand buffers for batches of ``n`` rows (fastnn/_kernels/_bf16.pyx):
+    every layer's rounded input and the rounded delta of the layer being walked."""
+
+    def __init__(self, sizes, n):
+        self.inputs = [np.empty((n, s), np.float32) for s in sizes[:-1]]
+        self.delta = np.empty((n, max(sizes[1:])), np.float32)
+
+    def operands(self, weights, sizes, m, round_weights):
+        """The checked buffers of a pass of ``m`` rows; the rounded ``weights`` (the
+        network's) are rewritten by the pass when ``round_weights``."""
+        n = self.delta.shape[0]
+        inputs = self.inputs if m == n else [a[:m] for a in self.inputs]
+        return _bf16.Operands(weights, inputs, self.delta[:m], sizes, m, round_weights)
+
+
+def _bf16_weights(sizes, precision):
+    """A bf16 network's rounded weights (rewritten at every call), or None."""
+    if precision != "bf16":
+        return None
+    return [np.empty((i, o), np.float32) for i, o in zip(sizes, sizes[1:])]
+
+
+def _refuse_foreign_weights(network):
+    shapes = [(getattr(layer.W, "dtype", type(layer.W).__name__), np.shape(layer.W))
+              for layer in network.affine_layers]
+    raise TypeError(f"precision='bf16' computes with the layers' own C-contiguous float32 "
+                    f"weights and biases of the network's layer sizes {network._sizes}; the "
+                    f"Affine layers hold weights of (dtype, shape) {shapes}")
+
+
+def _refuse_bf16_numerical_gradient(network):
+    if network.precision is not None:
+        raise ValueError(f"numerical_gradient: a precision={network.precision!r} network's "
+                         "loss moves in steps of its operands' rounding (2**-8 relative), "
+                         "far above the central difference's h = 1e-4: its numerical gradient "
+                         "would be noise; check the gradient on the same network with "
+                         "precision=None")
+
+
 class _Workspace:
     """The buffers of the compiled forward and backward passes for batches of ``n`` rows."""
 
-    def __init__(self, sizes, n, dtype):
+    def __init__(self, sizes, n, dtype, precision=None):
         self.n = n
         # the largest GEMM of a pass decides its BLAS threads (fastnn.threads)
         self.work = n * max(a * b for a, b in zip(sizes, sizes[1:]))
@@ -41,6 +83,7 @@ class _Workspace:
         self.s0 = np.empty((n, width), dtype)
         self.s1 = np.empty((n, width), dtype)
         self.row_loss = np.empty(n)
+        self.bf16 = _Bf16Buffers(sizes, n) if precision == "bf16" else None
 
     def rows(self, m):
         """The layer buffers cut to the first ``m`` rows (C-contiguous views)."""
@@ -77,7 +120,8 @@ class _Network:
 
     _activation_name = "Activation_function"
 
-    def _build(self, sizes, activation, weight_init_std, dtype, rng, exact_loss, params=None):
+    def _build(self, sizes, activation, weight_init_std, dtype, rng, exact_loss, params=None,
+               precision=None):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         for s in sizes:
@@ -86,6 +130,7 @@ class _Network:
         self.activation = activation
         self.exact_loss = bool(exact_loss)
         self.dtype = _check_dtype(dtype)
+        self.precision = v.check_precision(precision, self.dtype)
         self.hidden_layer_num = len(sizes) - 2
         if params is None:
             generator = None if rng is None else np.random.default_rng(rng)
@@ -111,6 +156,7 @@ class _Network:
         self._code = ACTIVATION_CODES[activation]
         self._workspaces = {}
         self._checked_weights = None
+        self._bf16_W = _bf16_weights(self._sizes, self.precision)
         self._dW = [np.empty((sizes[i], sizes[i + 1]), self.dtype) for i in range(len(sizes) - 1)]
         self._db = [np.empty(sizes[i + 1], self.dtype) for i in range(len(sizes) - 1)]
         self._grad_buffers = self._dW + self._db
@@ -128,7 +174,16 @@ class _Network:
     # It runs the whole network in one call whenever the layers' weights are the network's own
     # C-contiguous arrays of its dtype and the input computes in that dtype; otherwise (say
     # float32 weights given float64 data, which NumPy promotes to float64) the same results
-    # come layer by layer.
+    # come layer by layer.  A bf16 network always computes in float32 (its input cast, as
+    # its GEMM operands are rounded anyway) and only on the compiled path: the book's layers
+    # have no bf16.
+
+    def _bf16_operands(self, ws, m, round_weights=True):
+        """The bf16 operand buffers of a pass of ``m`` rows, or None for the dtype's own
+        precision."""
+        if ws.bf16 is None:
+            return None
+        return ws.bf16.operands(self._bf16_W, self._sizes, m, round_weights)
 
     def _compiled_weights(self, x_dtype):
         if x_dtype != self.dtype:
@@ -163,7 +218,7 @@ class _Network:
         if ws is None:
             if len(self._workspaces) >= 4:  # batch sizes come and go; keep the latest few
                 self._workspaces.pop(next(iter(self._workspaces)))
-            ws = self._workspaces[n] = _Workspace(self._sizes, n, self.dtype)
+            ws = self._workspaces[n] = _Workspace(self._sizes, n, self.dtype, self.precision)
         return ws
 
     def _prepare(self, x, cast=True):
@@ -173,6 +228,8 @@ class _Network:
         cast it block by block, so a large data set is never copied whole.
         """
         dtype = v.compute_dtype(("x", x), ("W1", self._affines[0].W))
+        if self.precision is not None:
+            dtype = self.dtype
         if cast:
             x2, single = v.as_batch(x, "x", dtype)
         else:
@@ -182,7 +239,10 @@ class _Network:
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
                 f"takes {self._sizes[0]}"
             )
-        return x2, single, self._compiled_weights(dtype)
+        weights = self._compiled_weights(dtype)
+        if weights is None and self.precision is not None:
+            _refuse_foreign_weights(self)
+        return x2, single, weights
 
     def _blocks(self, x2):
         """(start, stop, workspace, block) over blocks of rows of x2, each block C-contiguous
@@ -209,9 +269,10 @@ class _Network:
             return x
         out = np.empty((x2.shape[0], self._sizes[-1]), self.dtype)
         for start, stop, ws, block in self._blocks(x2):
+            ops = self._bf16_operands(ws, stop - start, round_weights=start == 0)
             with threads.for_work(ws.work):
                 _network.forward(*weights, block, ws.rows(stop - start)[:-1] + [out[start:stop]],
-                                 self._code)
+                                 self._code, ops)
         return out[0] if single else out
 
     def _weight_decay(self):
@@ -229,9 +290,10 @@ class _Network:
             return self.last_layer.forward(y, t) + self._weight_decay()
         labels, t = self._targets(x2, t)
         ws = self._workspace(x2.shape[0])
+        ops = self._bf16_operands(ws, x2.shape[0])
         with threads.for_work(ws.work):
             loss = _network.loss(*weights, x2, t, labels, ws.a, ws.row_loss, self._code,
-                                 self.exact_loss)
+                                 self.exact_loss, ops)
         return self.dtype.type(loss) + self._weight_decay()
 
     def accuracy(self, x, t):
@@ -245,8 +307,9 @@ class _Network:
         hits = 0
         for start, stop, ws, block in self._blocks(x2):
             buffers = ws.rows(stop - start)
+            ops = self._bf16_operands(ws, stop - start, round_weights=start == 0)
             with threads.for_work(ws.work):
-                _network.forward(*weights, block, buffers, self._code)
+                _network.forward(*weights, block, buffers, self._code, ops)
             hits += count_argmax_hits(buffers[-1], t[start:stop])
         return hits / float(n)
 
@@ -267,10 +330,11 @@ class _Network:
             # an input inside the gradient buffers (the last call's result handed back) would
             # be overwritten while it is read
             x2, t = x2.copy(), t.copy()
+        ops = self._bf16_operands(ws, x2.shape[0])
         with threads.for_work(ws.work):
             loss = _network.gradient(
                 *weights, x2, t, labels, ws.a, self._dW, self._db, ws.s0, ws.s1, ws.row_loss,
-                self._code, self.exact_loss, self.weight_decay_lambda)
+                self._code, self.exact_loss, self.weight_decay_lambda, ops)
         self.last_loss = self.dtype.type(loss) + self._weight_decay()
         for layer, dW, db in zip(self.affine_layers, self._dW, self._db):
             layer.dW, layer.db = dW, db
@@ -298,13 +362,14 @@ class _Network:
             params[f"W{idx}"], params[f"b{idx}"] = layer.W.copy(), layer.b.copy()
         return MultiLayerNet.from_params(params, activation=self.activation,
                                          weight_decay_lambda=self.weight_decay_lambda,
-                                         exact_loss=self.exact_loss)
+                                         exact_loss=self.exact_loss, precision=self.precision)
 
     def numerical_gradient(self, x, t):
         """Central differences (h = 1e-4) of ``loss`` for every parameter, as the book's
         brute force computes them, swept in compiled code (see :mod:`fastnn.gradient`)."""
         from fastnn.gradient import network_numerical_gradient
 
+        _refuse_bf16_numerical_gradient(self)
         affines = self.affine_layers
         with threads.for_work(0):  # the sweep's GEMMs are small: one thread, under a cap
             dWs, dbs = network_numerical_gradient(
@@ -327,10 +392,10 @@ class TwoLayerNet(_Network):
     _activation_name = "Relu"
 
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01,
-                 dtype=np.float64, rng=None, exact_loss=False):
+                 dtype=np.float64, rng=None, exact_loss=False, precision=None):
         self.weight_decay_lambda = 0
         self._build([input_size, hidden_size, output_size], "relu", weight_init_std, dtype,
-                    rng, exact_loss)
+                    rng, exact_loss, precision=precision)
 
 
 class MultiLayerNet(_Network):
@@ -338,23 +403,25 @@ class MultiLayerNet(_Network):
 
     ``activation`` is 'relu', 'sigmoid' or 'identity' (with 'identity', the whole network is
     one affine map); ``weight_init_std`` a number or 'relu'/'he', 'sigmoid'/'xavier';
-    ``weight_decay_lambda`` adds 0.5 * lambda * sum(W**2) to the loss.
+    ``weight_decay_lambda`` adds 0.5 * lambda * sum(W**2) to the loss; ``precision='bf16'``
+    (float32 only) rounds the operands of every GEMM to bfloat16 (see the module's notes).
 
     Twin: :class:`fastnn.reference.nets.MultiLayerNet`.
     """
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, dtype=np.float64, rng=None,
-                 exact_loss=False, *, _params=None):
+                 exact_loss=False, precision=None, *, _params=None):
         self.input_size = input_size
         self.output_size = output_size
         self.hidden_size_list = list(hidden_size_list)
         self.weight_decay_lambda = v.check_finite_scalar(weight_decay_lambda, "weight_decay_lambda")
         self._build([input_size, *self.hidden_size_list, output_size], activation,
-                    weight_init_std, dtype, rng, exact_loss, _params)
+                    weight_init_std, dtype, rng, exact_loss, _params, precision)
 
     @classmethod
-    def from_params(cls, params, activation="relu", weight_decay_lambda=0, exact_loss=False):
+    def from_params(cls, params, activation="relu", weight_decay_lambda=0, exact_loss=False,
+                    precision=None):
         """A network over given weights ``{'W1', 'b1', ..., 'WL', 'bL'}`` (e.g. from
         :func:`fastnn.io.load_params`), used as they are: no copy, their own dtype.
 
@@ -385,7 +452,7 @@ class MultiLayerNet(_Network):
             sizes.append(W.shape[1])
         return cls(sizes[0], sizes[1:-1], sizes[-1], activation=activation,
                    weight_decay_lambda=weight_decay_lambda, dtype=dtypes.pop(),
-                   exact_loss=exact_loss, _params=dict(params))
+                   exact_loss=exact_loss, precision=precision, _params=dict(params))
 
 
 # --- chapter 6: MultiLayerNetExtend (weight decay, dropout, batch normalization) -----------------
@@ -393,7 +460,7 @@ class MultiLayerNet(_Network):
 class _ExtendWorkspace:
     """The buffers of MultiLayerNetExtend's compiled passes for batches of ``n`` rows."""
 
-    def __init__(self, sizes, n, dtype, batchnorm, dropout):
+    def __init__(self, sizes, n, dtype, batchnorm, dropout, precision=None):
         hidden = sizes[1:-1]
         widest = max(hidden, default=1)
         self.n = n
@@ -404,6 +471,7 @@ class _ExtendWorkspace:
         self.s1 = np.empty((n, widest), dtype)
         self.row_loss = np.empty(n)
         self.masks = [np.empty((n, s), bool) for s in hidden] if dropout else None
+        self.bf16 = _Bf16Buffers(sizes, n) if precision == "bf16" else None
         self.bn = None
         if batchnorm:
             self.bn = {
@@ -424,7 +492,8 @@ class MultiLayerNetExtend:
     ``b1``, ..., then ``gamma1``, ``beta1``, ... with batch normalization), ``layers``,
     ``predict(x, train_flg=False)``, ``loss(x, t, train_flg=False)``, ``accuracy``,
     ``gradient`` (weight decay added to each dW as the book adds it) and
-    ``numerical_gradient``.  Additions as in :class:`MultiLayerNet`: ``dtype``, ``rng`` (a
+    ``numerical_gradient``.  Additions as in :class:`MultiLayerNet`: ``dtype``,
+    ``precision``, ``rng`` (a
     seed or Generator for the weights and then the dropout masks; by default both come from
     NumPy's global generator in the book's order, so ``np.random.seed`` reproduces the book's
     weights, masks and numbers), ``exact_loss``, the 'identity' activation.
@@ -442,7 +511,7 @@ class MultiLayerNetExtend:
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
                  dropout_ration=0.5, use_batchnorm=False, dtype=np.float64, rng=None,
-                 exact_loss=False):
+                 exact_loss=False, precision=None):
         from fastnn.layers import BatchNormalization, Dropout
 
         if activation not in ACTIVATIONS:
@@ -461,6 +530,7 @@ class MultiLayerNetExtend:
         self.use_batchnorm = bool(use_batchnorm)
         self.exact_loss = bool(exact_loss)
         self.dtype = _check_dtype(dtype)
+        self.precision = v.check_precision(precision, self.dtype)
         self._generator = None if rng is None else np.random.default_rng(rng)
 
         self.params = {}
@@ -498,6 +568,7 @@ class MultiLayerNetExtend:
         self._sizes = sizes
         self._code = ACTIVATION_CODES[activation]
         self._workspaces = {}
+        self._bf16_W = _bf16_weights(sizes, self.precision)
         L = len(sizes) - 1
         self._dW = [np.empty((sizes[i], sizes[i + 1]), self.dtype) for i in range(L)]
         self._db = [np.empty(sizes[i + 1], self.dtype) for i in range(L)]
@@ -547,7 +618,8 @@ class MultiLayerNetExtend:
             if len(self._workspaces) >= 4:  # batch sizes come and go; keep the latest few
                 self._workspaces.pop(next(iter(self._workspaces)))
             ws = self._workspaces[n] = _ExtendWorkspace(self._sizes, n, self.dtype,
-                                                        self.use_batchnorm, self.use_dropout)
+                                                        self.use_batchnorm, self.use_dropout,
+                                                        self.precision)
         return ws
 
     def _bn_arrays(self, ws, arrays, rows=None):
@@ -584,6 +656,8 @@ class MultiLayerNetExtend:
 
     def _prepare(self, x, cast=True):
         dtype = v.compute_dtype(("x", x), ("W1", self._affines[0].W))
+        if self.precision is not None:
+            dtype = self.dtype  # as in _Network._prepare
         if cast:
             x2, single = v.as_batch(x, "x", dtype)
         else:
@@ -593,7 +667,12 @@ class MultiLayerNetExtend:
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but the network "
                 f"takes {self._sizes[0]}"
             )
-        return x2, single, self._compiled_arrays(dtype)
+        arrays = self._compiled_arrays(dtype)
+        if arrays is None and self.precision is not None:
+            _refuse_foreign_weights(self)
+        return x2, single, arrays
+
+    _bf16_operands = _Network._bf16_operands
 
     def _targets(self, x2, t):
         kind, t = v.as_targets(t, (x2.shape[0], self._sizes[-1]))
@@ -601,14 +680,15 @@ class MultiLayerNetExtend:
             t = v.as_float(t, "t", x2.dtype)
         return kind == "labels", t
 
-    def _forward(self, arrays, block, ws, out_rows, train_flg):
+    def _forward(self, arrays, block, ws, out_rows, train_flg, round_weights=True):
         momentum = self._batchnorms[0].momentum if self._batchnorms else 0.9
+        ops = self._bf16_operands(ws, block.shape[0], round_weights)
         with threads.for_work(ws.work):
             _network_extend.forward(arrays[0], arrays[1], block,
                                     self._bn_arrays(ws, arrays, block.shape[0]),
                                     self._masks(ws, train_flg), out_rows, self.use_dropout,
                                     self._code,
-                                    bool(train_flg), momentum, 1.0 - self.dropout_ration)
+                                    bool(train_flg), momentum, 1.0 - self.dropout_ration, ops)
 
     def predict(self, x, train_flg=False):
         """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,).  With
@@ -630,7 +710,7 @@ class MultiLayerNetExtend:
             out = np.empty((n, self._sizes[-1]), self.dtype)
             for start, stop, ws, block in self._blocks(x2):
                 rows = [a[:stop - start] for a in ws.a[:-1]] + [out[start:stop]]
-                self._forward(arrays, block, ws, rows, False)
+                self._forward(arrays, block, ws, rows, False, round_weights=start == 0)
         return out[0] if single else out
 
     def _blocks(self, x2):
@@ -662,12 +742,14 @@ class MultiLayerNetExtend:
             x2, t = x2.copy(), t.copy()
         momentum = self._batchnorms[0].momentum if self._batchnorms else 0.9
         bn, masks = self._bn_arrays(ws, arrays), self._masks(ws, train_flg)
+        ops = self._bf16_operands(ws, x2.shape[0])
         with threads.for_work(ws.work):
             loss = _network_extend.gradient(
                 arrays[0], arrays[1], x2, t, labels, bn, masks, ws.a, self.use_dropout,
                 self._dW if backward else None, self._db, self._dgamma, self._dbeta,
                 ws.s0, ws.s1, ws.row_loss, self._code, self.exact_loss,
-                self.weight_decay_lambda, bool(train_flg), momentum, 1.0 - self.dropout_ration)
+                self.weight_decay_lambda, bool(train_flg), momentum, 1.0 - self.dropout_ration,
+                ops)
         if train_flg:
             self._expose(ws, x2.shape[0])
         return self.dtype.type(loss) + self._weight_decay()
@@ -702,7 +784,7 @@ class MultiLayerNetExtend:
         hits = 0
         for start, stop, ws, block in self._blocks(x2):
             rows = [a[:stop - start] for a in ws.a]
-            self._forward(arrays, block, ws, rows, False)
+            self._forward(arrays, block, ws, rows, False, round_weights=start == 0)
             hits += count_argmax_hits(rows[-1], t[start:stop])
         return hits / float(n)
 
@@ -771,7 +853,7 @@ class MultiLayerNetExtend:
             weight_init_std=1.0, weight_decay_lambda=self.weight_decay_lambda,
             use_dropout=self.use_dropout, dropout_ration=self.dropout_ration,
             use_batchnorm=self.use_batchnorm, dtype=self.dtype, rng=0,
-            exact_loss=self.exact_loss)
+            exact_loss=self.exact_loss, precision=self.precision)
         for key, a in self.params.items():
             np.copyto(net.params[key], a)
         net.set_running_statistics(self.running_statistics())
@@ -784,6 +866,7 @@ class MultiLayerNetExtend:
         with dropout, draws new masks."""
         from fastnn.gradient import numerical_gradient
 
+        _refuse_bf16_numerical_gradient(self)
         loss_W = lambda W: self.loss(x, t, train_flg=True)
         grads = {}
         for idx in range(1, self.hidden_layer_num + 2):

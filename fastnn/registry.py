@@ -13,7 +13,7 @@ the entries here, ``tests/test_<family>.py`` and ``benchmarks/bench_<family>.py`
 """
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -46,6 +46,9 @@ class Pair:
     twin: str              # the twin's dotted name in fastnn.reference
     run: Callable          # run(api, *inputs) -> array, scalar or tuple of them
     make_inputs: Callable  # make_inputs(rng, n, k, dtype) -> tuple of inputs
+    # the largest relative difference allowed, where it is not the dtype's (tests/conftest.py
+    # TOLERANCE): the bf16 networks', with its reason at BF16_STEP_TOLERANCE
+    tolerance: Optional[float] = None
 
 
 def pairs(family):
@@ -260,6 +263,46 @@ PAIRS = [
 ]
 
 
+# --- bfloat16 mixed precision (precision="bf16", fastnn/_kernels/_bf16.pyx) ---------------------
+# A bf16 network computes in float32 whatever the inputs' dtype, so its pairs run float32 on
+# both sides in every dtype of the tests.  Where both sides round the same operands (the input
+# and the weights: every operand of a one-layer forward pass), they differ by float32's order
+# of summation only (tests/test_bf16.py holds those to 1e-5).  Through a whole step they may
+# not: a hidden activation or delta is a float32 value that the two sides compute in different
+# orders, a few float32 ulps apart, and where it lies that close to a midpoint between two
+# bfloat16 values the two sides round it to neighbours: that operand element differs by one
+# bfloat16 ulp (2**-8 relative, 2**-7 at most), and with it the outputs by that part of its
+# terms (at most about 2**-8 of an output in a batch of one; measured: 6e-4 through two batch
+# normalization layers, 1e-7 without them).  2**-6 leaves room for a few such elements.
+BF16_STEP_TOLERANCE = 2.0**-6
+
+
+PAIRS += [
+    Pair("round_bf16", "bf16", "fastnn.reference.functions.round_bf16",
+         lambda api, x: api.F.round_bf16(x), lambda r, n, k, dt: _round_inputs(r, n, k)),
+    Pair("TwoLayerNet[bf16]", "network", "fastnn.reference.nets.TwoLayerNet",
+         _net_step(lambda api, d, dt: api.N.TwoLayerNet(d, 16, 10, 0.1, dtype=np.float32,
+                                                        rng=0, precision="bf16")),
+         _net_inputs, BF16_STEP_TOLERANCE),
+    Pair("MultiLayerNet[bf16, sigmoid, weight decay]", "network",
+         "fastnn.reference.nets.MultiLayerNet",
+         _net_step(lambda api, d, dt: api.N.MultiLayerNet(d, [12, 9], 10, "sigmoid", "sigmoid",
+                                                          weight_decay_lambda=0.01,
+                                                          dtype=np.float32, rng=2,
+                                                          precision="bf16")),
+         _net_inputs, BF16_STEP_TOLERANCE),
+]
+
+
+def _round_inputs(rng, n, k):
+    x = (rng.standard_normal((n, k)) * 2.0 ** rng.integers(-30, 30, (n, k))).astype(np.float32)
+    # exact ties (the dropped 16 bits 0x8000) on about a third of the elements
+    bits = x.view(np.uint32)
+    tie = rng.random((n, k)) < 0.3
+    bits[tie] = (bits[tie] & np.uint32(0xFFFF0000)) | np.uint32(0x8000)
+    return (x,)
+
+
 # --- the normalization family (chapter 6): Dropout, BatchNormalization, MultiLayerNetExtend ---
 # (MultiLayerNetExtend's whole-network step is _network_extend.pyx, over this family's kernels)
 
@@ -307,8 +350,10 @@ def _extend_step(batchnorm, dropout, **options):
     def run(api, x, t):
         if dropout and "rng" not in options:
             np.random.seed(11)  # weights and masks from the book's global stream
+        # a bf16 network is float32 (and computes in float32 whatever x's dtype)
+        dtype = np.float32 if options.get("precision") else x.dtype
         net = api.N.MultiLayerNetExtend(x.shape[1], [12, 9, 7], 10, use_batchnorm=batchnorm,
-                                        use_dropout=dropout, dtype=x.dtype, **options)
+                                        use_dropout=dropout, dtype=dtype, **options)
         grads = net.gradient(x, t)
         # with batch normalization the biases of its layers have no effect and a gradient
         # of rounding noise around 0 (tests/test_normalization.py bounds it): left out here
@@ -362,6 +407,10 @@ PAIRS += [
          "fastnn.reference.nets.MultiLayerNetExtend",
          _extend_step(True, True, activation="identity", weight_init_std=0.1, rng=6,
                       exact_loss=True), _extend_inputs),
+    Pair("MultiLayerNetExtend[bf16, batchnorm, dropout]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
+         _extend_step(True, True, dropout_ration=0.2, rng=8, precision="bf16"),
+         _extend_inputs, BF16_STEP_TOLERANCE),
 ]
 
 

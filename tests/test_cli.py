@@ -77,6 +77,10 @@ TRAIN_BAD = [
     (["--dropout", "nan"], "finite"),
     (["--compare-reference", "--batchnorm"], "not be the same run"),
     (["--compare-reference", "--dropout", "0.2"], "not be the same run"),
+    (["--precision", "bf16", "--dtype", "float64"], "drop --dtype float64"),
+    (["--precision", "bf16", "--net", "simpleconv"], "for the dense networks"),
+    (["--precision", "bf16", "--compare-reference"], "not be the same run"),
+    (["--precision", "fp16"], "invalid choice"),
 ]
 
 
@@ -322,6 +326,23 @@ def test_the_digits_fallback_stands_out_and_its_network_is_scored_on_the_digits(
 
 
 @needs_sklearn
+@pytest.mark.parametrize("extra", [[], ["--batchnorm", "--hidden", "30", "20"]])
+def test_train_precision_bf16(capsys, extra):
+    """--precision bf16 trains a float32 network with bfloat16 GEMM operands, says so, and
+    saves it with its precision: predict scores it as train did."""
+    code, out, err = run(capsys, "train", "--digits", "--iters", "600", "--save", "b.npz",
+                         "--quiet", "--precision", "bf16", *extra)
+    assert code == 0, err
+    assert "float32 (bf16 GEMM operands)" in out.splitlines()[0]
+    accuracy = train_accuracy(out)
+    assert float(accuracy) > 0.8
+    network = io.load_network("b.npz")
+    assert network.precision == "bf16" and network.dtype == np.float32
+    code, out, err = run(capsys, "predict", "b.npz")
+    assert code == 0 and predicted_accuracy(out, "b.npz") == accuracy
+
+
+@needs_sklearn
 def test_bare_weights_still_work_with_a_note(capsys, tmp_path):
     code, out, err = run(capsys, "train", "--digits", "--iters", "200", "--save", "d.npz",
                          "--quiet", "--activation", "sigmoid")
@@ -395,6 +416,12 @@ def test_bench_writes_its_table_and_json(capsys, tmp_path):
     assert "| TwoLayerNet step" in out and "threads chosen per call" in out
     record = json.loads((tmp_path / "b.json").read_text())
     assert {r["op"] for r in record["results"]} >= {"TwoLayerNet step", "Affine fwd+bwd"}
+    # the bf16 step beside the float32 one, and which bf16 kernel ran, on which CPU
+    assert any(r["dtype"] == "bf16" and r["op"] == "TwoLayerNet step" for r in record["results"])
+    from fastnn._kernels import _bf16
+
+    bf16_line, = [line for line in out.splitlines() if line.startswith("bf16: ")]
+    assert f"({_bf16.kernel()} kernel)" in bf16_line and "avx512_bf16" in bf16_line
     assert err == ""  # stderr is no terminal here: no progress line
 
 

@@ -371,6 +371,28 @@ def test_elementwise(name, data):
          **expect(x, ok=x.array.ndim >= min_ndim))
 
 
+covers("round_bf16")
+
+
+@FUZZ
+@given(data=st.data())
+def test_round_bf16(data):
+    """float32 only (any shape, layout, NaN, inf, subnormal): the twin's bits exactly; any
+    other dtype (a list of floats is float64) a TypeError, as the twin's."""
+    x = data.draw(args(data.draw(ANY_SHAPE), dtypes=ACCEPTED + REFUSED,
+                       vals=values(scales=SCALES + [1e-40, 3.4e38]), mutate=False), "x")
+    f32 = x.array.dtype == np.float32 and not isinstance(x.value, (list, float))
+    ok, fast = run_fast(lambda: F.round_bf16(x.value), [x.value], valid=f32, refused=not f32)
+    assert ok == f32
+    if ok:
+        twin = RF.round_bf16(x.array)
+        assert fast.shape == twin.shape and fast.dtype == np.float32
+        np.testing.assert_array_equal(fast.view(np.uint32), twin.view(np.uint32))
+    else:
+        with pytest.raises(TypeError):
+            RF.round_bf16(x.value)
+
+
 @FUZZ
 @given(data=st.data())
 def test_numpy_only_functions(data):

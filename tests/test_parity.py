@@ -41,9 +41,9 @@ def assert_matches(pair, inputs, fast, ref, dtype):
     differently, and at batch 1 in the narrow DeepConvNet the float32 twin itself is 4.7e-5
     from the exact gradient, fastnn on MKL 1.3e-6."""
     try:
-        assert_twin(fast, ref, dtype, pair.name)
+        assert_twin(fast, ref, dtype, pair.name, pair.tolerance)
     except AssertionError:
-        if dtype != np.float32:
+        if dtype != np.float32 or pair.tolerance is not None:  # a pair's own tolerance is exact
             raise
         wide = [a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32
                 else a for a in inputs]

@@ -16,6 +16,12 @@
 # layer a GEMM for the input's delta fused with the activation's derivative.  The first
 # layer's input gradient, which nobody uses, is never computed.
 #
+# With precision="bf16" (float32 only) the caller adds a _bf16.Operands: every GEMM then goes
+# through _bf16's door, its operands rounded once each: the weights at the start of the call
+# (when round_weights: predict's later blocks reuse them), each layer's input before its
+# forward GEMM (kept for the weight gradient), each delta before its two backward GEMMs.  The
+# bias, activation, loss, column sums and weight decay read the float32 values as before.
+#
 # Twins: fastnn.reference.nets.TwoLayerNet / MultiLayerNet (predict, loss, gradient).
 cimport numpy as cnp
 from cython cimport floating
@@ -24,6 +30,8 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from fastnn._kernels._arrays cimport data_2d, dim, flat_data, float_type
+from fastnn._kernels cimport _bf16
+from fastnn._kernels._bf16 cimport Bf16Ops, Operands
 from fastnn._kernels._blas cimport gemm
 from fastnn._kernels._cfnn cimport *
 
@@ -89,12 +97,24 @@ cdef inline void _bias_activation(floating *z, const floating *b, Py_ssize_t n, 
 
 
 cdef void _forward(int L, const int *sizes, int n, const floating *x, floating **W,
-                   floating **b, floating **a, int activation) noexcept nogil:
+                   floating **b, floating **a, int activation, Bf16Ops *bf) noexcept nogil:
     cdef const floating *inp = x
     cdef int l
+    if floating is float:
+        if bf != NULL:
+            _bf16.round_weights(bf, W)
     for l in range(L):
-        gemm(False, False, n, sizes[l + 1], sizes[l], 1, inp, sizes[l], W[l], sizes[l + 1],
-             0, a[l], sizes[l + 1])
+        if floating is float:
+            if bf != NULL:
+                _bf16.round_operand(inp, n * <Py_ssize_t> sizes[l], bf.inp[l])
+                _bf16.gemm(False, False, n, sizes[l + 1], sizes[l], 1, bf.inp[l], sizes[l],
+                           bf.W[l], sizes[l + 1], 0, a[l], sizes[l + 1])
+            else:
+                gemm(False, False, n, sizes[l + 1], sizes[l], 1, inp, sizes[l], W[l],
+                     sizes[l + 1], 0, a[l], sizes[l + 1])
+        else:
+            gemm(False, False, n, sizes[l + 1], sizes[l], 1, inp, sizes[l], W[l], sizes[l + 1],
+                 0, a[l], sizes[l + 1])
         _bias_activation(a[l], b[l], n, sizes[l + 1],
                          activation if l < L - 1 else FNN_IDENTITY)
         inp = a[l]
@@ -102,14 +122,24 @@ cdef void _forward(int L, const int *sizes, int n, const floating *x, floating *
 
 cdef void _backward(int L, const int *sizes, int n, const floating *x, floating **W,
                     floating **a, floating **dW, floating **db, floating *s0, floating *s1,
-                    int activation, floating decay) noexcept nogil:
+                    int activation, floating decay, Bf16Ops *bf) noexcept nogil:
     # on entry a[L-1] holds d loss / d logits
     cdef floating *delta = a[L - 1]
     cdef floating *nxt
     cdef int l
     for l in range(L - 1, -1, -1):
-        gemm(True, False, sizes[l], sizes[l + 1], n, 1, x if l == 0 else a[l - 1], sizes[l],
-             delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
+        if floating is float:
+            if bf != NULL:
+                # the layer's input was rounded by the forward pass; the delta is, once, here
+                _bf16.round_operand(delta, n * <Py_ssize_t> sizes[l + 1], bf.delta)
+                _bf16.gemm(True, False, sizes[l], sizes[l + 1], n, 1, bf.inp[l], sizes[l],
+                           bf.delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
+            else:
+                gemm(True, False, sizes[l], sizes[l + 1], n, 1, x if l == 0 else a[l - 1],
+                     sizes[l], delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
+        else:
+            gemm(True, False, sizes[l], sizes[l + 1], n, 1, x if l == 0 else a[l - 1],
+                 sizes[l], delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
         if floating is float:
             fnn_column_sum_f32(delta, db[l], n, sizes[l + 1])
             if decay != 0:
@@ -121,8 +151,16 @@ cdef void _backward(int L, const int *sizes, int n, const floating *x, floating 
         if l == 0:
             break
         nxt = s1 if delta == s0 else s0
-        gemm(False, True, n, sizes[l], sizes[l + 1], 1, delta, sizes[l + 1], W[l], sizes[l + 1],
-             0, nxt, sizes[l])
+        if floating is float:
+            if bf != NULL:
+                _bf16.gemm(False, True, n, sizes[l], sizes[l + 1], 1, bf.delta, sizes[l + 1],
+                           bf.W[l], sizes[l + 1], 0, nxt, sizes[l])
+            else:
+                gemm(False, True, n, sizes[l], sizes[l + 1], 1, delta, sizes[l + 1], W[l],
+                     sizes[l + 1], 0, nxt, sizes[l])
+        else:
+            gemm(False, True, n, sizes[l], sizes[l + 1], 1, delta, sizes[l + 1], W[l],
+                 sizes[l + 1], 0, nxt, sizes[l])
         if floating is float:
             fnn_activation_backward_f32(nxt, a[l - 1], n * <Py_ssize_t> sizes[l], activation)
         else:
@@ -149,7 +187,8 @@ def forward(list Ws,      # IN  L weights (sizes[l], sizes[l+1])
             list bs,      # IN  L biases
             x,            # IN  (n, sizes[0])
             list a_out,   # OUT L layer outputs (n, sizes[l+1]); the last gets the logits
-            int activation):
+            int activation,
+            bf16=None):   # OUT _bf16.Operands (precision="bf16", float32), or None
     """Logits of the network for the rows of ``x``, into ``a_out[-1]``."""
     cdef int typenum = float_type(x, "x")
     cdef _Sizes sz = _Sizes(Ws)
@@ -158,23 +197,36 @@ def forward(list Ws,      # IN  L weights (sizes[l], sizes[l+1])
     cdef _Pointers W = _Pointers(Ws, "Ws", typenum, sz, -1, False)
     cdef _Pointers b = _Pointers(bs, "bs", typenum, sz, 0, False)
     cdef _Pointers a = _Pointers(a_out, "a_out", typenum, sz, n, True)
+    cdef Bf16Ops *bf = _operands(bf16, typenum, sz, n, False)
     if n == 0:
         return
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
             _forward[float](sz.L, sz.s, n, <float *> xp, <float **> W.p, <float **> b.p,
-                            <float **> a.p, activation)
+                            <float **> a.p, activation, bf)
         else:
             _forward[double](sz.L, sz.s, n, <double *> xp, <double **> W.p, <double **> b.p,
-                             <double **> a.p, activation)
+                             <double **> a.p, activation, NULL)
+
+
+cdef Bf16Ops *_operands(object bf16, int typenum, _Sizes sz, int n, bint backward) except? NULL:
+    """The checked operand buffers of a bf16 pass, or NULL for the dtype's own precision."""
+    if bf16 is None:
+        return NULL
+    if not isinstance(bf16, Operands):
+        raise TypeError(f"bf16: expected a _bf16.Operands or None, got {type(bf16).__name__}")
+    if typenum != cnp.NPY_FLOAT32:
+        raise TypeError("bf16: bfloat16 operands need a float32 network")
+    (<Operands> bf16).check(sz.L, sz.s, n, backward)
+    return &(<Operands> bf16).ops
 
 
 def loss(list Ws, list bs, x, t, bint labels, list a_out, row_loss_out, int activation,
-         bint exact):
+         bint exact, bf16=None):
     """Mean loss (without weight decay) of the network on one batch; the gradient of the
     logits is left in ``a_out[-1]`` as a by-product of the fused loss pass."""
     return _run(Ws, bs, x, t, labels, a_out, None, None, None, None, row_loss_out, activation,
-                exact, 0)
+                exact, 0, bf16)
 
 
 def gradient(list Ws,            # IN  L weights
@@ -187,14 +239,15 @@ def gradient(list Ws,            # IN  L weights
              list db_out,        # OUT L bias gradients
              s0, s1,             # OUT (n, max hidden width) workspace
              row_loss_out,       # OUT (n,) float64
-             int activation, bint exact, double weight_decay_lambda):
+             int activation, bint exact, double weight_decay_lambda,
+             bf16=None):         # OUT _bf16.Operands (precision="bf16", float32), or None
     """Loss (without weight decay) and gradients of the network on one batch."""
     return _run(Ws, bs, x, t, labels, a_out, dW_out, db_out, s0, s1, row_loss_out, activation,
-                exact, weight_decay_lambda)
+                exact, weight_decay_lambda, bf16)
 
 
 cdef double _run(list Ws, list bs, x, t, bint labels, list a_out, list dW_out, list db_out,
-                 s0, s1, row_loss_out, int activation, bint exact, double decay):
+                 s0, s1, row_loss_out, int activation, bint exact, double decay, bf16):
     """Forward and loss, then backward unless ``dW_out`` is None."""
     cdef int typenum = float_type(x, "x")
     cdef _Sizes sz = _Sizes(Ws)
@@ -225,27 +278,28 @@ cdef double _run(list Ws, list bs, x, t, bint labels, list a_out, list dW_out, l
         s0p = data_2d(s0, "s0", typenum, s0.shape[0], s0.shape[1], True)
         s1p = data_2d(s1, "s1", typenum, s1.shape[0], s1.shape[1], True)
     cdef double *rl = <double *> flat_data(row_loss_out, "row_loss_out", cnp.NPY_FLOAT64, n, True)
+    cdef Bf16Ops *bf = _operands(bf16, typenum, sz, n, backward)
     cdef double result
     if n == 0:
         raise ValueError("x: an empty batch has no mean loss")
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
             _forward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> b.p,
-                            <float **> a.p, activation)
+                            <float **> a.p, activation, bf)
             result = _loss_grad[float](<float *> a.p[L - 1], tp, labels, rl, n, sz.s[L], exact)
             if backward:
                 _backward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> a.p,
                                  <float **> dW.p, <float **> db.p, <float *> s0p,
-                                 <float *> s1p, activation, <float> decay)
+                                 <float *> s1p, activation, <float> decay, bf)
         else:
             _forward[double](L, sz.s, n, <double *> xp, <double **> W.p, <double **> b.p,
-                             <double **> a.p, activation)
+                             <double **> a.p, activation, NULL)
             result = _loss_grad[double](<double *> a.p[L - 1], tp, labels, rl, n, sz.s[L],
                                         exact)
             if backward:
                 _backward[double](L, sz.s, n, <double *> xp, <double **> W.p, <double **> a.p,
                                   <double **> dW.p, <double **> db.p, <double *> s0p,
-                                  <double *> s1p, activation, decay)
+                                  <double *> s1p, activation, decay, NULL)
     return result
 
 

@@ -27,6 +27,10 @@
 # again, except for the identity activation.  The first layer's input gradient is never
 # computed.
 #
+# With precision="bf16" (float32 only) every GEMM goes through _bf16's door as in _network.pyx:
+# the weights rounded once at the start of the call, each layer's input once before its
+# forward GEMM (kept for the weight gradient), each delta once before its two GEMMs.
+#
 # Twins: fastnn.reference.nets.MultiLayerNetExtend (predict, loss, gradient).
 cimport numpy as cnp
 from cython cimport floating
@@ -34,6 +38,8 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 
 from fastnn._kernels._arrays cimport data_2d, dim, flat_data, float_type
+from fastnn._kernels cimport _bf16
+from fastnn._kernels._bf16 cimport Bf16Ops, Operands
 from fastnn._kernels._blas cimport gemm
 from fastnn._kernels._cfnn cimport *
 from fastnn._kernels._cnormalization cimport *
@@ -145,8 +151,20 @@ cdef class _Net:
         free(self.mask)
 
 
+cdef inline void _gemm_forward(_Net net, int l, const floating *inp, floating *out,
+                               Bf16Ops *bf) noexcept nogil:
+    """out = inp @ W[l], through the bf16 door when ``bf``."""
+    cdef int n = net.n, k = net.s[l + 1], d = net.s[l]
+    if floating is float:
+        if bf != NULL:
+            _bf16.round_operand(inp, n * <Py_ssize_t> d, bf.inp[l])
+            _bf16.gemm(False, False, n, k, d, 1, bf.inp[l], d, bf.W[l], k, 0, out, k)
+            return
+    gemm(False, False, n, k, d, 1, inp, d, <floating *> net.W[l], k, 0, out, k)
+
+
 cdef void _forward(_Net net, const floating *x, int activation, bint train, double momentum,
-                   floating keep) noexcept nogil:
+                   floating keep, Bf16Ops *bf) noexcept nogil:
     """Forward through every layer; the logits end in a[L-1].  ``keep`` = 1 - the dropout
     ratio, the test-time factor of the book's Dropout."""
     cdef const floating *inp = x
@@ -154,14 +172,16 @@ cdef void _forward(_Net net, const floating *x, int activation, bint train, doub
     cdef int l, k, L = net.L, n = net.n
     cdef bint hidden
     cdef const uint8_t *mask
+    if floating is float:
+        if bf != NULL:
+            _bf16.round_weights(bf, <float **> net.W)
     for l in range(L):
         k = net.s[l + 1]
         hidden = l < L - 1
         out = <floating *> net.a[l]
         mask = net.mask[l] if hidden and net.dropout and train else NULL
         if hidden and net.bn:
-            gemm(False, False, n, k, net.s[l], 1, inp, net.s[l], <floating *> net.W[l], k,
-                 0, <floating *> net.z, k)
+            _gemm_forward(net, l, inp, <floating *> net.z, bf)
             if floating is float:
                 if train:
                     fnn_batchnorm_forward_train_f32(
@@ -187,8 +207,7 @@ cdef void _forward(_Net net, const floating *x, int activation, bint train, doub
                         <double *> net.beta[l], n, k, FNN_BN_EPS, net.rm[l], net.rv[l],
                         net.work, out, activation, keep if net.dropout else 1)
         else:
-            gemm(False, False, n, k, net.s[l], 1, inp, net.s[l], <floating *> net.W[l], k,
-                 0, out, k)
+            _gemm_forward(net, l, inp, out, bf)
             if floating is float:
                 fnn_bias_activation_f32(out, <float *> net.b[l], n, k,
                                         activation if hidden else FNN_IDENTITY)
@@ -208,16 +227,25 @@ cdef void _forward(_Net net, const floating *x, int activation, bint train, doub
 
 cdef void _backward(_Net net, const floating *x, floating **dW, floating **db,
                     floating **dgamma, floating **dbeta, floating *s0, floating *s1,
-                    int activation, floating decay) noexcept nogil:
+                    int activation, floating decay, Bf16Ops *bf) noexcept nogil:
     # on entry a[L-1] holds d loss / d logits
     cdef int L = net.L, n = net.n, l, h, k, w
     cdef floating *delta = <floating *> net.a[L - 1]
     cdef floating *nxt
     cdef const uint8_t *mask
+    cdef bint rounded = False
     for l in range(L - 1, -1, -1):
         k = net.s[l + 1]
-        gemm(True, False, net.s[l], k, n, 1, x if l == 0 else <floating *> net.a[l - 1],
-             net.s[l], delta, k, 0, dW[l], k)
+        if floating is float:
+            rounded = bf != NULL
+            if rounded:
+                # the layer's input was rounded by the forward pass; the delta is, once, here
+                _bf16.round_operand(delta, n * <Py_ssize_t> k, bf.delta)
+                _bf16.gemm(True, False, net.s[l], k, n, 1, bf.inp[l], net.s[l], bf.delta, k,
+                           0, dW[l], k)
+        if not rounded:
+            gemm(True, False, net.s[l], k, n, 1, x if l == 0 else <floating *> net.a[l - 1],
+                 net.s[l], delta, k, 0, dW[l], k)
         if floating is float:
             fnn_column_sum_f32(delta, db[l], n, k)
             if decay != 0:
@@ -231,7 +259,11 @@ cdef void _backward(_Net net, const floating *x, floating **dW, floating **db,
         # the gradient at the output of hidden layer h = l - 1, of width w
         h, w = l - 1, net.s[l]
         nxt = s1 if delta == s0 else s0
-        gemm(False, True, n, w, k, 1, delta, k, <floating *> net.W[l], k, 0, nxt, w)
+        if floating is float:
+            if rounded:
+                _bf16.gemm(False, True, n, w, k, 1, bf.delta, k, bf.W[l], k, 0, nxt, w)
+        if not rounded:
+            gemm(False, True, n, w, k, 1, delta, k, <floating *> net.W[l], k, 0, nxt, w)
         mask = net.mask[h] if net.dropout else NULL
         if net.bn:
             if floating is float:
@@ -306,7 +338,8 @@ def forward(list Ws,       # IN  L weights (sizes[l], sizes[l+1])
             dict bn,       # IN/OUT batch normalization's arrays (see _Net), or None
             list masks,    # IN  L - 1 dropout masks (n, sizes[l+1]), or None at test time
             list a_out,    # OUT L layer outputs; the last gets the logits
-            bint dropout, int activation, bint train_flg, double momentum, double keep):
+            bint dropout, int activation, bint train_flg, double momentum, double keep,
+            bf16=None):    # OUT _bf16.Operands (precision="bf16", float32), or None
     """Logits of the network for the rows of ``x``, into ``a_out[-1]``.  In training mode
     (``train_flg``) batch normalization uses the batch's statistics and updates the running
     ones, and the masks drop units; in test mode the running statistics normalise and every
@@ -314,14 +347,29 @@ def forward(list Ws,       # IN  L weights (sizes[l], sizes[l+1])
     cdef _Net net = _Net(Ws, bs, x, bn, masks, a_out, dropout, train_flg)
     if train_flg and net.n == 0 and net.bn:
         raise ValueError("x: an empty batch has no mean or variance")
+    cdef Bf16Ops *bf = _operands(bf16, net, False)
     if net.n == 0:
         return
     cdef const void *xp = cnp.PyArray_DATA(<cnp.ndarray> x)
     with nogil:
         if net.typenum == cnp.NPY_FLOAT32:
-            _forward[float](net, <const float *> xp, activation, train_flg, momentum, <float> keep)
+            _forward[float](net, <const float *> xp, activation, train_flg, momentum,
+                            <float> keep, bf)
         else:
-            _forward[double](net, <const double *> xp, activation, train_flg, momentum, keep)
+            _forward[double](net, <const double *> xp, activation, train_flg, momentum, keep,
+                             NULL)
+
+
+cdef Bf16Ops *_operands(object bf16, _Net net, bint backward) except? NULL:
+    """The checked operand buffers of a bf16 pass, or NULL for the dtype's own precision."""
+    if bf16 is None:
+        return NULL
+    if not isinstance(bf16, Operands):
+        raise TypeError(f"bf16: expected a _bf16.Operands or None, got {type(bf16).__name__}")
+    if net.typenum != cnp.NPY_FLOAT32:
+        raise TypeError("bf16: bfloat16 operands need a float32 network")
+    (<Operands> bf16).check(net.L, net.s, net.n, backward)
+    return &(<Operands> bf16).ops
 
 
 def gradient(list Ws, list bs,
@@ -336,7 +384,8 @@ def gradient(list Ws, list bs,
              s0, s1,             # OUT (n, widest hidden width) workspace
              row_loss_out,       # OUT (n,) float64
              int activation, bint exact, double weight_decay_lambda, bint train_flg,
-             double momentum, double keep):
+             double momentum, double keep,
+             bf16=None):         # OUT _bf16.Operands (precision="bf16", float32), or None
     """Loss (without weight decay) of the network on one batch and, unless ``dW_out`` is
     None, the gradients (training mode: ``train_flg`` must be True for them)."""
     cdef _Net net = _Net(Ws, bs, x, bn, masks, a_out, dropout, train_flg)
@@ -358,23 +407,26 @@ def gradient(list Ws, list bs,
         s0p = data_2d(s0, "s0", net.typenum, n, net.widest, True)
         s1p = data_2d(s1, "s1", net.typenum, n, net.widest, True)
     cdef double *rl = <double *> flat_data(row_loss_out, "row_loss_out", cnp.NPY_FLOAT64, n, True)
+    cdef Bf16Ops *bf = _operands(bf16, net, backward)
     cdef double result
     if n == 0:
         raise ValueError("x: an empty batch has no mean loss")
     with nogil:
         if net.typenum == cnp.NPY_FLOAT32:
-            _forward[float](net, <const float *> xp, activation, train_flg, momentum, <float> keep)
+            _forward[float](net, <const float *> xp, activation, train_flg, momentum,
+                            <float> keep, bf)
             result = _loss_grad[float](<float *> net.a[L - 1], tp, labels, rl, n, K, exact)
             if backward:
                 _backward[float](net, <const float *> xp, <float **> g.p, <float **> g.p + L,
                                  <float **> g.p + 2 * L, <float **> g.p + 3 * L, <float *> s0p,
-                                 <float *> s1p, activation, <float> weight_decay_lambda)
+                                 <float *> s1p, activation, <float> weight_decay_lambda, bf)
         else:
-            _forward[double](net, <const double *> xp, activation, train_flg, momentum, keep)
+            _forward[double](net, <const double *> xp, activation, train_flg, momentum, keep,
+                             NULL)
             result = _loss_grad[double](<double *> net.a[L - 1], tp, labels, rl, n, K, exact)
             if backward:
                 _backward[double](net, <const double *> xp, <double **> g.p,
                                   <double **> g.p + L, <double **> g.p + 2 * L,
                                   <double **> g.p + 3 * L, <double *> s0p, <double *> s1p,
-                                  activation, weight_decay_lambda)
+                                  activation, weight_decay_lambda, NULL)
     return result

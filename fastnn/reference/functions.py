@@ -108,3 +108,28 @@ def binary_cross_entropy(y, t, from_logits=False):
     else:
         loss = -(t * np.log(y + 1e-7) + (1 - t) * np.log(1 - y + 1e-7))
     return np.sum(loss) / batch_size
+
+
+# --- bfloat16 mixed precision (precision="bf16"): the rounding made explicit -------------------
+
+def round_bf16(x):
+    """The nearest bfloat16 of every float32 of ``x`` (ties to even), as float32: bfloat16 is
+    float32's upper 16 bits, so the rounding is integer arithmetic on the bits.  Adding 0x7fff
+    plus the lowest kept bit carries into the kept bits exactly when the dropped 16 bits are
+    above half, or at half with the kept bits odd; the carry may run into the exponent (up to
+    inf, as IEEE rounding overflows).  NaN is quieted (bit 22), sign and upper payload kept."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"x must be float32 (bfloat16 rounds float32 values), got {x.dtype}")
+    u = x.view(np.uint32).astype(np.uint64)  # room for the carry of 0xffffffff + 0x8000
+    lsb = (u >> 16) & 1
+    rounded = ((u + 0x7FFF + lsb) & 0xFFFF0000).astype(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    quieted = ((u | 0x00400000) & 0xFFFF0000).astype(np.uint32)
+    return np.where(nan, quieted, rounded).view(np.float32).reshape(x.shape)
+
+
+def matmul_bf16(a, b):
+    """``a @ b`` with both operands rounded to bfloat16 and the products summed in float32
+    (each product of two bfloat16 values is exact in float32)."""
+    return np.matmul(round_bf16(a), round_bf16(b))

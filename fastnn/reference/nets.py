@@ -1,14 +1,60 @@
 """The book's TwoLayerNet (ch. 5) and MultiLayerNet in plain NumPy: twins of ``fastnn.nets``.
 
-Same constructors as ``fastnn.nets`` (``dtype``, ``rng`` and ``exact_loss`` included), so a
-test can build both from one seed; the numerical gradient is the book's brute force.
+Same constructors as ``fastnn.nets`` (``dtype``, ``rng``, ``exact_loss`` and ``precision``
+included), so a test can build both from one seed; the numerical gradient is the book's brute
+force.  ``precision='bf16'`` replaces each Affine layer by :class:`Bf16Affine`, whose GEMMs
+round both operands to bfloat16 (:func:`fastnn.reference.functions.round_bf16`) and sum in
+float32, and computes in float32 whatever the input's dtype.
 """
 from collections import OrderedDict
 
 import numpy as np
 
+from fastnn.reference.functions import matmul_bf16
 from fastnn.reference.gradient import numerical_gradient
 from fastnn.reference.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
+
+
+class Bf16Affine(Affine):
+    """The book's Affine with the operands of its three GEMMs rounded to bfloat16: x @ W,
+    dout @ W.T and x.T @ dout (the twin of a precision='bf16' network's layer).  Its inputs
+    are float32 as the network's activations are (the book's test-mode BatchNormalization
+    gives float64 from its float64 running statistics; the compiled pass writes float32)."""
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
+        self.x = x
+        out = matmul_bf16(self.x, self.W) + self.b
+        return out.reshape(-1) if len(self.original_x_shape) == 1 else out
+
+    def backward(self, dout):
+        dout = np.asarray(dout, dtype=np.float32).reshape(self.x.shape[0], -1)
+        dx = matmul_bf16(dout, self.W.T)
+        self.dW = matmul_bf16(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+def _affine_class(precision, dtype):
+    if precision is None:
+        return Affine
+    if precision != 'bf16':
+        raise ValueError(f"precision must be None (the dtype's own) or 'bf16', got {precision!r}")
+    if np.dtype(dtype) != np.float32:
+        raise TypeError(f"precision='bf16' needs dtype=float32, got dtype {np.dtype(dtype)}")
+    return Bf16Affine
+
+
+def _as_compute(x, precision):
+    """A bf16 network computes in float32, whatever the input's dtype."""
+    return x if precision is None else np.asarray(x, dtype=np.float32)
+
+
+def _targets(t, precision):
+    t = np.asarray(t)
+    return _as_compute(t, precision) if t.dtype.kind == 'f' else t
 
 
 def _randn(rng, shape):
@@ -17,7 +63,9 @@ def _randn(rng, shape):
 
 class TwoLayerNet:
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01,
-                 dtype=np.float64, rng=None, exact_loss=False):
+                 dtype=np.float64, rng=None, exact_loss=False, precision=None):
+        affine = _affine_class(precision, dtype)
+        self.precision = precision
         rng = None if rng is None else np.random.default_rng(rng)
         self.params = {}
         self.params['W1'] = (weight_init_std * _randn(rng, (input_size, hidden_size))).astype(dtype)
@@ -26,19 +74,20 @@ class TwoLayerNet:
         self.params['b2'] = np.zeros(output_size, dtype=dtype)
 
         self.layers = OrderedDict()
-        self.layers['Affine1'] = Affine(self.params['W1'], self.params['b1'])
+        self.layers['Affine1'] = affine(self.params['W1'], self.params['b1'])
         self.layers['Relu1'] = Relu()
-        self.layers['Affine2'] = Affine(self.params['W2'], self.params['b2'])
+        self.layers['Affine2'] = affine(self.params['W2'], self.params['b2'])
         self.lastLayer = SoftmaxWithLoss(exact=exact_loss)
 
     def predict(self, x):
+        x = _as_compute(x, self.precision)
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
     def loss(self, x, t):
         y = self.predict(x)
-        return self.lastLayer.forward(y, t)
+        return self.lastLayer.forward(y, _targets(t, self.precision))
 
     def accuracy(self, x, t):
         y = self.predict(x)
@@ -71,7 +120,9 @@ class TwoLayerNet:
 class MultiLayerNet:
     def __init__(self, input_size, hidden_size_list, output_size, activation='relu',
                  weight_init_std='relu', weight_decay_lambda=0, dtype=np.float64, rng=None,
-                 exact_loss=False):
+                 exact_loss=False, precision=None):
+        affine = _affine_class(precision, dtype)
+        self.precision = precision
         rng = None if rng is None else np.random.default_rng(rng)
         self.input_size = input_size
         self.output_size = output_size
@@ -93,19 +144,21 @@ class MultiLayerNet:
         activation_layer = {'sigmoid': Sigmoid, 'relu': Relu, 'identity': Identity}
         self.layers = OrderedDict()
         for idx in range(1, self.hidden_layer_num + 1):
-            self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)], self.params['b' + str(idx)])
+            self.layers['Affine' + str(idx)] = affine(self.params['W' + str(idx)], self.params['b' + str(idx)])
             self.layers['Activation_function' + str(idx)] = activation_layer[activation]()
         idx = self.hidden_layer_num + 1
-        self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)], self.params['b' + str(idx)])
+        self.layers['Affine' + str(idx)] = affine(self.params['W' + str(idx)], self.params['b' + str(idx)])
         self.last_layer = SoftmaxWithLoss(exact=exact_loss)
 
     def predict(self, x):
+        x = _as_compute(x, self.precision)
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
     def loss(self, x, t):
         y = self.predict(x)
+        t = _targets(t, self.precision)
         weight_decay = 0
         for idx in range(1, self.hidden_layer_num + 2):
             W = self.params['W' + str(idx)]
@@ -152,9 +205,11 @@ class MultiLayerNetExtend:
     def __init__(self, input_size, hidden_size_list, output_size,
                  activation='relu', weight_init_std='relu', weight_decay_lambda=0,
                  use_dropout=False, dropout_ration=0.5, use_batchnorm=False,
-                 dtype=np.float64, rng=None, exact_loss=False):
+                 dtype=np.float64, rng=None, exact_loss=False, precision=None):
         from fastnn.reference.normalization import BatchNormalization, Dropout
 
+        affine = _affine_class(precision, dtype)
+        self.precision = precision
         rng = None if rng is None else np.random.default_rng(rng)
         self.input_size = input_size
         self.output_size = output_size
@@ -178,7 +233,7 @@ class MultiLayerNetExtend:
         activation_layer = {'sigmoid': Sigmoid, 'relu': Relu, 'identity': Identity}
         self.layers = OrderedDict()
         for idx in range(1, self.hidden_layer_num+1):
-            self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)],
+            self.layers['Affine' + str(idx)] = affine(self.params['W' + str(idx)],
                                                       self.params['b' + str(idx)])
             if self.use_batchnorm:
                 self.params['gamma' + str(idx)] = np.ones(hidden_size_list[idx-1], dtype=dtype)
@@ -191,11 +246,12 @@ class MultiLayerNetExtend:
                 self.layers['Dropout' + str(idx)] = Dropout(dropout_ration, rng=rng)
 
         idx = self.hidden_layer_num + 1
-        self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)], self.params['b' + str(idx)])
+        self.layers['Affine' + str(idx)] = affine(self.params['W' + str(idx)], self.params['b' + str(idx)])
 
         self.last_layer = SoftmaxWithLoss(exact=exact_loss)
 
     def predict(self, x, train_flg=False):
+        x = _as_compute(x, self.precision)
         for key, layer in self.layers.items():
             if "Dropout" in key or "BatchNorm" in key:
                 x = layer.forward(x, train_flg)
@@ -205,6 +261,7 @@ class MultiLayerNetExtend:
 
     def loss(self, x, t, train_flg=False):
         y = self.predict(x, train_flg)
+        t = _targets(t, self.precision)
         weight_decay = 0
         for idx in range(1, self.hidden_layer_num + 2):
             W = self.params['W' + str(idx)]
