@@ -74,7 +74,7 @@ def environment():
         "fastnn_backend": BLAS_BACKEND,
         "mkl": mkl_code_path(),
         "bf16": _bf16.describe(),
-        "cpu_bf16_flags": cpu_bf16_flags(),
+        "cpu_bf16_flags": _bf16.cpu_bf16_flags(),
     }
     env["cython"] = cython_version()
     torch = _torch()
@@ -103,20 +103,6 @@ def mkl_code_path():
     return {"threading_layer": _blas.MKL_THREADING_LAYER,
             "kernels": [f"libmkl_{n}" for n in names] or "?",
             "MKL_ENABLE_INSTRUCTIONS": os.environ.get("MKL_ENABLE_INSTRUCTIONS")}
-
-
-def cpu_bf16_flags():
-    """The CPU's bfloat16 instructions as Linux reports them ({'avx512_bf16': bool,
-    'amx_bf16': bool}), or None where /proc/cpuinfo cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return {name: name in flags for name in ("avx512_bf16", "amx_bf16")}
-    except OSError:
-        pass
-    return None
 
 
 def cython_version():

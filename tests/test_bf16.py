@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from fastnn import functions as F
 from fastnn import nets as N
-from fastnn._kernels import _bf16
+from fastnn._kernels import _bf16, _blas
 from fastnn.reference import functions as RF
 from fastnn.reference import nets as RN
 
@@ -166,6 +166,42 @@ def test_gemm_door_matches_twin(m, n, k, trans_a, trans_b, seed):
     # and it is the bfloat16 product, not the float32 one: the operands were rounded
     exact = RF.round_bf16(op_a).astype(np.float64) @ RF.round_bf16(op_b).astype(np.float64)
     assert np.all(np.abs(out - exact) <= k * EPS32 * scale)
+
+
+@pytest.mark.skipif(not _blas.HAVE_GEMM_BF16, reason="the native bfloat16 GEMM needs MKL as "
+                    "the BLAS backend (pip install 'fastnn[mkl]', FASTNN_BLAS=mkl)")
+def test_native_gemm_path_matches_the_portable_one():
+    """MKL's bfloat16 GEMM (uint16 operands) through the same door: the same products as the
+    portable path, summed in another order (the door's bound above), in a whole step too.
+    Forced on here: at import it is chosen only on CPUs with bf16 instructions."""
+    rng = np.random.default_rng(11)
+    x, t = _mnist_like(rng, 100)
+    results = []
+    for flag in (False, True):
+        previous = _bf16.set_native(flag)
+        try:
+            assert _bf16.native() is flag and ("MKL" in _bf16.describe()) is flag
+            for m, n, k in [(1, 1, 1), (7, 5, 3), (100, 50, 784), (33, 65, 17)]:
+                a = rng.standard_normal((m, k)).astype(np.float32)
+                b = rng.standard_normal((n, k)).astype(np.float32)
+                out = np.empty((m, n), np.float32)
+                _bf16.matmul(a, b, False, True, out)
+                scale = np.abs(RF.round_bf16(a)).astype(np.float64) @ np.abs(RF.round_bf16(b)).T
+                assert np.all(np.abs(out - RF.matmul_bf16(a, b.T)) <= 2 * k * EPS32 * scale)
+            net = NETWORKS["TwoLayerNet"](N)
+            results.append({key: np.array(g) for key, g in net.gradient(x, t).items()})
+        finally:
+            _bf16.set_native(previous)
+    for key, g in results[0].items():
+        assert np.abs(results[1][key] - g).max() <= 1e-5 * np.abs(g).max(), key
+
+
+def test_native_gemm_needs_mkl():
+    if _blas.HAVE_GEMM_BF16:
+        pytest.skip("MKL's bfloat16 GEMM is there")
+    with pytest.raises(ValueError, match="flag: the native bfloat16 GEMM needs MKL"):
+        _bf16.set_native(True)
+    assert _bf16.native() is False
 
 
 def test_gemm_door_errors():

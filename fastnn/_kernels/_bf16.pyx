@@ -13,13 +13,18 @@
 # once per GEMM that reads it: forward and backward share it), each layer's input once (the
 # forward's copy serves the weight gradient), each delta once (its two GEMMs share it).
 #
-# Every bf16 GEMM goes through round_operand and gemm below: a native bfloat16 GEMM (MKL's
-# cblas_gemm_bf16bf16f32, AVX512_BF16, AMX) is one branch in each (fnn_pack_bf16 writes the
-# uint16 operands it takes; the buffers are sized for either).
+# Every bf16 GEMM goes through round_operand and gemm below: the native bfloat16 GEMM is one
+# branch in each (fnn_pack_bf16 writes the uint16 operands it takes; the buffers are sized for
+# either).
+#
+# Native path: where MKL is the BLAS backend (fastnn[mkl]) and the CPU has AVX512_BF16 or
+# AMX-BF16, round_operand packs uint16 bit patterns and gemm is MKL's cblas_gemm_bf16bf16f32
+# (set_native); the same values, summed by MKL in float32.
 #
 # Python: round_bf16 / pack_bf16 (the kernels on arrays, for fastnn.functions.round_bf16 and
 # the tests), matmul (the door on arrays, for the tests), kernel / set_kernel (which rounding
-# body runs; FASTNN_BF16_KERNEL=scalar|avx2 at import), describe (for fastnn bench).
+# body runs; FASTNN_BF16_KERNEL=scalar|avx2 at import), native / set_native (which GEMM),
+# describe and cpu_bf16_flags (for fastnn bench).
 #
 # Twins: fastnn.reference.functions.round_bf16, fastnn.reference.functions.matmul_bf16.
 import os
@@ -29,7 +34,7 @@ from libc.stdint cimport uint16_t
 from libc.stdlib cimport free, malloc
 
 from fastnn._kernels._arrays cimport data_2d, dim, flat_data
-from fastnn._kernels._blas cimport sgemm
+from fastnn._kernels._blas cimport gemm_bf16, have_gemm_bf16, sgemm
 
 from fastnn._kernels._blas import BLAS_ROUTE
 
@@ -48,17 +53,30 @@ cdef extern from "fnn_bf16.h" nogil:
 KERNELS = ("scalar", "avx2")
 
 
+# Whether gemm is the native bfloat16 GEMM (MKL's, on uint16 operands) rather than the portable
+# float32 one: set at import (set_native) and only between compiled calls, since an operand
+# written in one representation must be read in the same.
+cdef bint _native = False
+
+
 cdef void round_operand(const float *x, Py_ssize_t size, void *out) noexcept nogil:
     """``size`` contiguous floats of ``x`` as a GEMM operand in ``out``."""
-    fnn_round_bf16(x, <float *> out, size)
+    if _native:
+        fnn_pack_bf16(x, <uint16_t *> out, size)
+    else:
+        fnn_round_bf16(x, <float *> out, size)
 
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, float alpha, const void *a,
                int lda, const void *b, int ldb, float beta, float *c, int ldc) noexcept nogil:
     """Row-major C[m, n] = alpha * op(A) @ op(B) + beta * C in float32, A and B operands
     written by round_operand (lda, ldb in elements, as _blas.gemm)."""
-    sgemm(trans_a, trans_b, m, n, k, alpha, <const float *> a, lda, <const float *> b, ldb,
-          beta, c, ldc)
+    if _native:
+        gemm_bf16(trans_a, trans_b, m, n, k, alpha, <const uint16_t *> a, lda,
+                  <const uint16_t *> b, ldb, beta, c, ldc)
+    else:
+        sgemm(trans_a, trans_b, m, n, k, alpha, <const float *> a, lda, <const float *> b, ldb,
+              beta, c, ldc)
 
 
 cdef void round_weights(Bf16Ops *bf, float **W) noexcept nogil:
@@ -204,10 +222,53 @@ def set_kernel(name):
     return previous
 
 
+def cpu_bf16_flags():
+    """The CPU's bfloat16 instructions as Linux reports them ({'avx512_bf16': bool,
+    'amx_bf16': bool}), or None where /proc/cpuinfo cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {name: name in flags for name in ("avx512_bf16", "amx_bf16")}
+    except OSError:
+        pass
+    return None
+
+
+def native():
+    """Whether the bf16 GEMMs run on the native bfloat16 GEMM (MKL's) rather than the portable
+    path."""
+    return bool(_native)
+
+
+def set_native(flag):
+    """Run the bf16 GEMMs on MKL's native bfloat16 GEMM (True; MKL must be the BLAS backend),
+    on the portable path (False), or as chosen at import (None: native where MKL is the
+    backend and the CPU has AVX512_BF16 or AMX-BF16; without them MKL's bfloat16 GEMM was
+    slower than the portable path here: README, "BLAS backends").  Returns the previous
+    setting.  Only between compiled calls: the tests run both paths."""
+    global _native
+    previous = bool(_native)
+    if flag is None:
+        flags = cpu_bf16_flags() or {}
+        flag = bool(have_gemm_bf16()) and any(flags.values())
+    elif flag and not have_gemm_bf16():
+        raise ValueError("flag: the native bfloat16 GEMM needs MKL as the BLAS backend "
+                         "(pip install 'fastnn[mkl]', FASTNN_BLAS=mkl)")
+    _native = bool(flag)
+    return previous
+
+
 def describe():
     """One line for fastnn bench: which bf16 GEMM runs, and how."""
+    if _native:
+        return "native: bfloat16 operands (uint16), MKL's cblas_gemm_bf16bf16f32, float32 sums"
     return (f"portable: operands rounded to bfloat16 in float32 storage ({kernel()} kernel), "
             f"float32 GEMM ({BLAS_ROUTE})")
+
+
+set_native(None)
 
 
 _forced = os.environ.get("FASTNN_BF16_KERNEL")
