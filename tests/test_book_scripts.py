@@ -385,6 +385,44 @@ def test_ch08_misclassified_mnist_gives_the_books_accuracy(book, flags):
     assert "test accuracy:0.9797" in out
 
 
+# --- the table's assembly from per-script lines ---------------------------------------------
+
+
+def _row(script, numpy_s, fastnn_s, nets_s=None, error=None, figures="identical"):
+    row = {"script": script, "cut": "", "loadavg": [1.0, 2.0], "started": "2026-12-01 14:00:00",
+           "numpy": {"ok": True, "seconds": numpy_s, "stdout": "", "error": None}}
+    row["fastnn"] = ({"ok": False, "seconds": fastnn_s, "stdout": "", "error": error}
+                     if error else {"ok": True, "seconds": fastnn_s, "stdout": "",
+                                    "error": None, "figures": figures})
+    if nets_s is not None:
+        row["nets"] = {"ok": True, "seconds": nets_s, "stdout": "", "error": None,
+                       "figures": "rel <= 1e-15"}
+    return row
+
+
+def test_the_table_merges_rounds_into_medians_and_ratios_of_each_round(tmp_path):
+    """Rounds of one script: the median time per mode with its range, and the median of the
+    per-round ratios (each round's NumPy run against the same round's fastnn run)."""
+    rows = [_row("ch05/a.py", 10.0, 8.0, 5.0), _row("ch05/a.py", 30.0, 20.0, 12.0),
+            _row("ch05/a.py", 20.0, 10.0, 8.0, figures="rel <= 1e-12"),
+            _row("ch07/b.py", 4.0, 1.0, error="ValueError: b must have shape (1,)")]
+    lines = tmp_path / "runs.jsonl"
+    lines.write_text("".join(bench.json.dumps({"header": "H", **r}) + "\n" for r in rows))
+    loaded, headers = bench.load_lines(lines)
+    assert headers == ["H"] * 4 and loaded == rows
+    table = bench.markdown(loaded).splitlines()
+    a, b = table[2].split(" | "), table[3].split(" | ")
+    assert a[3] == "rel <= 1e-12"  # the worst round's figures
+    assert a[4] == "20.00 (10.00-30.00, 3 runs)" and a[5] == "10.00 (8.00-20.00, 3 runs)"
+    assert a[6] == "1.50x (1.25-2.00)"  # ratios 1.25, 1.5, 2.0
+    assert a[8] == "2.50x (2.00-2.50)"  # 10/5, 30/12, 20/8
+    assert b[2] == "no: ValueError: b must have shape (1,)" and b[5] == "fails"
+    out = tmp_path / "table.md"
+    bench.main(["--assemble", "--jsonl", str(lines), "--markdown", str(out)])
+    text = out.read_text()
+    assert text.startswith("H\n4 runs") and "| ch07/b.py |" in text
+
+
 # --- chapter 4's network as a class ----------------------------------------------------------
 
 
