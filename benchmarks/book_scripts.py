@@ -42,6 +42,7 @@ each run so that every run sees the snapshot's.  The MNIST parse caches of both 
 made before the timed runs.
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -120,11 +121,20 @@ def prepare_copy(book_code, mnist, folder):
     return copy
 
 
+#: The interpreter of the runs, and their PYTHONPATH (None: none): ``--python`` and
+#: ``--pythonpath`` set them, to time an installed fastnn rather than an editable install,
+#: whose import asks meson-python to check the build (it runs ninja) in every new process.
+PYTHON = [sys.executable]
+PYTHONPATH = [None]
+
+
 def environment(cache):
     env = {k: v for k, v in os.environ.items()
            if k not in ("FASTNN_DATA", "PYTHONPATH", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env.update(MPLBACKEND="Agg", XDG_CACHE_HOME=str(cache), OPENBLAS_NUM_THREADS="1",
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
+    if PYTHONPATH[0]:
+        env["PYTHONPATH"] = PYTHONPATH[0]
     return env
 
 
@@ -132,8 +142,7 @@ def run(script_path, mode, env, timeout, seed=0):
     """``(returncode, stdout, stderr, seconds)`` of one run of a script (mode: 'numpy',
     'fastnn' or 'nets')."""
     flags = {"numpy": ["--numpy"], "fastnn": [], "nets": ["--nets"]}[mode]
-    cmd = [sys.executable, "-m", "fastnn", "book", *flags, "--seed", str(seed),
-           script_path.name]
+    cmd = [PYTHON[0], "-m", "fastnn", "book", *flags, "--seed", str(seed), script_path.name]
     start = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=script_path.parent, env=env, capture_output=True,
@@ -195,7 +204,7 @@ def warm_caches(copy, env):
     for flags in (["--numpy"], []):
         probe = copy / "ch03" / "_warm.py"
         probe.write_text("import sys, os\nsys.path.append(os.pardir)\n" + code + "\n")
-        subprocess.run([sys.executable, "-m", "fastnn", "book", *flags, probe.name],
+        subprocess.run([PYTHON[0], "-m", "fastnn", "book", *flags, probe.name],
                        cwd=probe.parent, env=env, check=True, capture_output=True)
         probe.unlink()
 
@@ -362,6 +371,7 @@ def load_lines(path):
     return rows, headers
 
 
+@functools.lru_cache(maxsize=None)
 def header():
     import numpy
 
@@ -373,8 +383,12 @@ def header():
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    return (f"fastnn {fastnn.__version__}, numpy {numpy.__version__}, Python "
-            f"{platform.python_version()}; {cpu}, {os.cpu_count()} CPUs; one BLAS thread "
+    where = subprocess.run([PYTHON[0], "-c", "import fastnn; print(fastnn.__file__)"],
+                           env=environment(Path(tempfile.gettempdir())), capture_output=True,
+                           text=True).stdout.strip()
+    kind = "installed" if "site-packages" in where else "from its source tree"
+    return (f"fastnn {fastnn.__version__} ({kind}: {where}), numpy {numpy.__version__}, "
+            f"Python {platform.python_version()}; {cpu}, {os.cpu_count()} CPUs; one BLAS thread "
             f"(OPENBLAS_NUM_THREADS=1); {time.strftime('%Y-%m-%d %H:%M')}")
 
 
@@ -389,6 +403,9 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true",
                         help="print the scripts of the snapshot, one a line, and stop")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter of the runs (default: this one)")
+    parser.add_argument("--pythonpath", help="PYTHONPATH of the runs (default: none)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the prepared copy here between invocations")
     parser.add_argument("--jsonl", type=Path,
@@ -422,6 +439,7 @@ def main(argv=None):
                          (args.mnist, "the MNIST files")):
         if not folder.is_dir():
             raise SystemExit(f"{what} not found at {folder}")
+    PYTHON[0], PYTHONPATH[0] = args.python, args.pythonpath
     done = []
 
     def write(rows):
