@@ -304,7 +304,7 @@ def merge(rows):
             base = row.get("numpy")
             if mode != "numpy" and base and base["ok"] and cell["ok"]:
                 entry["ratios"].setdefault(mode, []).append(base["seconds"] / cell["seconds"])
-    return list(merged.values())
+    return sorted(merged.values(), key=lambda entry: entry["script"])  # chapter order
 
 
 def _seconds(cell):
