@@ -385,7 +385,7 @@ def header():
         pass
     where = subprocess.run([PYTHON[0], "-c", "import fastnn; print(fastnn.__file__)"],
                            env=environment(Path(tempfile.gettempdir())), capture_output=True,
-                           text=True).stdout.strip()
+                           text=True, cwd=tempfile.gettempdir()).stdout.strip()  # as the runs
     kind = "installed" if "site-packages" in where else "from its source tree"
     return (f"fastnn {fastnn.__version__} ({kind}: {where}), numpy {numpy.__version__}, "
             f"Python {platform.python_version()}; {cpu}, {os.cpu_count()} CPUs; one BLAS thread "
