@@ -1,7 +1,23 @@
 """Every script of the book's chapters 3-8, on the book's NumPy and on fastnn: the README table.
 
     python benchmarks/book_scripts.py [--book-code DIR] [--mnist DIR] [--only ch05/...]
-                                      [--markdown PATH] [--json PATH] [--timeout S]
+                                      [--modes numpy fastnn nets] [--workdir DIR]
+                                      [--jsonl PATH] [--markdown PATH] [--json PATH]
+                                      [--timeout S]
+    python benchmarks/book_scripts.py --assemble --jsonl PATH [--markdown PATH]
+
+On a shared machine, run it one script at a time under a lock and assemble the table after::
+
+    for s in $(python benchmarks/book_scripts.py --list); do
+        flock /work/notes/bench.lock python benchmarks/book_scripts.py --only $s \
+            --workdir /tmp/book-work --jsonl runs.jsonl
+    done
+    python benchmarks/book_scripts.py --assemble --jsonl runs.jsonl --markdown table.md
+
+``--workdir`` keeps the prepared copy (and both loaders' MNIST caches) between invocations;
+``--jsonl`` appends one line per script and run; ``--assemble`` builds the table from those
+lines, the median of every run of a script per mode (a script run several times, e.g. to
+interleave rounds, shows its median and its range).
 
 For each script of ``ch03``..``ch08`` in the book's snapshot (``../shared/datasets/book-code``
 beside the checkout by default), in a copy of the snapshot in a temporary folder (the MNIST
@@ -26,6 +42,7 @@ each run so that every run sees the snapshot's.  The MNIST parse caches of both 
 made before the timed runs.
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -104,11 +121,20 @@ def prepare_copy(book_code, mnist, folder):
     return copy
 
 
+#: The interpreter of the runs, and their PYTHONPATH (None: none): ``--python`` and
+#: ``--pythonpath`` set them, to time an installed fastnn rather than an editable install,
+#: whose import asks meson-python to check the build (it runs ninja) in every new process.
+PYTHON = [sys.executable]
+PYTHONPATH = [None]
+
+
 def environment(cache):
     env = {k: v for k, v in os.environ.items()
            if k not in ("FASTNN_DATA", "PYTHONPATH", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env.update(MPLBACKEND="Agg", XDG_CACHE_HOME=str(cache), OPENBLAS_NUM_THREADS="1",
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
+    if PYTHONPATH[0]:
+        env["PYTHONPATH"] = PYTHONPATH[0]
     return env
 
 
@@ -116,8 +142,7 @@ def run(script_path, mode, env, timeout, seed=0):
     """``(returncode, stdout, stderr, seconds)`` of one run of a script (mode: 'numpy',
     'fastnn' or 'nets')."""
     flags = {"numpy": ["--numpy"], "fastnn": [], "nets": ["--nets"]}[mode]
-    cmd = [sys.executable, "-m", "fastnn", "book", *flags, "--seed", str(seed),
-           script_path.name]
+    cmd = [PYTHON[0], "-m", "fastnn", "book", *flags, "--seed", str(seed), script_path.name]
     start = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=script_path.parent, env=env, capture_output=True,
@@ -179,7 +204,7 @@ def warm_caches(copy, env):
     for flags in (["--numpy"], []):
         probe = copy / "ch03" / "_warm.py"
         probe.write_text("import sys, os\nsys.path.append(os.pardir)\n" + code + "\n")
-        subprocess.run([sys.executable, "-m", "fastnn", "book", *flags, probe.name],
+        subprocess.run([PYTHON[0], "-m", "fastnn", "book", *flags, probe.name],
                        cwd=probe.parent, env=env, check=True, capture_output=True)
         probe.unlink()
 
@@ -189,33 +214,58 @@ def scripts_of(copy, only=None):
     return [s for s in found if not only or s in only]
 
 
-def measure(book_code, mnist, only=None, timeout=3600, log=print, progress=None):
-    """The rows of the table, one dict per script; ``progress(rows)`` after each script."""
-    with tempfile.TemporaryDirectory(prefix="fastnn-book-") as tmp:
-        pristine = prepare_copy(book_code, mnist, Path(tmp) / "pristine")
-        copy = prepare_copy(book_code, mnist, tmp)
+MODES = ("numpy", "fastnn", "nets")
+
+
+def prepare(book_code, mnist, folder):
+    """``(copy, pristine, env)``: the cut copy of the snapshot that the runs use, an untouched
+    cut copy to restore files from, and the runs' environment, all in ``folder``; prepared
+    once (a later call with the same ``folder`` reuses them and their MNIST caches)."""
+    folder = Path(folder)
+    copy, pristine = folder / "book-code", folder / "pristine" / "book-code"
+    env = environment(folder / "cache")
+    if not (folder / ".prepared").is_file():
+        for old in (copy, pristine.parent, folder / "cache"):
+            if old.exists():
+                shutil.rmtree(old)
+        prepare_copy(book_code, mnist, folder / "pristine")
+        prepare_copy(book_code, mnist, folder)
         apply_cuts(copy)
         apply_cuts(pristine)
-        env = environment(Path(tmp) / "cache")
         warm_caches(copy, env)
         shutil.copy2(copy / "dataset" / "mnist.pkl", pristine / "dataset" / "mnist.pkl")
+        (folder / ".prepared").write_text("")
+    return copy, pristine, env
+
+
+def measure(book_code, mnist, only=None, timeout=3600, log=print, progress=None,
+            workdir=None, modes=MODES):
+    """The rows of the table, one dict per script; ``progress(rows)`` after each script.
+
+    ``workdir``: the folder of :func:`prepare` (a temporary one by default); ``modes``: the
+    ways to run each script (``nets`` only where the script imports a chapter's network).
+    """
+    with tempfile.TemporaryDirectory(prefix="fastnn-book-") as tmp:
+        copy, pristine, env = prepare(book_code, mnist, workdir or tmp)
         rows = []
         for script in scripts_of(copy, only):
             path = copy / script
-            modes = ["numpy", "fastnn"]
-            if NET_IMPORT.search(path.read_text(encoding="utf-8")):
-                modes.append("nets")
-            row = {"script": script, "cut": CUTS.get(script, ("", []))[0]}
-            for mode in modes:
+            script_modes = [m for m in modes if m != "nets"
+                            or NET_IMPORT.search(path.read_text(encoding="utf-8"))]
+            row = {"script": script, "cut": CUTS.get(script, ("", []))[0],
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                   "loadavg": [round(os.getloadavg()[0], 2)]}
+            for mode in script_modes:
                 code, out, err, seconds = run(path, mode, env, timeout)
                 _restore(path.parent, pristine / path.parent.name)
                 row[mode] = {"ok": code == 0, "seconds": seconds, "stdout": out,
                              "error": None if code == 0 else last_error_line(err)}
                 log(f"{script:42s} {mode:6s} {'ok ' if code == 0 else 'ERR'} {seconds:8.2f} s"
                     + ("" if code == 0 else f"  {row[mode]['error']}"), flush=True)
+            row["loadavg"].append(round(os.getloadavg()[0], 2))
             check = any(word in script for word in GRADIENT_CHECKS)
-            for mode in modes[1:]:
-                if row[mode]["ok"] and row["numpy"]["ok"]:
+            for mode in script_modes:
+                if mode != "numpy" and "numpy" in row and row[mode]["ok"] and row["numpy"]["ok"]:
                     row[mode]["figures"] = compare(row[mode]["stdout"], row["numpy"]["stdout"],
                                                    check)
             rows.append(row)
@@ -224,36 +274,104 @@ def measure(book_code, mnist, only=None, timeout=3600, log=print, progress=None)
         return rows
 
 
+def _median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+def merge(rows):
+    """One entry per script from the rows of several runs (a script run ``n`` times, e.g.
+    interleaved rounds): per mode the seconds of every run, and per mode the ratio of the
+    NumPy run's time to its time within each run (the ratio of one moment, not of two)."""
+    merged = {}
+    for row in rows:
+        entry = merged.setdefault(row["script"], {"script": row["script"], "cut": row["cut"],
+                                                  "loadavg": [], "modes": {}, "ratios": {}})
+        entry["loadavg"] += row.get("loadavg", [])
+        for mode in MODES:
+            cell = row.get(mode)
+            if cell is None:
+                continue
+            into = entry["modes"].setdefault(mode, {"seconds": [], "errors": [],
+                                                    "figures": []})
+            if cell["ok"]:
+                into["seconds"].append(cell["seconds"])
+            else:
+                into["errors"].append(cell["error"])
+            if cell.get("figures"):
+                into["figures"].append(cell["figures"])
+            base = row.get("numpy")
+            if mode != "numpy" and base and base["ok"] and cell["ok"]:
+                entry["ratios"].setdefault(mode, []).append(base["seconds"] / cell["seconds"])
+    return sorted(merged.values(), key=lambda entry: entry["script"])  # chapter order
+
+
 def _seconds(cell):
     if cell is None:
         return "-"
-    return f"{cell['seconds']:.2f}" if cell["ok"] else "fails"
+    if cell["errors"] and not cell["seconds"]:
+        return "fails"
+    values = cell["seconds"]
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{_median(values):.2f} ({min(values):.2f}-{max(values):.2f}, {len(values)} runs)"
 
 
-def _ratio(base, cell):
-    if cell is None or not (cell["ok"] and base["ok"]):
+def _ratio(values):
+    if not values:
         return "-"
-    return f"{base['seconds'] / cell['seconds']:.2f}x"
+    if len(values) == 1:
+        return f"{values[0]:.2f}x"
+    return f"{_median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
+def _figures(cell):
+    if cell is None or not cell["figures"]:
+        return "-"
+    # the worst of the runs: 'differ' before 'larger' before 'rel <= ...'
+    kinds = sorted(set(cell["figures"]),
+                   key=lambda f: (f != "differ", f != "larger", f != "as small",
+                                  f == "identical", f))
+    return kinds[0]
 
 
 def markdown(rows):
+    """The table of the rows of :func:`measure` (several rows of one script are merged)."""
     lines = ["| script | cut | runs on fastnn | figures | NumPy s | fastnn s | speed | "
              "--nets s | speed | figures (--nets) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        base, fast, nets = row["numpy"], row["fastnn"], row.get("nets")
-        runs = "yes" if fast["ok"] else f"no: {fast['error']}"
-        if nets is not None and not fast["ok"] and nets["ok"]:
-            runs = "with --nets only"
-        figures = fast.get("figures", "-")
+    for entry in merge(rows):
+        modes = entry["modes"]
+        base, fast, nets = modes.get("numpy"), modes.get("fastnn"), modes.get("nets")
+        if fast is None:
+            runs = "-"
+        elif fast["errors"]:
+            runs = f"no: {fast['errors'][0]}"
+            if nets is not None and nets["seconds"] and not nets["errors"]:
+                runs = f"with --nets only ({fast['errors'][0]})"
+        else:
+            runs = "yes"
         lines.append(
-            f"| {row['script']} | {row['cut'] or '-'} | {runs} | {figures} | "
-            f"{_seconds(base)} | {_seconds(fast)} | {_ratio(base, fast)} | "
-            f"{_seconds(nets)} | {_ratio(base, nets)} | "
-            f"{nets.get('figures', '-') if nets else '-'} |")
+            f"| {entry['script']} | {entry['cut'] or '-'} | {runs} | {_figures(fast)} | "
+            f"{_seconds(base)} | {_seconds(fast)} | {_ratio(entry['ratios'].get('fastnn'))} | "
+            f"{_seconds(nets)} | {_ratio(entry['ratios'].get('nets'))} | {_figures(nets)} |")
     return "\n".join(lines)
 
 
+def load_lines(path):
+    """The rows appended to ``path`` by ``--jsonl`` runs, in order, and their headers."""
+    rows, headers = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                headers.append(record.pop("header", ""))
+                rows.append(record)
+    return rows, headers
+
+
+@functools.lru_cache(maxsize=None)
 def header():
     import numpy
 
@@ -265,8 +383,12 @@ def header():
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    return (f"fastnn {fastnn.__version__}, numpy {numpy.__version__}, Python "
-            f"{platform.python_version()}; {cpu}, {os.cpu_count()} CPUs; one BLAS thread "
+    where = subprocess.run([PYTHON[0], "-c", "import fastnn; print(fastnn.__file__)"],
+                           env=environment(Path(tempfile.gettempdir())), capture_output=True,
+                           text=True, cwd=tempfile.gettempdir()).stdout.strip()  # as the runs
+    kind = "installed" if "site-packages" in where else "from its source tree"
+    return (f"fastnn {fastnn.__version__} ({kind}: {where}), numpy {numpy.__version__}, "
+            f"Python {platform.python_version()}; {cpu}, {os.cpu_count()} CPUs; one BLAS thread "
             f"(OPENBLAS_NUM_THREADS=1); {time.strftime('%Y-%m-%d %H:%M')}")
 
 
@@ -276,23 +398,65 @@ def main(argv=None):
     parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST,
                         help="folder of the four MNIST .gz files")
     parser.add_argument("--only", nargs="+", help="scripts to run, e.g. ch05/train_neuralnet.py")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="ways to run each script (default: all three)")
+    parser.add_argument("--list", action="store_true",
+                        help="print the scripts of the snapshot, one a line, and stop")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter of the runs (default: this one)")
+    parser.add_argument("--pythonpath", help="PYTHONPATH of the runs (default: none)")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the prepared copy here between invocations")
+    parser.add_argument("--jsonl", type=Path,
+                        help="append one JSON line per script here (with --assemble: read)")
+    parser.add_argument("--assemble", action="store_true",
+                        help="build the table from the --jsonl lines; run nothing")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
+    if args.list:
+        for chapter in CHAPTERS:
+            for path in sorted((args.book_code / chapter).glob("*.py")):
+                print(f"{chapter}/{path.name}")
+        return
+    if args.assemble:
+        if args.jsonl is None:
+            parser.error("--assemble reads the lines of --jsonl PATH")
+        rows, headers = load_lines(args.jsonl)
+        loads = [x for row in rows for x in row.get("loadavg", [])]
+        starts = sorted(row["started"] for row in rows if "started" in row)
+        note = (f"{len(rows)} runs from {starts[0]} to {starts[-1]}; load average "
+                f"{min(loads):.1f}-{max(loads):.1f} (1-minute, before and after each run)"
+                if starts and loads else "")
+        table = (headers[-1] if headers else "") + ("\n" + note if note else "") + "\n\n" \
+            + markdown(rows)
+        if args.markdown:
+            args.markdown.write_text(table + "\n")
+        print(table)
+        return
     for folder, what in ((args.book_code / "common", "the book's code"),
                          (args.mnist, "the MNIST files")):
         if not folder.is_dir():
             raise SystemExit(f"{what} not found at {folder}")
+    PYTHON[0], PYTHONPATH[0] = args.python, args.pythonpath
+    done = []
+
     def write(rows):
         table = header() + "\n\n" + markdown(rows)
         if args.markdown:
             args.markdown.write_text(table + "\n")
         if args.json:
             args.json.write_text(json.dumps({"header": header(), "rows": rows}, indent=1))
+        if args.jsonl:
+            with open(args.jsonl, "a", encoding="utf-8") as f:
+                for row in rows[len(done):]:
+                    f.write(json.dumps({"header": header(), **row}) + "\n")
+            done[:] = rows
         return table
 
-    rows = measure(args.book_code, args.mnist, args.only, args.timeout, progress=write)
+    rows = measure(args.book_code, args.mnist, args.only, args.timeout, progress=write,
+                   workdir=args.workdir, modes=args.modes)
     print("\n" + write(rows))
 
 

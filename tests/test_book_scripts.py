@@ -357,6 +357,19 @@ def test_ch06_batch_norm_test_equals_the_books(book):
     same_figures(out, books(book, script), rel=1e-6)
 
 
+@pytest.mark.parametrize("flags", [[], ["--nets"]], ids=["layers", "nets"])
+def test_ch07_apply_filter_runs_with_the_books_scalar_bias(book, flags):
+    """The script builds ``Convolution(w, 0)``: the book's layer broadcasts the scalar bias."""
+    from fastnn.layers import Convolution
+
+    try:
+        Convolution(np.ones((1, 1, 2, 2)), 0).forward(np.ones((1, 1, 3, 3)))
+    except ValueError as exc:
+        pytest.skip(f"fastnn's Convolution refuses the book's scalar bias: {exc}")
+    books(book, "ch07/apply_filter.py")
+    ok(run(book, "ch07/apply_filter.py", *flags))
+
+
 @needs_mnist
 def test_ch07_train_convnet_on_the_books_subset(book):
     if not fastnn_has("common.layers", "Convolution"):
@@ -383,6 +396,44 @@ def test_ch08_misclassified_mnist_gives_the_books_accuracy(book, flags):
         pytest.skip("fastnn has no DeepConvNet yet")
     out = ok(run(book, "ch08/misclassified_mnist.py", *flags))
     assert "test accuracy:0.9797" in out
+
+
+# --- the table's assembly from per-script lines ---------------------------------------------
+
+
+def _row(script, numpy_s, fastnn_s, nets_s=None, error=None, figures="identical"):
+    row = {"script": script, "cut": "", "loadavg": [1.0, 2.0], "started": "2026-12-01 14:00:00",
+           "numpy": {"ok": True, "seconds": numpy_s, "stdout": "", "error": None}}
+    row["fastnn"] = ({"ok": False, "seconds": fastnn_s, "stdout": "", "error": error}
+                     if error else {"ok": True, "seconds": fastnn_s, "stdout": "",
+                                    "error": None, "figures": figures})
+    if nets_s is not None:
+        row["nets"] = {"ok": True, "seconds": nets_s, "stdout": "", "error": None,
+                       "figures": "rel <= 1e-15"}
+    return row
+
+
+def test_the_table_merges_rounds_into_medians_and_ratios_of_each_round(tmp_path):
+    """Rounds of one script: the median time per mode with its range, and the median of the
+    per-round ratios (each round's NumPy run against the same round's fastnn run)."""
+    rows = [_row("ch05/a.py", 10.0, 8.0, 5.0), _row("ch05/a.py", 30.0, 20.0, 12.0),
+            _row("ch05/a.py", 20.0, 10.0, 8.0, figures="rel <= 1e-12"),
+            _row("ch07/b.py", 4.0, 1.0, error="ValueError: b must have shape (1,)")]
+    lines = tmp_path / "runs.jsonl"
+    lines.write_text("".join(bench.json.dumps({"header": "H", **r}) + "\n" for r in rows))
+    loaded, headers = bench.load_lines(lines)
+    assert headers == ["H"] * 4 and loaded == rows
+    table = bench.markdown(loaded).splitlines()
+    a, b = table[2].split(" | "), table[3].split(" | ")
+    assert a[3] == "rel <= 1e-12"  # the worst round's figures
+    assert a[4] == "20.00 (10.00-30.00, 3 runs)" and a[5] == "10.00 (8.00-20.00, 3 runs)"
+    assert a[6] == "1.50x (1.25-2.00)"  # ratios 1.25, 1.5, 2.0
+    assert a[8] == "2.50x (2.00-2.50)"  # 10/5, 30/12, 20/8
+    assert b[2] == "no: ValueError: b must have shape (1,)" and b[5] == "fails"
+    out = tmp_path / "table.md"
+    bench.main(["--assemble", "--jsonl", str(lines), "--markdown", str(out)])
+    text = out.read_text()
+    assert text.startswith("H\n4 runs") and "| ch07/b.py |" in text
 
 
 # --- chapter 4's network as a class ----------------------------------------------------------
