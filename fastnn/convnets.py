@@ -153,7 +153,8 @@ class _ConvNet:
             if len(self._plans) >= 4:  # batch sizes come and go; keep the latest few
                 self._plans.pop(next(iter(self._plans)))
             dropout = [self._dropout_ratio] * (len(self._sizes) - 1)
-            plan = self._plans[n] = Plan(self._plan_convs, self._sizes, dropout, n, self.dtype)
+            plan = self._plans[n] = Plan(self._plan_convs, self._sizes, dropout, n, self.dtype,
+                                         max_shares=threads.available_cpus())
         return plan
 
     def _images(self, x):
@@ -187,8 +188,10 @@ class _ConvNet:
             stop = min(start + _PREDICT_BLOCK, n)
             block = np.ascontiguousarray(x[start:stop], dtype=self.dtype)
             plan = self._plan(stop - start)
+            masks = self._masks(stop - start, train)
+            shares = threads.for_split(plan.conv_work)
             with threads.for_work(plan.largest_gemm):
-                plan.forward(*weights, block, out[start:stop], self._masks(stop - start, train))
+                plan.forward(*weights, block, out[start:stop], masks, shares)
         return out
 
     def _layered_predict(self, x, train_flg=False):
@@ -222,9 +225,10 @@ class _ConvNet:
         x = np.ascontiguousarray(x, dtype=self.dtype)
         plan = self._plan(x.shape[0])
         masks = self._masks(x.shape[0], True)
+        shares = threads.for_split(plan.conv_work)
         with threads.for_work(plan.largest_gemm):
             loss = plan.gradient(*weights, x, t, labels, self._dWc, self._dbc, self._dWd,
-                                 self._dbd, masks, False, backward)
+                                 self._dbd, masks, False, backward, shares)
         return self.dtype.type(loss), x
 
     def loss(self, x, t):

@@ -47,6 +47,8 @@
     /* z[i] *= m[i] (a dropout mask of 0s and 1s), or z[i] *= s */                             \
     void fnn_cn_mul_##SFX(REAL *z, const REAL *m, fnn_index size);                             \
     void fnn_cn_scale_##SFX(REAL *z, REAL s, fnn_index size);                                  \
+    /* z[i] += a[i] */                                                                         \
+    void fnn_cn_add_##SFX(REAL *z, const REAL *a, fnn_index size);                             \
                                                                                                \
     /* The direct path: NHWC images, filters packed as Wk[((i*FW + j)*C + c)*F + f]; F (and C  \
        for an input gradient) a multiple of FNN_CN_BLOCK(REAL) (two 32-byte vectors). */       \

@@ -189,6 +189,12 @@ FNN_MULTIVERSION void FNN(fnn_cn_mul)(REAL *restrict z, const REAL *restrict m, 
         z[i] *= m[i];
 }
 
+FNN_MULTIVERSION void FNN(fnn_cn_add)(REAL *restrict z, const REAL *restrict a, fnn_index size)
+{
+    for (fnn_index i = 0; i < size; i++)
+        z[i] += a[i];
+}
+
 void FNN(fnn_cn_scale)(REAL *z, REAL s, fnn_index size)
 {
     for (fnn_index i = 0; i < size; i++)

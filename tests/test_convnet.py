@@ -408,9 +408,9 @@ def _oracle(convs, Wc, bc, Wd, bd, x, t):
                                  st.booleans()), min_size=1, max_size=3),
        f64=st.booleans(), seed=st.integers(0, 2**31))
 def test_direct_and_gemm_paths_match_the_twins(n, c0, size, layers, f64, seed):
-    """The direct path (NHWC, stride 1) and im2col + GEMM give the twins' loss and gradients
-    on every geometry either takes: several convolutions, pooled or not, padded or not, one or
-    several input channels."""
+    """The direct path (NHWC, stride 1; on one thread and split over two) and im2col + GEMM
+    give the twins' loss and gradients on every geometry either takes: several convolutions,
+    pooled or not, padded or not, one or several input channels."""
     from fastnn._kernels._convnet import Plan
 
     dtype = np.float64 if f64 else np.float32
@@ -437,17 +437,18 @@ def test_direct_and_gemm_paths_match_the_twins(n, c0, size, layers, f64, seed):
     x = rng.standard_normal((n, c0, size, size)).astype(dtype)
     t = rng.integers(0, 3, n)
     loss_ref, y_ref, dW_ref, db_ref = _oracle(convs, Wc, bc, Wd, bd, x, t)
-    for direct in (True, False):
-        plan = Plan(convs, sizes, [0.0, 0.0], n, dtype, direct=direct)
+    for direct, shares in ((True, 1), (True, 2), (False, 1)):
+        plan = Plan(convs, sizes, [0.0, 0.0], n, dtype, direct=direct, max_shares=2)
         assert plan.direct == direct
+        assert plan.max_shares == (min(2, n) if direct else 1)
         out = np.empty((n, 3), dtype)
-        plan.forward(Wc, bc, Wd, bd, x, out)
-        assert_twin(out, y_ref, dtype, f"scores (direct={direct})")
+        plan.forward(Wc, bc, Wd, bd, x, out, None, shares)
+        assert_twin(out, y_ref, dtype, f"scores (direct={direct}, shares={shares})")
         dWc = [np.empty_like(w) for w in Wc]
         dbc = [np.empty_like(b) for b in bc]
         dWd = [np.empty_like(w) for w in Wd]
         dbd = [np.empty_like(b) for b in bd]
-        loss = plan.gradient(Wc, bc, Wd, bd, x, t, True, dWc, dbc, dWd, dbd)
+        loss = plan.gradient(Wc, bc, Wd, bd, x, t, True, dWc, dbc, dWd, dbd, shares=shares)
         assert_twin(loss, loss_ref, dtype, f"loss (direct={direct})")
         for i, (g, r) in enumerate(zip(dWc + dWd, dW_ref)):
             assert_twin(g, r, dtype, f"dW{i + 1} (direct={direct})")

@@ -35,6 +35,8 @@ cdef extern from "fnn_convnet.h" nogil:
     void fnn_cn_mul_f64(double *z, const double *m, fnn_index size)
     void fnn_cn_scale_f32(float *z, float s, fnn_index size)
     void fnn_cn_scale_f64(double *z, double s, fnn_index size)
+    void fnn_cn_add_f32(float *z, const float *a, fnn_index size)
+    void fnn_cn_add_f64(double *z, const double *a, fnn_index size)
 
     void fnn_cn_direct_conv_f32(const float *xp, int Wp, int C, int FH, int FW, const float *Wk,
                                int F, int OH, int OW, float *z)
