@@ -178,7 +178,10 @@ def for_split(multiply_adds):
     """
     if _get is None:
         _bind()
-    setting = _get() if _get else _cpus
+    with _mutex:
+        # while for_work calls are in flight the library runs at their count: the setting to
+        # go by is the one they restore, so the count does not depend on other threads' calls
+        setting = (_resting if _active else _get()) if _get else _cpus
     return _wanted(setting or 1, multiply_adds)
 
 
