@@ -86,6 +86,16 @@ def _geometry(input_dim, convs):
     return plan, C * H * W
 
 
+def _blas_work(plan):
+    """The work by which a Plan's call sets the BLAS threads.  On the direct path the
+    convolutions run on threads of their own (threads.for_split) and BLAS has only the small
+    dense GEMMs: one BLAS thread, so that no OpenBLAS thread spins, after its GEMM, on the
+    core a share of the images needs."""
+    if plan.direct:
+        return min(plan.largest_gemm, threads.MIN_WORK_PER_THREAD)
+    return plan.largest_gemm
+
+
 class _ConvNet:
     """What both networks share: the compiled path, the book's accuracy and weight files."""
 
@@ -190,7 +200,7 @@ class _ConvNet:
             plan = self._plan(stop - start)
             masks = self._masks(stop - start, train)
             shares = threads.for_split(plan.conv_work)
-            with threads.for_work(plan.largest_gemm):
+            with threads.for_work(_blas_work(plan)):
                 plan.forward(*weights, block, out[start:stop], masks, shares)
         return out
 
@@ -226,7 +236,7 @@ class _ConvNet:
         plan = self._plan(x.shape[0])
         masks = self._masks(x.shape[0], True)
         shares = threads.for_split(plan.conv_work)
-        with threads.for_work(plan.largest_gemm):
+        with threads.for_work(_blas_work(plan)):
             loss = plan.gradient(*weights, x, t, labels, self._dWc, self._dbc, self._dWd,
                                  self._dbd, masks, False, backward, shares)
         return self.dtype.type(loss), x
