@@ -172,9 +172,12 @@ def for_split(multiply_adds):
     ``blas_limit(1)`` and the Trainer's one thread hold here too; never more than the CPUs),
     and at least ``MIN_WORK_PER_THREAD`` multiply-adds per thread.
 
-    Measured on DeepConvNet's float32 training step (2-core KVM guest under a load average of
-    3.4-4.5 from other work): at batch 1000, 1419 ms on one thread against 818 ms on two; at
-    batch 100, 313 against 253 ms.
+    Measured on DeepConvNet's float32 training step, 2-core KVM guest, while other work kept the
+    load average at 3-4.5 (so a second core was free only part of the time): at batch 1000,
+    1419 ms on one thread against 818 ms on two in one run, 963 against 974 ms in another; at
+    batch 100, 313 against 253 ms and 140 against 95 ms, and once 128 against 154 ms.  The
+    threads do not spin between calls, so a busy machine costs little; a quiet one should gain
+    close to 2x.  To be re-measured on a quiet machine.
     """
     if _get is None:
         _bind()

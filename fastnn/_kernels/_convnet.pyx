@@ -37,8 +37,9 @@
 # db accumulators, added in share order afterwards: results depend on the share count only,
 # which fastnn.threads.for_split chooses by the work.  Forward, a share runs every convolution
 # of its images; backward, every layer's gradients down, its images' rows of the ping-pong
-# buffers n * widest apart.  Measured (DeepConvNet float32, loaded 2-core machine): batch
-# 1000 steps 1.7x faster on two threads, batch 100 1.2x.
+# buffers n * widest apart.  Measured (DeepConvNet float32, a 2-core machine under a load
+# average of 3-4.5 from other work, see fastnn.threads.for_split): two threads gained up to
+# 1.7x at batch 1000 and 1.5x at batch 100, and in some runs nothing.
 #
 # The im2col + GEMM path (any stride, padding and filter count: SimpleConvNet's 30 filters).
 # The book's NCHW all the way through (the flattened pooled output is then exactly the book's
