@@ -8,7 +8,8 @@
  * A column matrix holds one image's patches as K = C*FH*FW rows (in the book's (c, i, j)
  * order, the order of W.reshape(FN, -1)) of OH*OW pixels; rows are `ld` elements apart, so
  * that the columns of several images can sit side by side in one matrix and be multiplied
- * by one GEMM.  Max pooling is the book's 2x2 window of stride 2 (pad 0), fused with the
+ * by one GEMM (they are built and folded back by the Convolution layer's fnn_im2col_t and
+ * fnn_col2im_t_add, fnn_conv.h).  Max pooling is the book's 2x2 window of stride 2 (pad 0), fused with the
  * convolution's bias and ReLU: max_i relu(z_i + b) = relu(max_i z_i + b), so the epilogue
  * reads each convolution output once and writes only the pooled value and the index (0..3,
  * row-major in the window) of its maximum.  No allocation, no error paths.
@@ -22,13 +23,6 @@
 #define FNN_CN_BLOCK(REAL) ((int)(64 / sizeof(REAL)))
 
 #define FNN_DECLARE_CONVNET(REAL, SFX)                                                          \
-    /* col[(c*FH + i)*FW + j, oh*OW + ow] = x[c, oh*stride - pad + i, ow*stride - pad + j]     \
-       (0 outside the image); col rows ld apart */                                             \
-    void fnn_cn_im2col_##SFX(const REAL *x, int C, int H, int W, int FH, int FW, int stride,   \
-                             int pad, int OH, int OW, REAL *col, fnn_index ld);                \
-    /* dx = the sum of every col entry into the pixel it was copied from (dx overwritten) */   \
-    void fnn_cn_col2im_##SFX(const REAL *col, fnn_index ld, int C, int H, int W, int FH,       \
-                             int FW, int stride, int pad, int OH, int OW, REAL *dx);            \
     /* out[f, p] = relu(z[f*ld + p] + b[f]), p < P */                                          \
     void fnn_cn_bias_relu_##SFX(const REAL *z, fnn_index ld, const REAL *b, int F,             \
                                 fnn_index P, REAL *out);                                        \

@@ -4,14 +4,6 @@ from libc.stdint cimport uint8_t
 cdef extern from "fnn_convnet.h" nogil:
     ctypedef Py_ssize_t fnn_index
 
-    void fnn_cn_im2col_f32(const float *x, int C, int H, int W, int FH, int FW, int stride,
-                           int pad, int OH, int OW, float *col, fnn_index ld)
-    void fnn_cn_im2col_f64(const double *x, int C, int H, int W, int FH, int FW, int stride,
-                           int pad, int OH, int OW, double *col, fnn_index ld)
-    void fnn_cn_col2im_f32(const float *col, fnn_index ld, int C, int H, int W, int FH, int FW,
-                           int stride, int pad, int OH, int OW, float *dx)
-    void fnn_cn_col2im_f64(const double *col, fnn_index ld, int C, int H, int W, int FH,
-                           int FW, int stride, int pad, int OH, int OW, double *dx)
     void fnn_cn_bias_relu_f32(const float *z, fnn_index ld, const float *b, int F, fnn_index P,
                               float *out)
     void fnn_cn_bias_relu_f64(const double *z, fnn_index ld, const double *b, int F,

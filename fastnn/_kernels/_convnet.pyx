@@ -77,6 +77,9 @@ import numpy as np
 
 from fastnn._kernels._arrays cimport _describe, dim, flat_data, float_type
 from fastnn._kernels._blas cimport gemm
+from fastnn._kernels._cconv cimport (
+    fnn_col2im_t_add_f32, fnn_col2im_t_add_f64, fnn_im2col_t_f32, fnn_im2col_t_f64,
+)
 from fastnn._kernels._cconvnet cimport *
 from fastnn._kernels._cfnn cimport (
     FNN_IDENTITY, FNN_RELU, fnn_activation_backward_f32, fnn_activation_backward_f64,
@@ -479,12 +482,27 @@ cdef void *_array_2d(object a, str name, int typenum, Py_ssize_t d0, Py_ssize_t 
 
 cdef inline void _im2col(const floating *x, _Net *net, int l, floating *col,
                          Py_ssize_t ld) noexcept nogil:
+    """One image's column matrix, rows ld apart: the Convolution layer's kernel (_conv.pyx),
+    over all OH output rows."""
     if floating is float:
-        fnn_cn_im2col_f32(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
-                          net.PAD[l], net.OH[l], net.OW[l], col, ld)
+        fnn_im2col_t_f32(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
+                         net.PAD[l], net.OW[l], 0, net.OH[l], col, ld)
     else:
-        fnn_cn_im2col_f64(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
-                          net.PAD[l], net.OH[l], net.OW[l], col, ld)
+        fnn_im2col_t_f64(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
+                         net.PAD[l], net.OW[l], 0, net.OH[l], col, ld)
+
+
+cdef inline void _col2im(const floating *col, Py_ssize_t ld, _Net *net, int l,
+                         floating *dx) noexcept nogil:
+    """dx = the sum of every column entry into the pixel it came from (the Convolution
+    layer's adjoint kernel, _conv.pyx, on a zeroed image)."""
+    memset(dx, 0, net.insz[l] * sizeof(floating))
+    if floating is float:
+        fnn_col2im_t_add_f32(col, ld, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l],
+                             net.S[l], net.PAD[l], net.OW[l], 0, net.OH[l], dx)
+    else:
+        fnn_col2im_t_add_f64(col, ld, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l],
+                             net.S[l], net.PAD[l], net.OW[l], 0, net.OH[l], dx)
 
 
 cdef void _conv_forward(_Net *net, int l, const floating *inp) noexcept nogil:
@@ -873,14 +891,7 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
                 continue  # the input's gradient: nobody needs it
             gemm(True, False, K, <int> ld, F, 1, W, K, z, <int> ld, 0, col, <int> ld)
             for q in range(bn):
-                if floating is float:
-                    fnn_cn_col2im_f32(col + q * P, ld, net.C[l], net.H[l], net.W[l], net.FH[l],
-                                      net.FW[l], net.S[l], net.PAD[l], net.OH[l], net.OW[l],
-                                      dnext + (s + q) * insz)
-                else:
-                    fnn_cn_col2im_f64(col + q * P, ld, net.C[l], net.H[l], net.W[l], net.FH[l],
-                                      net.FW[l], net.S[l], net.PAD[l], net.OH[l], net.OW[l],
-                                      dnext + (s + q) * insz)
+                _col2im(col + q * P, ld, net, l, dnext + (s + q) * insz)
             s += bn
         if floating is float:
             fnn_cn_db_store_f32(net.dbacc, F, db)
