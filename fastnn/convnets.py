@@ -86,6 +86,16 @@ def _geometry(input_dim, convs):
     return plan, C * H * W
 
 
+def _blas_work(plan):
+    """The work by which a Plan's call sets the BLAS threads.  On the direct path the
+    convolutions run on threads of their own (threads.for_split) and BLAS has only the small
+    dense GEMMs: one BLAS thread, so that no OpenBLAS thread spins, after its GEMM, on the
+    core a share of the images needs."""
+    if plan.direct:
+        return min(plan.largest_gemm, threads.MIN_WORK_PER_THREAD)
+    return plan.largest_gemm
+
+
 class _ConvNet:
     """What both networks share: the compiled path, the book's accuracy and weight files."""
 
@@ -153,7 +163,8 @@ class _ConvNet:
             if len(self._plans) >= 4:  # batch sizes come and go; keep the latest few
                 self._plans.pop(next(iter(self._plans)))
             dropout = [self._dropout_ratio] * (len(self._sizes) - 1)
-            plan = self._plans[n] = Plan(self._plan_convs, self._sizes, dropout, n, self.dtype)
+            plan = self._plans[n] = Plan(self._plan_convs, self._sizes, dropout, n, self.dtype,
+                                         max_shares=threads.available_cpus())
         return plan
 
     def _images(self, x):
@@ -187,8 +198,10 @@ class _ConvNet:
             stop = min(start + _PREDICT_BLOCK, n)
             block = np.ascontiguousarray(x[start:stop], dtype=self.dtype)
             plan = self._plan(stop - start)
-            with threads.for_work(plan.largest_gemm):
-                plan.forward(*weights, block, out[start:stop], self._masks(stop - start, train))
+            masks = self._masks(stop - start, train)
+            shares = threads.for_split(plan.conv_work)
+            with threads.for_work(_blas_work(plan)):
+                plan.forward(*weights, block, out[start:stop], masks, shares)
         return out
 
     def _layered_predict(self, x, train_flg=False):
@@ -222,9 +235,10 @@ class _ConvNet:
         x = np.ascontiguousarray(x, dtype=self.dtype)
         plan = self._plan(x.shape[0])
         masks = self._masks(x.shape[0], True)
-        with threads.for_work(plan.largest_gemm):
+        shares = threads.for_split(plan.conv_work)
+        with threads.for_work(_blas_work(plan)):
             loss = plan.gradient(*weights, x, t, labels, self._dWc, self._dbc, self._dWd,
-                                 self._dbd, masks, False, backward)
+                                 self._dbd, masks, False, backward, shares)
         return self.dtype.type(loss), x
 
     def loss(self, x, t):

@@ -3,85 +3,6 @@
  * twice by fnn_convnet.c.
  */
 
-/* The output columns ow whose input column ow*stride - pad + j lies inside [0, W):
-   [*lo, *hi). */
-FNN_INLINE void FNN(cn_valid_range)(int W, int j, int stride, int pad, int OW, int *lo, int *hi)
-{
-    const int first = pad - j;  /* ow*stride >= pad - j */
-    int l = first > 0 ? (first + stride - 1) / stride : 0;
-    const int last = W - 1 + pad - j;  /* ow*stride <= W - 1 + pad - j */
-    int h = last >= 0 ? last / stride + 1 : 0;
-    if (h > OW)
-        h = OW;
-    if (l > h)
-        l = h;
-    *lo = l;
-    *hi = h;
-}
-
-FNN_MULTIVERSION void FNN(fnn_cn_im2col)(const REAL *restrict x, int C, int H, int W, int FH,
-                                         int FW, int stride, int pad, int OH, int OW,
-                                         REAL *restrict col, fnn_index ld)
-{
-    for (int c = 0; c < C; c++)
-        for (int i = 0; i < FH; i++)
-            for (int j = 0; j < FW; j++) {
-                REAL *restrict row = col + ((fnn_index)(c * FH + i) * FW + j) * ld;
-                int lo, hi;
-                FNN(cn_valid_range)(W, j, stride, pad, OW, &lo, &hi);
-                for (int oh = 0; oh < OH; oh++) {
-                    REAL *restrict dst = row + (fnn_index)oh * OW;
-                    const int ih = oh * stride - pad + i;
-                    if (ih < 0 || ih >= H) {
-                        memset(dst, 0, sizeof(REAL) * (size_t)OW);
-                        continue;
-                    }
-                    const REAL *restrict src = x + ((fnn_index)c * H + ih) * W + (j - pad);
-                    for (int ow = 0; ow < lo; ow++)
-                        dst[ow] = 0;
-                    if (stride == 1) {
-                        /* a contiguous copy: the common case, vectorised */
-                        for (int ow = lo; ow < hi; ow++)
-                            dst[ow] = src[ow];
-                    } else {
-                        for (int ow = lo; ow < hi; ow++)
-                            dst[ow] = src[(fnn_index)ow * stride];
-                    }
-                    for (int ow = hi; ow < OW; ow++)
-                        dst[ow] = 0;
-                }
-            }
-}
-
-FNN_MULTIVERSION void FNN(fnn_cn_col2im)(const REAL *restrict col, fnn_index ld, int C, int H,
-                                         int W, int FH, int FW, int stride, int pad, int OH,
-                                         int OW, REAL *restrict dx)
-{
-    memset(dx, 0, sizeof(REAL) * (size_t)C * (size_t)H * (size_t)W);
-    /* per pixel, the filter offsets (i, j) are summed in the book's order */
-    for (int c = 0; c < C; c++)
-        for (int i = 0; i < FH; i++)
-            for (int j = 0; j < FW; j++) {
-                const REAL *restrict row = col + ((fnn_index)(c * FH + i) * FW + j) * ld;
-                int lo, hi;
-                FNN(cn_valid_range)(W, j, stride, pad, OW, &lo, &hi);
-                for (int oh = 0; oh < OH; oh++) {
-                    const int ih = oh * stride - pad + i;
-                    if (ih < 0 || ih >= H)
-                        continue;
-                    const REAL *restrict src = row + (fnn_index)oh * OW;
-                    REAL *restrict dst = dx + ((fnn_index)c * H + ih) * W + (j - pad);
-                    if (stride == 1) {
-                        for (int ow = lo; ow < hi; ow++)
-                            dst[ow] += src[ow];
-                    } else {
-                        for (int ow = lo; ow < hi; ow++)
-                            dst[(fnn_index)ow * stride] += src[ow];
-                    }
-                }
-            }
-}
-
 FNN_MULTIVERSION void FNN(fnn_cn_bias_relu)(const REAL *restrict z, fnn_index ld,
                                             const REAL *restrict b, int F, fnn_index P,
                                             REAL *restrict out)
@@ -163,14 +84,23 @@ FNN_MULTIVERSION void FNN(fnn_cn_relu_mask)(const REAL *restrict d, const REAL *
 }
 
 FNN_MULTIVERSION void FNN(fnn_cn_row_sum_add)(const REAL *restrict dz, fnn_index ld, int F,
-                                              fnn_index P, REAL *restrict db)
+                                              fnn_index P, double *restrict db)
 {
     for (int f = 0; f < F; f++) {
         const REAL *restrict row = dz + f * ld;
-        double s = 0;  /* in double: a row holds a whole block of images' pixels */
-        for (fnn_index p = 0; p < P; p++)
-            s += row[p];
-        db[f] += (REAL)s;
+        /* in double, as the twin's float64: a row holds a whole block of images' pixels;
+           four partial sums, which the compiler keeps in one vector */
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        fnn_index p = 0;
+        for (; p + 4 <= P; p += 4) {
+            s0 += row[p];
+            s1 += row[p + 1];
+            s2 += row[p + 2];
+            s3 += row[p + 3];
+        }
+        for (; p < P; p++)
+            s0 += row[p];
+        db[f] += (s0 + s1) + (s2 + s3);
     }
 }
 
@@ -180,8 +110,285 @@ FNN_MULTIVERSION void FNN(fnn_cn_mul)(REAL *restrict z, const REAL *restrict m, 
         z[i] *= m[i];
 }
 
+FNN_MULTIVERSION void FNN(fnn_cn_add)(REAL *restrict z, const REAL *restrict a, fnn_index size)
+{
+    for (fnn_index i = 0; i < size; i++)
+        z[i] += a[i];
+}
+
 void FNN(fnn_cn_scale)(REAL *z, REAL s, fnn_index size)
 {
     for (fnn_index i = 0; i < size; i++)
         z[i] *= s;
+}
+
+/* ---- the direct path: channels-last (NHWC) images, no column matrix ------------------------
+ *
+ * An image is (H, W, C), channels innermost; a padded image xp is (H + 2 pad, W + 2 pad, C)
+ * with zeros around.  Filters are packed as Wk[k*F + f], k = (i*FW + j)*C + c, so that the F
+ * weights of one tap are contiguous: the kernels keep a tile of FNN_CN_PT pixels x 2 vectors of
+ * filters (12 accumulators in float32 and float64 alike) in registers and, per tap, load 2
+ * weight vectors and broadcast one input value per pixel, 12 fused multiply-adds for 8 loads.
+ * F (and, for the input gradient, C) is a multiple of the 2 vectors: the Plan checks it. */
+
+#define FNN_CN_VL ((int)(32 / sizeof(REAL)))
+#define FNN_CN_PT 6
+typedef REAL FNN(cn_vec) __attribute__((vector_size(32)));
+typedef REAL FNN(cn_vecu) __attribute__((vector_size(32), aligned(sizeof(REAL)), may_alias));
+#define FNN_CN_LOAD(p) (*(const FNN(cn_vecu) *)(p))
+#define FNN_CN_STORE(p, v) (*(FNN(cn_vecu) *)(p) = (v))
+
+/* the fused multiply-adds of the tiles: a * b + c in one rounding (C11 mode contracts none) */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
+FNN_INLINE void FNN(cn_conv_tile)(const REAL *restrict xp, int Wp, int C, int FH, int FW,
+                                  const REAL *restrict Wk, int F, int f0, fnn_index p0, int OW,
+                                  REAL *restrict z, const int np)
+{
+    FNN(cn_vec) a0[FNN_CN_PT], a1[FNN_CN_PT];
+    fnn_index base[FNN_CN_PT];
+    for (int t = 0; t < np; t++) {
+        const fnn_index p = p0 + t, oh = p / OW, ow = p - oh * OW;
+        base[t] = (oh * Wp + ow) * C;
+        a0[t] = (FNN(cn_vec)){0};
+        a1[t] = (FNN(cn_vec)){0};
+    }
+    for (int i = 0; i < FH; i++)
+        for (int j = 0; j < FW; j++) {
+            const REAL *restrict xr = xp + ((fnn_index)i * Wp + j) * C;
+            const REAL *restrict wr = Wk + (fnn_index)(i * FW + j) * C * F + f0;
+            for (int c = 0; c < C; c++) {
+                const FNN(cn_vec) w0 = FNN_CN_LOAD(wr + (fnn_index)c * F);
+                const FNN(cn_vec) w1 = FNN_CN_LOAD(wr + (fnn_index)c * F + FNN_CN_VL);
+                for (int t = 0; t < np; t++) {
+                    const REAL xv = xr[base[t] + c];
+                    a0[t] += w0 * xv;
+                    a1[t] += w1 * xv;
+                }
+            }
+        }
+    for (int t = 0; t < np; t++) {
+        REAL *restrict zo = z + (p0 + t) * F + f0;
+        FNN_CN_STORE(zo, a0[t]);
+        FNN_CN_STORE(zo + FNN_CN_VL, a1[t]);
+    }
+}
+
+FNN_MULTIVERSION void FNN(fnn_cn_direct_conv)(const REAL *restrict xp, int Wp, int C, int FH,
+                                              int FW, const REAL *restrict Wk, int F, int OH,
+                                              int OW, REAL *restrict z)
+{
+    const fnn_index P = (fnn_index)OH * OW;
+    for (int f0 = 0; f0 < F; f0 += 2 * FNN_CN_VL)
+        for (fnn_index p0 = 0; p0 < P; p0 += FNN_CN_PT) {
+            /* constant tile sizes, so that the accumulators stay in registers */
+            switch (P - p0 < FNN_CN_PT ? (int)(P - p0) : FNN_CN_PT) {
+            case 6: FNN(cn_conv_tile)(xp, Wp, C, FH, FW, Wk, F, f0, p0, OW, z, 6); break;
+            case 5: FNN(cn_conv_tile)(xp, Wp, C, FH, FW, Wk, F, f0, p0, OW, z, 5); break;
+            case 4: FNN(cn_conv_tile)(xp, Wp, C, FH, FW, Wk, F, f0, p0, OW, z, 4); break;
+            case 3: FNN(cn_conv_tile)(xp, Wp, C, FH, FW, Wk, F, f0, p0, OW, z, 3); break;
+            case 2: FNN(cn_conv_tile)(xp, Wp, C, FH, FW, Wk, F, f0, p0, OW, z, 2); break;
+            default: FNN(cn_conv_tile)(xp, Wp, C, FH, FW, Wk, F, f0, p0, OW, z, 1); break;
+            }
+        }
+}
+
+FNN_INLINE void FNN(cn_dw_tile)(const REAL *restrict xp, int Wp, int C, int FW,
+                                const REAL *restrict dz, fnn_index ldr, int F, int f0,
+                                int k0, int OH, int OW, REAL *restrict dWk, const int nk)
+{
+    FNN(cn_vec) a0[FNN_CN_PT], a1[FNN_CN_PT];
+    fnn_index off[FNN_CN_PT];
+    for (int t = 0; t < nk; t++) {
+        const int k = k0 + t, c = k % C, ij = k / C, i = ij / FW, j = ij - i * FW;
+        off[t] = ((fnn_index)i * Wp + j) * C + c;
+        a0[t] = (FNN(cn_vec)){0};
+        a1[t] = (FNN(cn_vec)){0};
+    }
+    for (int oh = 0; oh < OH; oh++) {
+        const REAL *restrict xrow = xp + (fnn_index)oh * Wp * C;
+        const REAL *restrict drow = dz + (fnn_index)oh * ldr + f0;
+        for (int ow = 0; ow < OW; ow++) {
+            const FNN(cn_vec) d0 = FNN_CN_LOAD(drow + (fnn_index)ow * F);
+            const FNN(cn_vec) d1 = FNN_CN_LOAD(drow + (fnn_index)ow * F + FNN_CN_VL);
+            const REAL *restrict xo = xrow + (fnn_index)ow * C;
+            for (int t = 0; t < nk; t++) {
+                const REAL xv = xo[off[t]];
+                a0[t] += d0 * xv;
+                a1[t] += d1 * xv;
+            }
+        }
+    }
+    for (int t = 0; t < nk; t++) {
+        REAL *restrict o = dWk + (fnn_index)(k0 + t) * F + f0;
+        FNN_CN_STORE(o, FNN_CN_LOAD(o) + a0[t]);
+        FNN_CN_STORE(o + FNN_CN_VL, FNN_CN_LOAD(o + FNN_CN_VL) + a1[t]);
+    }
+}
+
+FNN_MULTIVERSION void FNN(fnn_cn_direct_dw)(const REAL *restrict xp, int Wp, int C, int FH,
+                                            int FW, const REAL *restrict dz, fnn_index ldr,
+                                            int F, int OH, int OW, REAL *restrict dWk)
+{
+    const int K = C * FH * FW;
+    for (int f0 = 0; f0 < F; f0 += 2 * FNN_CN_VL)
+        for (int k0 = 0; k0 < K; k0 += FNN_CN_PT) {
+            switch (K - k0 < FNN_CN_PT ? K - k0 : FNN_CN_PT) {
+            case 6: FNN(cn_dw_tile)(xp, Wp, C, FW, dz, ldr, F, f0, k0, OH, OW, dWk, 6); break;
+            case 5: FNN(cn_dw_tile)(xp, Wp, C, FW, dz, ldr, F, f0, k0, OH, OW, dWk, 5); break;
+            case 4: FNN(cn_dw_tile)(xp, Wp, C, FW, dz, ldr, F, f0, k0, OH, OW, dWk, 4); break;
+            case 3: FNN(cn_dw_tile)(xp, Wp, C, FW, dz, ldr, F, f0, k0, OH, OW, dWk, 3); break;
+            case 2: FNN(cn_dw_tile)(xp, Wp, C, FW, dz, ldr, F, f0, k0, OH, OW, dWk, 2); break;
+            default: FNN(cn_dw_tile)(xp, Wp, C, FW, dz, ldr, F, f0, k0, OH, OW, dWk, 1); break;
+            }
+        }
+}
+
+#pragma GCC pop_options
+#undef FNN_CN_LOAD
+#undef FNN_CN_STORE
+#undef FNN_CN_PT
+#undef FNN_CN_VL
+
+FNN_MULTIVERSION void FNN(fnn_cn_pad_nhwc)(const REAL *restrict x, fnn_index sh, fnn_index sw,
+                                           fnn_index sc, int H, int W, int C, int pad_h,
+                                           int pad_w, REAL *restrict xp)
+{
+    const int Wp = W + 2 * pad_w;
+    const fnn_index row = (fnn_index)Wp * C;
+    memset(xp, 0, sizeof(REAL) * (size_t)(pad_h * row));
+    for (int h = 0; h < H; h++) {
+        REAL *restrict r = xp + (fnn_index)(h + pad_h) * row;
+        memset(r, 0, sizeof(REAL) * (size_t)pad_w * (size_t)C);
+        for (int w = 0; w < W; w++) {
+            const REAL *restrict s = x + h * sh + w * sw;
+            REAL *restrict d = r + (fnn_index)(w + pad_w) * C;
+            for (int c = 0; c < C; c++)
+                d[c] = s[c * sc];
+        }
+        memset(r + (fnn_index)(W + pad_w) * C, 0, sizeof(REAL) * (size_t)pad_w * (size_t)C);
+    }
+    memset(xp + (fnn_index)(H + pad_h) * row, 0, sizeof(REAL) * (size_t)(pad_h * row));
+}
+
+FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu_nhwc)(const REAL *restrict z,
+                                                       const REAL *restrict b, int OH, int OW,
+                                                       int F, REAL *restrict out,
+                                                       uint8_t *restrict arg)
+{
+    const int PH = OH / 2, PW = OW / 2;
+    for (int ph = 0; ph < PH; ph++)
+        for (int pw = 0; pw < PW; pw++) {
+            const REAL *restrict r0 = z + ((fnn_index)(2 * ph) * OW + 2 * pw) * F;
+            const REAL *restrict r1 = r0 + (fnn_index)OW * F;
+            REAL *restrict o = out + ((fnn_index)ph * PW + pw) * F;
+            uint8_t *restrict a = arg + ((fnn_index)ph * PW + pw) * F;
+            for (int f = 0; f < F; f++) {
+                /* the first maximum in the window's row-major order, as np.argmax; the first
+                   NaN wins too, as in np.max and np.argmax */
+                REAL m = r0[f];
+                int k = 0;
+#define FNN_CN_TAKE(v, idx) { const REAL v_ = (v); const int t_ = v_ > m || (v_ != v_ && m == m); \
+                              m = t_ ? v_ : m; k = t_ ? (idx) : k; }
+                FNN_CN_TAKE(r0[F + f], 1)
+                FNN_CN_TAKE(r1[f], 2)
+                FNN_CN_TAKE(r1[F + f], 3)
+#undef FNN_CN_TAKE
+                const REAL y = m + b[f];
+                o[f] = y <= 0 ? (REAL)0 : y;
+                a[f] = (uint8_t)k;
+            }
+        }
+}
+
+FNN_MULTIVERSION void FNN(fnn_cn_bias_relu_nhwc)(const REAL *restrict z, const REAL *restrict b,
+                                                 fnn_index P, int F, REAL *restrict out)
+{
+    for (fnn_index p = 0; p < P; p++)
+        for (int f = 0; f < F; f++) {
+            const REAL y = z[p * F + f] + b[f];
+            out[p * F + f] = y <= 0 ? (REAL)0 : y;  /* NaN passes, as in the book's Relu */
+        }
+}
+
+FNN_MULTIVERSION void FNN(fnn_cn_unpool2_nhwc)(const REAL *restrict dout,
+                                               const uint8_t *restrict arg,
+                                               const REAL *restrict out, int OH, int OW, int F,
+                                               REAL *restrict dz, fnn_index ldr,
+                                               double *restrict db)
+{
+    const int PH = OH / 2, PW = OW / 2;
+    for (int ph = 0; ph < PH; ph++)
+        for (int pw = 0; pw < PW; pw++) {
+            const fnn_index q = ((fnn_index)ph * PW + pw) * F;
+            REAL *restrict d0 = dz + (fnn_index)(2 * ph) * ldr + (fnn_index)(2 * pw) * F;
+            REAL *restrict d1 = d0 + ldr;
+            for (int f = 0; f < F; f++) {
+                /* the pooled value is relu(max + b): where it is 0, ReLU let nothing through */
+                const REAL g = out[q + f] > 0 ? dout[q + f] : (REAL)0;
+                const int k = arg[q + f];
+                d0[f] = k == 0 ? g : (REAL)0;
+                d0[F + f] = k == 1 ? g : (REAL)0;
+                d1[f] = k == 2 ? g : (REAL)0;
+                d1[F + f] = k == 3 ? g : (REAL)0;
+                db[f] += g;
+            }
+        }
+}
+
+FNN_MULTIVERSION void FNN(fnn_cn_relu_mask_nhwc)(const REAL *restrict d, const REAL *restrict a,
+                                                 int OH, int OW, int F, REAL *restrict dz,
+                                                 fnn_index ldr, double *restrict db)
+{
+    for (int oh = 0; oh < OH; oh++)
+        for (int ow = 0; ow < OW; ow++) {
+            const fnn_index q = ((fnn_index)oh * OW + ow) * F;
+            REAL *restrict o = dz + (fnn_index)oh * ldr + (fnn_index)ow * F;
+            for (int f = 0; f < F; f++) {
+                const REAL g = a[q + f] > 0 ? d[q + f] : (REAL)0;
+                o[f] = g;
+                db[f] += g;
+            }
+        }
+}
+
+void FNN(fnn_cn_pack_filters)(const REAL *restrict W, int F, int C, int FH, int FW, int flip,
+                              REAL *restrict Wk)
+{
+    for (int f = 0; f < F; f++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < FH; i++)
+                for (int j = 0; j < FW; j++) {
+                    const REAL w = W[(((fnn_index)f * C + c) * FH + i) * FW + j];
+                    if (flip)  /* the input gradient's filters: (FH-1-i, FW-1-j, f) -> c */
+                        Wk[((fnn_index)((FH - 1 - i) * FW + FW - 1 - j) * F + f) * C + c] = w;
+                    else
+                        Wk[((fnn_index)(i * FW + j) * C + c) * F + f] = w;
+                }
+}
+
+void FNN(fnn_cn_unpack_filters)(const REAL *restrict Wk, int F, int C, int FH, int FW,
+                                REAL *restrict W)
+{
+    for (int f = 0; f < F; f++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < FH; i++)
+                for (int j = 0; j < FW; j++)
+                    W[(((fnn_index)f * C + c) * FH + i) * FW + j] =
+                        Wk[((fnn_index)(i * FW + j) * C + c) * F + f];
+}
+
+FNN_MULTIVERSION void FNN(fnn_cn_transpose)(const REAL *restrict src, fnn_index R, fnn_index S,
+                                            REAL *restrict dst)
+{
+    for (fnn_index r = 0; r < R; r++)
+        for (fnn_index s = 0; s < S; s++)
+            dst[s * R + r] = src[r * S + s];
+}
+
+void FNN(fnn_cn_db_store)(const double *restrict acc, int F, REAL *restrict db)
+{
+    for (int f = 0; f < F; f++)
+        db[f] = (REAL)acc[f];
 }

@@ -166,3 +166,38 @@ def test_on_mkl_the_limit_is_the_whole_process_s():
         thread.join()
         assert blas.num_threads == 1
     assert seen == [1]
+
+
+@needs_blas_control
+def test_split_calls_follow_the_same_rules():
+    """threads.for_split (the convnets' direct path splits a batch over threads): capped by
+    set_num_threads, else by the library's setting (so blas_limit(1), the Trainer's, holds),
+    and by the CPUs, with MIN_WORK_PER_THREAD multiply-adds per thread."""
+    big = 10 * threads.MIN_WORK_PER_THREAD
+    cpus = threads.available_cpus()
+    with threads.blas_limit(2):
+        assert threads.for_split(threads.MIN_WORK_PER_THREAD - 1) == 1
+        assert threads.for_split(big) == min(2, cpus)
+        with threads.num_threads(1):
+            assert threads.for_split(big) == 1
+    with threads.blas_limit(1):
+        assert threads.for_split(big) == 1
+        with threads.num_threads(cpus):
+            assert threads.for_split(big) == min(cpus, 10)
+
+
+def test_a_split_deep_convnet_step_computes_what_one_thread_does():
+    from fastnn.nets import DeepConvNet
+
+    rng = np.random.default_rng(0)
+    x, t = rng.random((6, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 6)
+    np.random.seed(0)
+    net = DeepConvNet(dtype=np.float32)
+    results = []
+    for n in (1, 2):
+        with threads.num_threads(min(n, threads.available_cpus())):
+            np.random.seed(1)  # the same dropout masks
+            results.append({k: g.copy() for k, g in net.gradient(x, t).items()})
+    for key, g in results[0].items():
+        scale = np.max(np.abs(g))
+        assert np.max(np.abs(results[1][key] - g)) <= 1e-5 * scale, key

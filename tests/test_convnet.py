@@ -372,3 +372,102 @@ def test_command_trains_a_convnet_saves_and_predicts(tmp_path, capsys):
     assert accuracy > 0.6
     main(["predict", str(weights), "--data-dir", str(mnist)])
     assert f"test accuracy {accuracy:.4f}" in capsys.readouterr().out
+
+
+# --- the compiled step's two paths (fastnn/_kernels/_convnet.pyx) ------------------------------
+
+def _oracle(convs, Wc, bc, Wd, bd, x, t):
+    """Loss and gradients of a Plan's network by the twins' layers, in float64."""
+    from fastnn.reference.conv import Convolution, Pooling
+    from fastnn.reference.layers import Affine, Relu, SoftmaxWithLoss
+
+    layers = []
+    for (C, H, W, F, FH, FW, stride, pad, pool), w, b in zip(convs, Wc, bc):
+        layers += [Convolution(w.astype(np.float64), b.astype(np.float64), stride, pad), Relu()]
+        if pool:
+            layers.append(Pooling(2, 2, 2))
+    for j, (w, b) in enumerate(zip(Wd, bd)):
+        layers.append(Affine(w.astype(np.float64), b.astype(np.float64)))
+        if j < len(Wd) - 1:
+            layers.append(Relu())
+    y = x.astype(np.float64)
+    for layer in layers:
+        y = layer.forward(y)
+    last = SoftmaxWithLoss()
+    loss = last.forward(y, t)
+    d = last.backward(1)
+    for layer in reversed(layers):
+        d = layer.backward(d)
+    convs_and_dense = [layer for layer in layers if hasattr(layer, "dW")]
+    return loss, y, [layer.dW for layer in convs_and_dense], [layer.db for layer in convs_and_dense]
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 4), c0=st.integers(1, 3), size=st.integers(3, 9),
+       layers=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 4), st.integers(0, 3),
+                                 st.booleans()), min_size=1, max_size=3),
+       f64=st.booleans(), seed=st.integers(0, 2**31))
+def test_direct_and_gemm_paths_match_the_twins(n, c0, size, layers, f64, seed):
+    """The direct path (NHWC, stride 1; on one thread and split over two) and im2col + GEMM
+    give the twins' loss and gradients on every geometry either takes: several convolutions,
+    pooled or not, padded or not, one or several input channels."""
+    from fastnn._kernels._convnet import Plan
+
+    dtype = np.float64 if f64 else np.float32
+    block = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(seed)
+    convs, C, H = [], c0, size
+    for blocks, fs, pad, pool in layers:
+        pad = min(pad, fs - 1)
+        out = H + 2 * pad - fs + 1
+        if out < 1 or (pool and out < 2):
+            break
+        convs.append((C, H, H, blocks * block, fs, fs, 1, pad, int(pool)))
+        C, H = blocks * block, out // 2 if pool else out
+    if not convs:
+        return
+    features = C * H * H
+    Wc = [(rng.standard_normal((F, C, FH, FW)) / np.sqrt(C * FH * FW)).astype(dtype)
+          for C, _, _, F, FH, FW, _, _, _ in convs]
+    bc = [(0.1 * rng.standard_normal(cv[3])).astype(dtype) for cv in convs]
+    sizes = [features, 5, 3]
+    Wd = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
+          for a, b in zip(sizes, sizes[1:])]
+    bd = [(0.1 * rng.standard_normal(b)).astype(dtype) for b in sizes[1:]]
+    x = rng.standard_normal((n, c0, size, size)).astype(dtype)
+    t = rng.integers(0, 3, n)
+    loss_ref, y_ref, dW_ref, db_ref = _oracle(convs, Wc, bc, Wd, bd, x, t)
+    for direct, shares in ((True, 1), (True, 2), (False, 1)):
+        plan = Plan(convs, sizes, [0.0, 0.0], n, dtype, direct=direct, max_shares=2)
+        assert plan.direct == direct
+        assert plan.max_shares == (min(2, n) if direct else 1)
+        out = np.empty((n, 3), dtype)
+        plan.forward(Wc, bc, Wd, bd, x, out, None, shares)
+        assert_twin(out, y_ref, dtype, f"scores (direct={direct}, shares={shares})")
+        dWc = [np.empty_like(w) for w in Wc]
+        dbc = [np.empty_like(b) for b in bc]
+        dWd = [np.empty_like(w) for w in Wd]
+        dbd = [np.empty_like(b) for b in bd]
+        loss = plan.gradient(Wc, bc, Wd, bd, x, t, True, dWc, dbc, dWd, dbd, shares=shares)
+        assert_twin(loss, loss_ref, dtype, f"loss (direct={direct})")
+        for i, (g, r) in enumerate(zip(dWc + dWd, dW_ref)):
+            assert_twin(g, r, dtype, f"dW{i + 1} (direct={direct})")
+        for i, (g, r) in enumerate(zip(dbc + dbd, db_ref)):
+            assert_twin(g, r, dtype, f"db{i + 1} (direct={direct})")
+
+
+def test_the_direct_path_is_taken_where_it_applies():
+    from fastnn._kernels._convnet import Plan
+
+    deep = DeepConvNet(dtype=np.float32)
+    assert deep._plan(3).direct  # 16, 32, 64 filters, stride 1, pads 1 and 2
+    assert not SimpleConvNet(dtype=np.float32)._plan(3).direct  # 30 filters
+    one = [(1, 8, 8, 16, 3, 3, 1, 1, 1)]
+    assert Plan(one, [256, 10], [0.0], 2, np.float32).direct
+    assert not Plan([(1, 8, 8, 16, 3, 3, 2, 1, 0)], [256, 10], [0.0], 2, np.float32).direct
+    assert not Plan([(1, 8, 8, 16, 3, 3, 1, 3, 0)], [16 * 12 * 12, 10], [0.0], 2,
+                    np.float32).direct  # pad >= filter size
+    assert not Plan([(1, 8, 8, 12, 3, 3, 1, 1, 1)], [192, 10], [0.0], 2, np.float32).direct
+    assert Plan([(1, 8, 8, 8, 3, 3, 1, 1, 1)], [128, 10], [0.0], 2, np.float64).direct
+    with pytest.raises(ValueError, match="direct"):
+        Plan([(1, 8, 8, 12, 3, 3, 1, 1, 1)], [192, 10], [0.0], 2, np.float32, direct=True)

@@ -6,26 +6,63 @@
 # A Plan holds the geometry and every buffer for batches of n images, so a training step
 # allocates nothing after the first; fastnn/nets.py keeps one Plan per batch size.
 #
-# Layout: the book's NCHW all the way through (the flattened pooled output is then exactly
-# the book's Affine input, and W1..W6 are used as they are stored: (F, C*FH*FW) matrices).
-# Per convolution, blocks of B images are unfolded (im2col) into one column matrix of
-# K = C*FH*FW rows and B*OH*OW columns, the images side by side, and multiplied by W in one
-# GEMM: z (F, B*OH*OW) = W (F, K) @ col.  B is chosen so that the column matrix stays in the
-# L2 cache (about COL_BUDGET elements), where the book's im2col builds one matrix for the whole
-# batch (5.8 MB for SimpleConvNet, 45 MB for DeepConvNet's second layer, in float64) and
-# transposes the output twice.  The epilogue, one pass over z, adds the bias, applies ReLU
-# and, for a pooled layer, pools: max_i relu(z_i + b) = relu(max_i z_i + b), so only the pooled
-# value and the index of the maximum (one byte) are written; a pooled layer's full-size output
-# is never stored.
+# Two paths, chosen per Plan (Plan.direct):
 #
-# Backward, per convolution and block: the pooled gradient is routed to each window's maximum
-# (where the pooled value is positive, which is ReLU's mask) or masked by the stored ReLU
-# output, into z's buffer; db is its row sums; the block's columns are unfolded again (cheaper
+# The direct path (stride-1 convolutions with pad < filter size and filter counts, and the
+# input channels of every layer but the first, multiples of two 32-byte vectors: 16 in float32,
+# 8 in float64; DeepConvNet is such a net).  Images are channels-last (NHWC) inside: a layer's
+# stored output is (OH', OW', F) per image, the first layer reads the book's NCHW images, and
+# only the last convolution's output is transposed to the book's (c, h, w) order for the dense
+# layers (and its gradient back).  Per image, the layer's input is copied into a zero-padded
+# (H + 2 pad, W + 2 pad, C) image and convolved directly, with no column matrix: a register
+# tile of 6 output pixels x 16 filters (float32; 8 in float64) sums over the taps (i, j, c)
+# with the filters packed as (i, j, c) x F, so that per tap two weight vectors are loaded and
+# one input value per pixel is broadcast: 12 fused multiply-adds for 8 loads, and no packing
+# pass as a BLAS GEMM makes.  Measured on DeepConvNet (batch 100, one thread, float32), the
+# im2col + GEMM path below spent 101 ms in sgemm (51 GFLOP/s at K = 9..576, M = F = 16..64)
+# and 79 ms in the column matrices' memory passes (im2col forward and again backward, col2im,
+# the epilogue, the bias sums); the direct path does the whole step in about half that time.
+# The epilogue (bias, ReLU, 2x2 max pool with its argmax in one pass) runs over each image's
+# output while it is in cache, vectorised over the filters.  Backward, per image: the pooled
+# gradient is routed to the window's maximum (where ReLU let it through) into a zero-padded
+# (OH + 2 (FH-1-pad), OW + 2 (FW-1-pad), F) gradient image, the bias gradient summed on the
+# way (in double); dW (packed like the filters) accumulates a tile of 6 taps x 16 filters over
+# the pixels; and the input's gradient is the convolution of the padded gradient image with the
+# flipped filters, (FH-1-i, FW-1-j, f) -> c, by the same kernel as the forward pass: one pass
+# that writes dx once, where GEMM + col2im writes a K-row matrix and scatters it.  The first
+# layer's input gradient, which nobody uses, is never computed.  Both cores: the images of a
+# batch are independent up to the weight gradients, so the direct path splits the batch into
+# contiguous shares, one thread each (pthreads, started per pass: no OpenMP runtime, and no
+# thread spins between calls as BLAS threads do), each with its own workspace and its own dW and
+# db accumulators, added in share order afterwards: results depend on the share count only,
+# which fastnn.threads.for_split chooses by the work.  Forward, a share runs every convolution
+# of its images; backward, every layer's gradients down, its images' rows of the ping-pong
+# buffers n * widest apart.  Measured (DeepConvNet float32, a 2-core machine under a load
+# average of 3-4.5 from other work, see fastnn.threads.for_split): two threads gained up to
+# 1.7x at batch 1000 and 1.5x at batch 100, and in some runs nothing.
+#
+# The im2col + GEMM path (any stride, padding and filter count: SimpleConvNet's 30 filters).
+# The book's NCHW all the way through (the flattened pooled output is then exactly the book's
+# Affine input, and W1..W6 are used as they are stored: (F, C*FH*FW) matrices).  Per
+# convolution, blocks of B images are unfolded (im2col) into one column matrix of K = C*FH*FW
+# rows and B*OH*OW columns, the images side by side, and multiplied by W in one GEMM: z (F,
+# B*OH*OW) = W (F, K) @ col.  B is chosen so that the column matrix stays in the L2 cache
+# (about COL_BUDGET elements), where the book's im2col builds one matrix for the whole batch
+# (5.8 MB for SimpleConvNet, in float64) and transposes the output twice.  The epilogue, one
+# pass over z, adds the bias, applies ReLU and, for a pooled layer, pools: max_i relu(z_i + b)
+# = relu(max_i z_i + b), so only the pooled value and the index of the maximum (one byte) are
+# written; a pooled layer's full-size output is never stored.  Backward, per convolution and
+# block: the pooled gradient is routed to each window's maximum (where the pooled value is
+# positive, which is ReLU's mask) or masked by the stored ReLU output, into z's buffer; db is
+# its row sums (in double, across blocks too); the block's columns are unfolded again (cheaper
 # than keeping every layer's column matrix: they are rebuilt in cache from the layer's input)
-# and dW += dz @ col^T; for every layer but the first, dcol = W^T @ dz (into the column buffer)
-# and col2im gives the input's gradient.  The first layer's input gradient, which nobody uses,
-# is never computed.  Dropout masks are drawn by the caller from np.random.rand, as the book's
-# Dropout draws them, so fastnn and the book drop the same units under one seed.
+# and dW += dz @ col^T; for every layer but the first, dcol = W^T @ dz (into the column
+# buffer) and col2im gives the input's gradient.
+#
+# Both paths: dropout masks are drawn by the caller from np.random.rand, as the book's Dropout
+# draws them, so fastnn and the book drop the same units under one seed; bias gradients are
+# summed in double and rounded once, so float32 sums stay within the twin's tolerance at any
+# batch size.
 #
 # Every array's dtype, layout and exact dimensions are checked (fastnn/_kernels/_arrays.pxd)
 # before the GIL is released; the nogil code walks only buffers the Plan sized itself.
@@ -40,6 +77,9 @@ import numpy as np
 
 from fastnn._kernels._arrays cimport _describe, dim, flat_data, float_type
 from fastnn._kernels._blas cimport gemm
+from fastnn._kernels._cconv cimport (
+    fnn_col2im_t_add_f32, fnn_col2im_t_add_f64, fnn_im2col_t_f32, fnn_im2col_t_f64,
+)
 from fastnn._kernels._cconvnet cimport *
 from fastnn._kernels._cfnn cimport (
     FNN_IDENTITY, FNN_RELU, fnn_activation_backward_f32, fnn_activation_backward_f64,
@@ -53,9 +93,28 @@ cnp.import_array()
 cdef enum:
     MAX_CONV = 8
     MAX_DENSE = 4
+    MAX_SHARES = 8  # threads of the direct path, each on a contiguous share of the images
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    int pthread_create(pthread_t *thread, const void *attr, void *(*run)(void *) noexcept nogil,
+                       void *arg)
+    int pthread_join(pthread_t thread, void **result)
 
 # elements of a block's column matrix: 512 KB in float32, the L2 cache of one core
 COL_BUDGET = 1 << 17
+
+
+cdef struct _Share:
+    # one thread's share of the direct path: images [img0, img1) and its own workspace
+    void *net
+    const void *x
+    int img0, img1, backward
+    void *xp                 # one padded input image (Hpad, Wpad, C)
+    void *z                  # one convolution output (OH, OW, F)
+    void *dzp                # one padded output gradient (Hdz, Wdz, F)
+    void *dWk[MAX_CONV]      # this share's filter gradients, packed as the filters
+    double *dbacc[MAX_CONV]  # its bias gradients, in double
 
 
 cdef struct _Net:
@@ -85,11 +144,26 @@ cdef struct _Net:
     void *col                # column matrix of a block (then its gradient)
     void *z                  # convolution output of a block (then its gradient)
     void *dA                 # (n, widest) gradients of the stored outputs, ping-pong
+    Py_ssize_t widest
     void *dB
     void *a[MAX_DENSE]       # (n, sizes[j+1]) dense outputs (after ReLU and dropout)
     void *s0                 # (n, widest hidden) dense deltas, ping-pong
     void *s1
     double *row_loss
+    double *dbacc            # (widest F,) a bias gradient, summed in double
+    # the direct path: NHWC stores, padded input (Hpad, Wpad, C) and padded output gradient
+    # (Hdz, Wdz, F) of one image, packed filters (Wk), flipped ones for the input gradient (Wf)
+    int direct
+    int Hpad[MAX_CONV]
+    int Wpad[MAX_CONV]
+    int Hdz[MAX_CONV]
+    int Wdz[MAX_CONV]
+    void *Wk[MAX_CONV]
+    void *Wf[MAX_CONV]
+    void *flat               # (n, outsz[L-1]) the last convolution's output in NCHW order
+    int f64
+    int shares               # the shares of this call
+    _Share share[MAX_SHARES]
     # the arrays of one call
     const void *x
     void *logits
@@ -119,15 +193,27 @@ cdef class Plan:
         Images per batch.
     dtype : numpy.dtype
         float32 or float64.
+    max_shares : int
+        Threads the direct path may split a batch over (each takes a contiguous share of the
+        images, with a workspace of its own).
+    direct : bool or None
+        The direct path (NHWC inside, no column matrix) or im2col + GEMM; None: the direct
+        path wherever it applies (every convolution of stride 1 with ``pad < FH, FW``, and
+        filter counts, and the input channels of every convolution but the first, multiples
+        of 16 in float32 or 8 in float64).
     """
     cdef _Net net
     cdef readonly int n
+    cdef readonly bint direct
+    cdef readonly int max_shares
+    cdef readonly Py_ssize_t conv_work
     cdef readonly object dtype
     cdef readonly Py_ssize_t largest_gemm
     cdef int typenum
     cdef list _buffers
 
-    def __init__(self, list convs, list sizes, list dropout, int n, dtype):
+    def __init__(self, list convs, list sizes, list dropout, int n, dtype, direct=None,
+                 int max_shares=1):
         cdef _Net *net = &self.net
         cdef int l, j
         cdef Py_ssize_t col_size = 1, z_size = 1, widest = 1, hidden = 1, K, P
@@ -202,18 +288,79 @@ cdef class Plan:
             if j > 0:
                 hidden = max(hidden, net.sizes[j])
             self.largest_gemm = max(self.largest_gemm, n * net.sizes[j] * net.sizes[j + 1])
-        cdef list scratch = [np.empty(col_size, self.dtype), np.empty(z_size, self.dtype),
+        cdef list scratch = [np.empty(col_size, self.dtype), None,
                              np.empty(n * widest, self.dtype), np.empty(n * widest, self.dtype),
                              np.empty(n * hidden, self.dtype), np.empty(n * hidden, self.dtype),
                              np.empty(n, np.float64)]
         self._buffers += scratch
         net.col = cnp.PyArray_DATA(<cnp.ndarray> scratch[0])
-        net.z = cnp.PyArray_DATA(<cnp.ndarray> scratch[1])
         net.dA = cnp.PyArray_DATA(<cnp.ndarray> scratch[2])
+        net.widest = widest
         net.dB = cnp.PyArray_DATA(<cnp.ndarray> scratch[3])
         net.s0 = cnp.PyArray_DATA(<cnp.ndarray> scratch[4])
         net.s1 = cnp.PyArray_DATA(<cnp.ndarray> scratch[5])
         net.row_loss = <double *> cnp.PyArray_DATA(<cnp.ndarray> scratch[6])
+        block = 64 // self.dtype.itemsize  # FNN_CN_BLOCK: two 32-byte vectors
+        can = all(net.S[l] == 1 and net.PAD[l] < min(net.FH[l], net.FW[l])
+                  and net.F[l] % block == 0 and (l == 0 or net.C[l] % block == 0)
+                  for l in range(net.L))
+        if direct and not can:
+            raise ValueError("direct: the direct path needs stride 1, pad < filter size, and "
+                             f"filter and channel counts that are multiples of {block}")
+        self.direct = net.direct = can if direct is None else bool(direct)
+        cdef Py_ssize_t xp_size = 1, dzp_size = 1, k_size = 0, f_size = 0
+        cdef int sh, widest_f = 1
+        cdef Py_ssize_t itemsize = self.dtype.itemsize
+        for l in range(net.L):
+            widest_f = max(widest_f, net.F[l])
+        net.f64 = self.typenum == cnp.NPY_FLOAT64
+        self.conv_work = 0  # the convolutions' multiply-adds, forward, for n images
+        for l in range(net.L):
+            self.conv_work += (n * <Py_ssize_t> net.OH[l] * net.OW[l] * net.F[l] * net.C[l]
+                               * net.FH[l] * net.FW[l])
+        self.max_shares = max(1, min(max_shares, MAX_SHARES, n)) if net.direct else 1
+        if net.direct:
+            self.largest_gemm = 0  # the convolutions call no BLAS: only the dense layers do
+            for l in range(net.L):
+                net.Hpad[l] = net.H[l] + 2 * net.PAD[l]
+                net.Wpad[l] = net.W[l] + 2 * net.PAD[l]
+                net.Hdz[l] = net.OH[l] + 2 * (net.FH[l] - 1 - net.PAD[l])
+                net.Wdz[l] = net.OW[l] + 2 * (net.FW[l] - 1 - net.PAD[l])
+                K = net.C[l] * net.FH[l] * net.FW[l]
+                xp_size = max(xp_size, net.Hpad[l] * net.Wpad[l] * net.C[l])
+                dzp_size = max(dzp_size, net.Hdz[l] * net.Wdz[l] * net.F[l])
+                z_size = max(z_size, net.OH[l] * net.OW[l] * net.F[l])
+                k_size += K * net.F[l]
+                f_size += net.F[l]
+                packed = [np.empty(K * net.F[l], self.dtype), np.empty(K * net.F[l], self.dtype)]
+                self._buffers += packed
+                net.Wk[l] = cnp.PyArray_DATA(<cnp.ndarray> packed[0])
+                net.Wf[l] = cnp.PyArray_DATA(<cnp.ndarray> packed[1])
+            for j in range(net.D):
+                self.largest_gemm = max(self.largest_gemm, n * net.sizes[j] * net.sizes[j + 1])
+            for sh in range(self.max_shares):
+                work = [np.empty(xp_size, self.dtype), np.empty(z_size, self.dtype),
+                        np.empty(dzp_size, self.dtype), np.empty(k_size, self.dtype),
+                        np.empty(f_size, np.float64)]
+                self._buffers += work
+                net.share[sh].net = net
+                net.share[sh].xp = cnp.PyArray_DATA(<cnp.ndarray> work[0])
+                net.share[sh].z = cnp.PyArray_DATA(<cnp.ndarray> work[1])
+                net.share[sh].dzp = cnp.PyArray_DATA(<cnp.ndarray> work[2])
+                K = 0
+                P = 0
+                for l in range(net.L):
+                    net.share[sh].dWk[l] = (<char *> cnp.PyArray_DATA(<cnp.ndarray> work[3])
+                                            + K * itemsize)
+                    net.share[sh].dbacc[l] = <double *> cnp.PyArray_DATA(<cnp.ndarray> work[4]) + P
+                    K += net.C[l] * net.FH[l] * net.FW[l] * net.F[l]
+                    P += net.F[l]
+        cdef list rest = [np.empty(z_size, self.dtype), np.empty(widest_f, np.float64),
+                          np.empty(n * net.outsz[net.L - 1] if net.direct else 1, self.dtype)]
+        self._buffers += rest
+        net.z = cnp.PyArray_DATA(<cnp.ndarray> rest[0])
+        net.dbacc = <double *> cnp.PyArray_DATA(<cnp.ndarray> rest[1])
+        net.flat = cnp.PyArray_DATA(<cnp.ndarray> rest[2])
 
     cdef int _take(self, list Wc, list bc, list Wd, list bd, x, list masks) except -1:
         """Check the arrays of one call and gather their pointers."""
@@ -246,10 +393,12 @@ cdef class Plan:
                 list bd,     # IN  dense biases
                 x,           # IN  (n, C, H, W) images
                 out,         # OUT (n, classes) scores
-                list masks=None):  # IN dropout masks (n, sizes[j+1]) of 0s and 1s, or None
+                list masks=None,   # IN dropout masks (n, sizes[j+1]) of 0s and 1s, or None
+                int shares=1):     # IN threads for the direct path (at most max_shares)
         """Scores of the network for ``x``; without ``masks``, dropout scales by its keep
         ratio (the book's ``train_flg=False``)."""
         self._take(Wc, bc, Wd, bd, x, masks)
+        self.net.shares = max(1, min(shares, self.max_shares))
         self.net.logits = _array_2d(out, "out", self.typenum, self.n,
                                     self.net.sizes[self.net.D], True)
         with nogil:
@@ -266,7 +415,8 @@ cdef class Plan:
                  list dWc, list dbc, list dWd, list dbd,  # OUT gradients, shaped as the weights
                  list masks=None,    # IN  dropout masks, or None
                  bint exact=False,
-                 bint backward=True):
+                 bint backward=True,
+                 int shares=1):      # IN threads for the direct path (at most max_shares)
         """Mean loss of the batch and, with ``backward``, the gradients of every weight."""
         cdef _Net *net = &self.net
         cdef int l, j, typ = self.typenum
@@ -274,6 +424,7 @@ cdef class Plan:
         cdef const void *tp
         cdef double result
         self._take(Wc, bc, Wd, bd, x, masks)
+        net.shares = max(1, min(shares, self.max_shares))
         for j in range(net.D):
             if net.dropout[j] and net.mask[j] == NULL:
                 raise ValueError("masks: the training step needs a dropout mask per dropout layer")
@@ -331,12 +482,27 @@ cdef void *_array_2d(object a, str name, int typenum, Py_ssize_t d0, Py_ssize_t 
 
 cdef inline void _im2col(const floating *x, _Net *net, int l, floating *col,
                          Py_ssize_t ld) noexcept nogil:
+    """One image's column matrix, rows ld apart: the Convolution layer's kernel (_conv.pyx),
+    over all OH output rows."""
     if floating is float:
-        fnn_cn_im2col_f32(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
-                          net.PAD[l], net.OH[l], net.OW[l], col, ld)
+        fnn_im2col_t_f32(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
+                         net.PAD[l], net.OW[l], 0, net.OH[l], col, ld)
     else:
-        fnn_cn_im2col_f64(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
-                          net.PAD[l], net.OH[l], net.OW[l], col, ld)
+        fnn_im2col_t_f64(x, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l], net.S[l],
+                         net.PAD[l], net.OW[l], 0, net.OH[l], col, ld)
+
+
+cdef inline void _col2im(const floating *col, Py_ssize_t ld, _Net *net, int l,
+                         floating *dx) noexcept nogil:
+    """dx = the sum of every column entry into the pixel it came from (the Convolution
+    layer's adjoint kernel, _conv.pyx, on a zeroed image)."""
+    memset(dx, 0, net.insz[l] * sizeof(floating))
+    if floating is float:
+        fnn_col2im_t_add_f32(col, ld, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l],
+                             net.S[l], net.PAD[l], net.OW[l], 0, net.OH[l], dx)
+    else:
+        fnn_col2im_t_add_f64(col, ld, net.C[l], net.H[l], net.W[l], net.FH[l], net.FW[l],
+                             net.S[l], net.PAD[l], net.OW[l], 0, net.OH[l], dx)
 
 
 cdef void _conv_forward(_Net *net, int l, const floating *inp) noexcept nogil:
@@ -371,14 +537,200 @@ cdef void _conv_forward(_Net *net, int l, const floating *inp) noexcept nogil:
         s += bn
 
 
+cdef void _pad_input(_Net *net, _Share *w, int l, const floating *x, int img) noexcept nogil:
+    """Image img of layer l's input (x itself for the first, NCHW; NHWC after), padded, into
+    the share's xp."""
+    cdef Py_ssize_t sh, sw, sc
+    cdef const floating *src
+    if l == 0:
+        src = x + img * net.insz[0]
+        sh, sw, sc = net.W[0], 1, net.H[0] * <Py_ssize_t> net.W[0]
+    else:
+        src = <const floating *> net.store[l - 1] + img * net.insz[l]
+        sh, sw, sc = net.W[l] * <Py_ssize_t> net.C[l], net.C[l], 1
+    if floating is float:
+        fnn_cn_pad_nhwc_f32(src, sh, sw, sc, net.H[l], net.W[l], net.C[l], net.PAD[l],
+                            net.PAD[l], <float *> w.xp)
+    else:
+        fnn_cn_pad_nhwc_f64(src, sh, sw, sc, net.H[l], net.W[l], net.C[l], net.PAD[l],
+                            net.PAD[l], <double *> w.xp)
+
+
+cdef void _share_forward(_Share *w, const floating *x) noexcept nogil:
+    """The convolutions of the share's images (the direct path)."""
+    cdef _Net *net = <_Net *> w.net
+    cdef int l, img, F
+    cdef Py_ssize_t outsz
+    cdef floating *out
+    cdef floating *z = <floating *> w.z
+    cdef const floating *b
+    for l in range(net.L):
+        F, outsz = net.F[l], net.outsz[l]
+        out = <floating *> net.store[l]
+        b = <const floating *> net.bc[l]
+        for img in range(w.img0, w.img1):
+            _pad_input(net, w, l, x, img)
+            if floating is float:
+                fnn_cn_direct_conv_f32(<const float *> w.xp, net.Wpad[l], net.C[l], net.FH[l],
+                                       net.FW[l], <const float *> net.Wk[l], F, net.OH[l],
+                                       net.OW[l], z)
+                if net.pool[l]:
+                    fnn_cn_pool2_bias_relu_nhwc_f32(z, b, net.OH[l], net.OW[l], F,
+                                                    out + img * outsz, net.arg[l] + img * outsz)
+                else:
+                    fnn_cn_bias_relu_nhwc_f32(z, b, net.OH[l] * <Py_ssize_t> net.OW[l], F,
+                                              out + img * outsz)
+            else:
+                fnn_cn_direct_conv_f64(<const double *> w.xp, net.Wpad[l], net.C[l], net.FH[l],
+                                       net.FW[l], <const double *> net.Wk[l], F, net.OH[l],
+                                       net.OW[l], z)
+                if net.pool[l]:
+                    fnn_cn_pool2_bias_relu_nhwc_f64(z, b, net.OH[l], net.OW[l], F,
+                                                    out + img * outsz, net.arg[l] + img * outsz)
+                else:
+                    fnn_cn_bias_relu_nhwc_f64(z, b, net.OH[l] * <Py_ssize_t> net.OW[l], F,
+                                              out + img * outsz)
+
+
+cdef void _share_backward(_Share *w, const floating *x) noexcept nogil:
+    """The convolutions' gradients over the share's images (the direct path): from dB, the
+    NHWC gradient of the last store, layer by layer down, dW and db into the share's own
+    accumulators and, but for the first layer, each layer's input gradient (NHWC) into the
+    ping-pong buffers (image i in row i of net.widest elements, whatever the layer: the
+    shares' images never overlap)."""
+    cdef _Net *net = <_Net *> w.net
+    cdef floating *dout = <floating *> net.dB
+    cdef floating *dx = <floating *> net.dA
+    cdef floating *tmp
+    cdef floating *dzp = <floating *> w.dzp
+    cdef floating *dz
+    cdef floating *dWk
+    cdef double *db
+    cdef const floating *store
+    cdef int l, img, F, C, FH, FW, OH, OW, Wd
+    cdef Py_ssize_t outsz, insz, ldr, dzp_size, row = net.widest
+    for l in range(net.L - 1, -1, -1):
+        F, C, FH, FW = net.F[l], net.C[l], net.FH[l], net.FW[l]
+        OH, OW, Wd = net.OH[l], net.OW[l], net.Wdz[l]
+        outsz, insz = net.outsz[l], net.insz[l]
+        ldr = Wd * <Py_ssize_t> F
+        dzp_size = net.Hdz[l] * ldr
+        dz = dzp + ((FH - 1 - net.PAD[l]) * <Py_ssize_t> Wd + FW - 1 - net.PAD[l]) * F
+        dWk = <floating *> w.dWk[l]
+        db = w.dbacc[l]
+        store = <const floating *> net.store[l]
+        for img in range(w.img0, w.img1):
+            _pad_input(net, w, l, x, img)
+            memset(dzp, 0, dzp_size * sizeof(floating))
+            if floating is float:
+                if net.pool[l]:
+                    fnn_cn_unpool2_nhwc_f32(dout + img * row, net.arg[l] + img * outsz,
+                                            store + img * outsz, OH, OW, F, dz, ldr, db)
+                else:
+                    fnn_cn_relu_mask_nhwc_f32(dout + img * row, store + img * outsz, OH, OW,
+                                              F, dz, ldr, db)
+                fnn_cn_direct_dw_f32(<const float *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, F,
+                                     OH, OW, dWk)
+                if l > 0:
+                    fnn_cn_direct_conv_f32(dzp, Wd, F, FH, FW, <const float *> net.Wf[l], C,
+                                           net.H[l], net.W[l], dx + img * row)
+            else:
+                if net.pool[l]:
+                    fnn_cn_unpool2_nhwc_f64(dout + img * row, net.arg[l] + img * outsz,
+                                            store + img * outsz, OH, OW, F, dz, ldr, db)
+                else:
+                    fnn_cn_relu_mask_nhwc_f64(dout + img * row, store + img * outsz, OH, OW,
+                                              F, dz, ldr, db)
+                fnn_cn_direct_dw_f64(<const double *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, F,
+                                     OH, OW, dWk)
+                if l > 0:
+                    fnn_cn_direct_conv_f64(dzp, Wd, F, FH, FW, <const double *> net.Wf[l], C,
+                                           net.H[l], net.W[l], dx + img * row)
+        tmp = dout
+        dout = dx
+        dx = tmp
+
+
+cdef void *_share_main(void *arg) noexcept nogil:
+    cdef _Share *w = <_Share *> arg
+    cdef _Net *net = <_Net *> w.net
+    if net.f64:
+        if w.backward:
+            _share_backward[double](w, <const double *> w.x)
+        else:
+            _share_forward[double](w, <const double *> w.x)
+    else:
+        if w.backward:
+            _share_backward[float](w, <const float *> w.x)
+        else:
+            _share_forward[float](w, <const float *> w.x)
+    return NULL
+
+
+cdef void _run_shares(_Net *net, const void *x, int backward) noexcept nogil:
+    """The direct path's convolutions, forward or backward, over net.shares threads: share s
+    takes images [s n / shares, (s + 1) n / shares), the calling thread the first.  A thread
+    that cannot be started leaves its share to the calling thread, so the results depend only
+    on net.shares."""
+    cdef pthread_t tid[MAX_SHARES]
+    cdef int started[MAX_SHARES]
+    cdef int s, T = net.shares
+    for s in range(T):
+        net.share[s].x = x
+        net.share[s].backward = backward
+        net.share[s].img0 = <int> ((<long long> s * net.n) // T)
+        net.share[s].img1 = <int> ((<long long> (s + 1) * net.n) // T)
+    for s in range(1, T):
+        started[s] = pthread_create(&tid[s], NULL, _share_main, &net.share[s]) == 0
+    _share_main(&net.share[0])
+    for s in range(1, T):
+        if started[s]:
+            pthread_join(tid[s], NULL)
+        else:
+            _share_main(&net.share[s])
+
+
+cdef void _pack_filters(_Net *net, int flip) noexcept nogil:
+    cdef int l
+    for l in range(1 if flip else 0, net.L):
+        if net.f64:
+            fnn_cn_pack_filters_f64(<const double *> net.Wc[l], net.F[l], net.C[l], net.FH[l],
+                                    net.FW[l], flip, <double *> (net.Wf[l] if flip else net.Wk[l]))
+        else:
+            fnn_cn_pack_filters_f32(<const float *> net.Wc[l], net.F[l], net.C[l], net.FH[l],
+                                    net.FW[l], flip, <float *> (net.Wf[l] if flip else net.Wk[l]))
+
+
+cdef void _transpose_images(_Net *net, const floating *src, floating *dst, Py_ssize_t R,
+                            Py_ssize_t S, Py_ssize_t dst_stride) noexcept nogil:
+    """Per image of the batch, dst (S, R) = src (R, S)^T: NHWC <-> NCHW of the last store;
+    images R*S apart in src, dst_stride in dst."""
+    cdef int img
+    for img in range(net.n):
+        if floating is float:
+            fnn_cn_transpose_f32(src + img * R * S, R, S, dst + img * dst_stride)
+        else:
+            fnn_cn_transpose_f64(src + img * R * S, R, S, dst + img * dst_stride)
+
+
 cdef void _forward(_Net *net, const floating *x, bint train) noexcept nogil:
-    cdef int l, j, n = net.n
+    cdef int l, j, n = net.n, last = net.L - 1
     cdef const floating *inp = x
     cdef floating *a
     cdef Py_ssize_t size
-    for l in range(net.L):
-        _conv_forward(net, l, inp)
-        inp = <const floating *> net.store[l]
+    if net.direct:
+        _pack_filters(net, 0)
+        _run_shares(net, x, 0)
+    else:
+        for l in range(net.L):
+            _conv_forward(net, l, inp)
+            inp = <const floating *> net.store[l]
+    inp = <const floating *> net.store[net.L - 1]
+    if net.direct:
+        # the dense layers take the book's (c, h, w) order
+        _transpose_images(net, inp, <floating *> net.flat, net.outsz[last] // net.F[last],
+                          net.F[last], net.outsz[last])
+        inp = <const floating *> net.flat
     for j in range(net.D):
         a = <floating *> (net.logits if j == net.D - 1 else net.a[j])
         size = n * <Py_ssize_t> net.sizes[j + 1]
@@ -430,7 +782,8 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
         else:
             fnn_cn_mul_f64(delta, <const double *> net.mask[D - 1], n * <Py_ssize_t> net.sizes[D])
     for j in range(D - 1, -1, -1):
-        hin = <const floating *> (net.a[j - 1] if j > 0 else net.store[L - 1])
+        hin = <const floating *> (net.a[j - 1] if j > 0 else
+                                  (net.flat if net.direct else net.store[L - 1]))
         gemm(True, False, net.sizes[j], net.sizes[j + 1], n, 1, hin, net.sizes[j], delta,
              net.sizes[j + 1], 0, <floating *> net.dWd[j], net.sizes[j + 1])
         if floating is float:
@@ -462,6 +815,39 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
     cdef const floating *W
     cdef floating *dW
     cdef floating *db
+    if net.direct:
+        # the dense layers' input gradient, in the book's (c, h, w) order, to NHWC
+        # (into rows of the widest stride: the shares' images stay apart at every layer)
+        _transpose_images(net, dcur, dnext, net.F[L - 1], net.outsz[L - 1] // net.F[L - 1],
+                          net.widest)
+        _pack_filters(net, 1)
+        for s in range(net.shares):
+            for l in range(L):
+                memset(net.share[s].dWk[l], 0,
+                       net.C[l] * net.FH[l] * net.FW[l] * net.F[l] * sizeof(floating))
+                memset(net.share[s].dbacc[l], 0, net.F[l] * sizeof(double))
+        _run_shares(net, x, 1)
+        # the shares' sums, added in share order
+        for l in range(L):
+            K = net.C[l] * net.FH[l] * net.FW[l]
+            for s in range(1, net.shares):
+                if floating is float:
+                    fnn_cn_add_f32(<float *> net.share[0].dWk[l],
+                                       <const float *> net.share[s].dWk[l], K * net.F[l])
+                else:
+                    fnn_cn_add_f64(<double *> net.share[0].dWk[l],
+                                       <const double *> net.share[s].dWk[l], K * net.F[l])
+                for q in range(net.F[l]):
+                    net.share[0].dbacc[l][q] += net.share[s].dbacc[l][q]
+            if floating is float:
+                fnn_cn_unpack_filters_f32(<const float *> net.share[0].dWk[l], net.F[l],
+                                          net.C[l], net.FH[l], net.FW[l], <float *> net.dWc[l])
+                fnn_cn_db_store_f32(net.share[0].dbacc[l], net.F[l], <float *> net.dbc[l])
+            else:
+                fnn_cn_unpack_filters_f64(<const double *> net.share[0].dWk[l], net.F[l],
+                                          net.C[l], net.FH[l], net.FW[l], <double *> net.dWc[l])
+                fnn_cn_db_store_f64(net.share[0].dbacc[l], net.F[l], <double *> net.dbc[l])
+        return
     for l in range(L - 1, -1, -1):
         F, K = net.F[l], net.C[l] * net.FH[l] * net.FW[l]
         P = net.OH[l] * net.OW[l]
@@ -471,7 +857,7 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
         W = <const floating *> net.Wc[l]
         dW = <floating *> net.dWc[l]
         db = <floating *> net.dbc[l]
-        memset(db, 0, F * sizeof(floating))
+        memset(net.dbacc, 0, F * sizeof(double))
         s = 0
         while s < n:
             bn = min(net.B[l], n - s)
@@ -495,9 +881,9 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
                                              P, z + q * P, ld)
                 _im2col(inp + (s + q) * insz, net, l, col + q * P, ld)
             if floating is float:
-                fnn_cn_row_sum_add_f32(z, ld, F, ld, db)
+                fnn_cn_row_sum_add_f32(z, ld, F, ld, net.dbacc)
             else:
-                fnn_cn_row_sum_add_f64(z, ld, F, ld, db)
+                fnn_cn_row_sum_add_f64(z, ld, F, ld, net.dbacc)
             gemm(False, True, F, K, <int> ld, 1, z, <int> ld, col, <int> ld, 0 if s == 0 else 1,
                  dW, K)
             if l == 0:
@@ -505,15 +891,12 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
                 continue  # the input's gradient: nobody needs it
             gemm(True, False, K, <int> ld, F, 1, W, K, z, <int> ld, 0, col, <int> ld)
             for q in range(bn):
-                if floating is float:
-                    fnn_cn_col2im_f32(col + q * P, ld, net.C[l], net.H[l], net.W[l], net.FH[l],
-                                      net.FW[l], net.S[l], net.PAD[l], net.OH[l], net.OW[l],
-                                      dnext + (s + q) * insz)
-                else:
-                    fnn_cn_col2im_f64(col + q * P, ld, net.C[l], net.H[l], net.W[l], net.FH[l],
-                                      net.FW[l], net.S[l], net.PAD[l], net.OH[l], net.OW[l],
-                                      dnext + (s + q) * insz)
+                _col2im(col + q * P, ld, net, l, dnext + (s + q) * insz)
             s += bn
+        if floating is float:
+            fnn_cn_db_store_f32(net.dbacc, F, db)
+        else:
+            fnn_cn_db_store_f64(net.dbacc, F, db)
         tmp = dcur
         dcur = dnext
         dnext = tmp
