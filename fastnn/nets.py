@@ -679,8 +679,8 @@ class MultiLayerNetExtend:
             layer.mask = ws.masks[i]
         if ws.bn is not None:
             for i, layer in enumerate(self._batchnorms):
-                layer.xn, layer.std, layer._inv_std = ws.bn["xn"][i], ws.bn["std"][i], ws.bn["inv_std"][i]
-                layer.batch_size, layer.input_shape = n, ws.bn["xn"][i].shape
+                layer.keep_training_cache(ws.bn["xn"][i], ws.bn["std"][i], ws.bn["inv_std"][i],
+                                          ws.bn["xn"][i].shape)
 
     def loss(self, x, t, train_flg=False):
         """The mean cross-entropy of softmax(predict(x, train_flg)) against ``t``, plus
