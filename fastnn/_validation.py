@@ -209,7 +209,7 @@ def as_labels(t, n, k, name="t"):
 
     Accepts any integer dtype, shapes ``(n,)`` and ``(n, 1)``, and a scalar when ``n == 1``.
     """
-    t = np.asarray(t)
+    t = np.asarray(as_plain(t, name))
     if t.dtype.kind not in "iu":
         raise TypeError(
             f"{name} holds class labels and must be an integer array, got dtype {t.dtype} "
@@ -234,7 +234,7 @@ def as_labels(t, n, k, name="t"):
 def accuracy_labels(t, n, k, name="t"):
     """The labels an accuracy compares with: integer labels as ``as_labels`` takes them, or
     the argmax of one-hot rows of shape ``(n, k)``."""
-    t = np.asarray(t)
+    t = np.asarray(as_plain(t, name))
     if t.ndim != 1 and t.shape == (n, k):
         t = np.argmax(t, axis=-1)
     return as_labels(t, n, k, name)
@@ -247,7 +247,7 @@ def as_targets(t, scores_shape, name="t"):
     targets, any real dtype), else ``("labels", int64 array)``.
     """
     n, k = scores_shape
-    t = np.asarray(t)
+    t = np.asarray(as_plain(t, name))
     if t.shape == (n, k):
         compute_dtype((name, t))  # refuses complex/object targets
         return "targets", t
@@ -302,7 +302,7 @@ def batch_view(x, name="x"):
     """``x`` (not converted) viewed as a 2-D ``(batch, features)`` batch, and whether it was
     one sample: a 1-D ``x`` is a batch of one, more dimensions are flattened after the first
     (the book's ``x.reshape(x.shape[0], -1)``)."""
-    x = np.asarray(x)
+    x = np.asarray(as_plain(x, name))
     if x.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a scalar")
     # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
@@ -317,8 +317,8 @@ def as_scores_and_targets(y, t, name="y"):
     is one sample), ``kind`` "targets" (``t2`` of ``y2``'s shape and dtype) or "labels"
     (``t2`` int64 of shape ``(n,)``), and the compute dtype.
     """
-    y_arr = np.asarray(y)
-    t_arr = np.asarray(t)
+    y_arr = np.asarray(as_plain(y, name))
+    t_arr = np.asarray(as_plain(t, "t"))
     if y_arr.ndim == 1 and t_arr.shape == y_arr.shape:
         t_arr = t_arr.reshape(1, -1)
     if y_arr.ndim != 1 and y_arr.ndim != 2:

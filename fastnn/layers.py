@@ -509,6 +509,7 @@ class BatchNormalization:
         return x2, v.as_float(gamma, "gamma", dtype), v.as_float(beta, "beta", dtype)
 
     def forward(self, x, train_flg=True):
+        x = v.as_plain(x, "x")
         x2, gamma, beta = self._batch(x, self.gamma, self.beta)
         n, d = x2.shape
         if self.running_mean is None:
@@ -527,7 +528,7 @@ class BatchNormalization:
                                                    running_mean, running_var, mean, inv_std,
                                                    std, xn, out)
             self.running_mean, self.running_var = running_mean, running_var
-            self.keep_training_cache(xn, std, inv_std, np.shape(v.as_plain(x, "x")))
+            self.keep_training_cache(xn, std, inv_std, np.shape(x))
         else:
             _normalization.batchnorm_forward_test(x2, gamma, beta, running_mean, running_var,
                                                   np.empty(d), out)

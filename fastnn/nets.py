@@ -369,6 +369,8 @@ class MultiLayerNet(_Network):
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"params[{key!r}] must be a NumPy array (the network's layers "
                                 f"hold it by reference), got {type(a).__name__}")
+        # subclasses as the plain arrays they hold (the same memory): shapes are the buffers'
+        params = {key: v.as_plain(a, f"params[{key!r}]") for key, a in params.items()}
         dtypes = {a.dtype for a in params.values()}
         if len(dtypes) != 1:
             raise TypeError(f"params must share one dtype, got {sorted(map(str, dtypes))}")

@@ -66,6 +66,7 @@ def _param_kind(p, key):
     number, or a 0-d value: replaced in ``params`` by its update, as the book's ``-=`` does)."""
     name = f"params[{key!r}]"
     if isinstance(p, np.ndarray):
+        v.as_plain(p, name)  # refuses masked entries (which the book's -= would skip)
         if p.dtype.kind != "f" or p.dtype.itemsize > 8:
             raise TypeError(
                 f"{name} has dtype {p.dtype}; parameters are updated in place and must be "

@@ -57,7 +57,37 @@ ACCEPTED = ["float64", "float32", "float16", "int8", "int64", "uint8", "bool", "
 REFUSED = ["complex128", "object", "str", "longdouble"]
 SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324]
 SCALES = [1.0, 1.0, 1.0, 1e4, -1e4, 1e30, 1e300, 1e-30, 1e-300]
-LAYOUTS = ["C"] * 4 + ["F", "strided", "reversed", "readonly", "list"]
+# ndarray subclasses in every array argument: np.matrix (2-D), a plain subclass, one whose
+# .shape property lies, masked arrays with nothing masked (their data) and with a masked entry
+# (refused: fastnn has no masks)
+SUBCLASSES = ["subclass", "lying shape", "matrix", "masked", "masked, one masked"]
+LAYOUTS = ["C"] * 4 + ["F", "strided", "reversed", "readonly", "list"] + SUBCLASSES
+
+
+class PlainSubclass(np.ndarray):
+    """An ndarray subclass that changes nothing."""
+
+
+class LyingShape(np.ndarray):
+    """An ndarray subclass whose ``.shape`` property lies (ten times the rows)."""
+
+    @property
+    def shape(self):
+        real = np.ndarray.shape.__get__(self)
+        return (real[0] * 10,) + real[1:] if real else (3,)
+
+    def __repr__(self):  # NumPy's printing believes the lie (hypothesis prints the draws)
+        return f"LyingShape({np.asarray(self)!r})"
+
+    __str__ = __repr__
+
+
+def _masked_some(a):
+    mask = np.zeros(a.shape, dtype=bool)
+    mask.flat[0] = True
+    return np.ma.masked_array(a, mask=mask)
+
+
 
 
 def policy_dtype(*dtypes):
@@ -79,14 +109,21 @@ class Arg:
     value: object
     array: np.ndarray
     mutated: bool = False  # its shape is not the one the entry point expects
+    layout: str = "C"
 
     @property
     def refused(self):
-        return refused_dtype(self.array.dtype)
+        masked = self.layout == "masked, one masked" and np.ma.is_masked(self.value)
+        return refused_dtype(self.array.dtype) or masked
+
+    @property
+    def lenient(self):
+        """A subclass whose .shape lies: the twin's answer on its data, or a clean error."""
+        return self.layout == "lying shape"
 
     @property
     def valid(self):
-        return not self.mutated and not self.refused
+        return not self.mutated and not self.refused and not self.lenient
 
     def ref(self, dtype=None):
         """The values as a fresh C-ordered array of ``dtype`` (default: the policy's)."""
@@ -118,7 +155,7 @@ def expect(*args, ok=True):
     """The contract for a call on ``args``: ``valid`` (must succeed) when every argument is
     valid and ``ok`` holds; ``refused`` (must raise TypeError) when the only fault is a
     refused dtype; anything else may be refused with either error."""
-    shapes_ok = ok and not any(a.mutated for a in args)
+    shapes_ok = ok and not any(a.mutated or a.lenient for a in args)
     refused = any(a.refused for a in args)
     return dict(valid=shapes_ok and not refused, refused=shapes_ok and refused)
 
@@ -153,6 +190,16 @@ def _relayout(a, layout):
         return a
     if layout == "list":
         return a.tolist()
+    if layout == "subclass":
+        return a.view(PlainSubclass)
+    if layout == "lying shape":
+        return a.view(LyingShape)
+    if layout == "matrix":
+        return np.matrix(a) if a.ndim == 2 else a.view(PlainSubclass)
+    if layout == "masked":
+        return np.ma.masked_array(a)
+    if layout == "masked, one masked":
+        return _masked_some(a) if a.size else np.ma.masked_array(a)
     return np.ascontiguousarray(a)
 
 
@@ -183,9 +230,10 @@ def args(draw, shape, dtypes=None, layouts=LAYOUTS, vals=values(), mutate=True):
         dtypes = ACCEPTED if draw(st.integers(0, 9)) else REFUSED
     dtype = draw(st.sampled_from(dtypes))
     a = np.asarray(_cast(draw(vals(shape)), dtype))
-    value = _relayout(a, draw(st.sampled_from(layouts)))
+    layout = draw(st.sampled_from(layouts))
+    value = _relayout(a, layout)
     array = np.array(np.asarray(value), copy=True)  # a list of an empty array loses dims
-    return Arg(value, array, array.shape != expected)
+    return Arg(value, array, array.shape != expected, layout)
 
 
 @st.composite
@@ -202,13 +250,14 @@ def labels(draw, n, k, score_shape=None, layouts=LAYOUTS):
     lo = -2 if draw(st.integers(0, 9)) == 0 else 0
     raw = draw(hnp.arrays(np.int64, shape, elements=st.integers(lo, hi)))
     a = np.array(raw, dtype=dtype) if dtype != "uint64" else np.abs(raw).astype(dtype)
-    value = _relayout(a, draw(st.sampled_from(layouts)))
+    layout = draw(st.sampled_from(layouts))
+    value = _relayout(a, layout)
     arr = np.array(np.asarray(value), copy=True)
     if arr.shape == (score_shape or (n, k)):
-        return Arg(value, arr, False)
+        return Arg(value, arr, False, layout)
     in_range = arr.size == 0 or (arr.min() >= 0 and arr.max() < k)
     good_shape = arr.shape in ((n,), (n, 1)) + (((),) if n == 1 else ())
-    return Arg(value, arr, not good_shape or arr.dtype.kind not in "iu" or not in_range)
+    return Arg(value, arr, not good_shape or arr.dtype.kind not in "iu" or not in_range, layout)
 
 
 DOUTS = st.one_of(st.sampled_from([1, 1.0, 0.5, -2, np.float32(2.0), np.float64(0.25), 1e300]),
@@ -700,7 +749,8 @@ def test_network_constructors(data):
     params = {}
     for key, shape in shapes.items():
         params[key] = data.draw(args(shape, dtypes=[dtype] * 10 + ["int8", "float16"],
-                                     layouts=["C", "C", "F"], mutate=False), key).value
+                                     layouts=["C", "C", "F"] + SUBCLASSES, mutate=False),
+                                key).value
     if data.draw(st.integers(0, 3)) == 0:
         params.pop(data.draw(st.sampled_from(sorted(params))))
     ok, net = run_fast(lambda: N.MultiLayerNet.from_params(params), [], valid=False)
@@ -917,17 +967,19 @@ def test_optimizers(name, data):
     """Two updates: the twin's parameters, or a clean error that leaves every parameter as it
     was."""
     shapes = data.draw(st.lists(ANY_SHAPE, min_size=1, max_size=3))
-    params, grads, valid = {}, {}, True
+    params, grads, valid, refused = {}, {}, True, False
     for i, shape in enumerate(shapes):
         p = data.draw(args(shape, dtypes=["float64", "float32"] * 8 + ["float16", "int64"],
-                           layouts=["C"] * 12 + ["F", "strided", "readonly", "list"],
+                           layouts=["C"] * 12 + ["F", "strided", "readonly", "list"]
+                           + SUBCLASSES,
                            vals=values(specials=False, scales=[1.0, 1e4, 1e-30]),
                            mutate=False), f"params[{i}]")
         g = data.draw(args(shape, vals=values(scales=[1.0, 1e4, 1e-30, 1e30])), f"grads[{i}]")
         params[f"p{i}"], grads[f"p{i}"] = p, g
         p_ok = (isinstance(p.value, np.ndarray) and p.array.dtype in (np.float32, np.float64)
                 and p.value.flags.c_contiguous and p.value.flags.writeable)
-        valid &= p_ok and g.valid
+        valid &= p_ok and g.valid and p.valid
+        refused |= p.refused or g.refused
     fast_params = {k: p.value for k, p in params.items()}
     before = {k: copy.deepcopy(p) for k, p in fast_params.items()}
     twin_params = {k: p.ref(p.array.dtype) for k, p in params.items()}
@@ -936,6 +988,7 @@ def test_optimizers(name, data):
     for step in range(2):
         ok, _ = run_fast(lambda: fast.update(fast_params, fast_grads), list(fast_grads.values()),
                          valid)
+        assert not (ok and refused), "a masked entry or a refused dtype was accepted"
         if not ok:
             for k, p in fast_params.items():
                 assert _unchanged(p, before[k]), f"params[{k!r}] changed by a refused update"
@@ -1191,29 +1244,10 @@ def test_util_helpers(data, n):
 # as the dtype policy says), or raise a TypeError/ValueError that names the attribute.  The
 # sweeps run in child processes (test_cache_attributes), so that a crash fails one test.
 
-class PlainSubclass(np.ndarray):
-    """An ndarray subclass that changes nothing."""
-
-
-class LyingShape(np.ndarray):
-    """An ndarray subclass whose ``.shape`` property lies (ten times the rows)."""
-
-    @property
-    def shape(self):
-        real = np.ndarray.shape.__get__(self)
-        return (real[0] * 10,) + real[1:] if real else (3,)
-
-
 def _strided(a):
     big = np.zeros(a.shape + (2,), dtype=a.dtype)
     big[..., 0] = a
     return big[..., 0]
-
-
-def _masked_some(a):
-    mask = np.zeros(a.shape, dtype=bool)
-    mask.flat[0] = True
-    return np.ma.masked_array(a, mask=mask)
 
 
 # (name, make the new value from a copy of the old, the twin's value of it (default: the
