@@ -292,6 +292,13 @@ def check_bias(b, n_out, w_shape):
                          f"{shape} (or be one value for every output)")
 
 
+def bias_dtype(b):
+    """The bias as ``compute_dtype`` takes it: nothing for a Python number, which takes the
+    arrays' dtype as NumPy's ``x32 @ W32 + 0`` does (the book's ch07/apply_filter.py passes
+    ``b=0`` with float32 images)."""
+    return () if type(b) in (int, float) else (("b", b),)
+
+
 def as_bias(b, n_out, dtype):
     """The bias as a C-contiguous ``(n_out,)`` array of ``dtype`` (one value broadcast)."""
     b = as_float(b, "b", dtype)

@@ -201,7 +201,7 @@ class _Dense:
             x2, single, flag = x, False, self._transposed  # nothing to convert
         else:
             x, W = v.as_plain(x, "x"), v.as_plain(W, "W")
-            dtype = v.compute_dtype(("x", x), ("W", W), ("b", b))
+            dtype = v.compute_dtype(("x", x), ("W", W), *v.bias_dtype(b))
             x2, single = v.as_batch(x, "x", dtype)
             W, flag, _ = _gemm_weight(W, self._transposed, dtype)
             b = v.as_bias(b, n_out, dtype)
@@ -674,7 +674,7 @@ class Convolution:
         v.check_filters(W, b)
         W_held = W
         W = v.as_plain(W, "W")
-        dtype = v.compute_dtype(("x", x), ("W", W), ("b", b))
+        dtype = v.compute_dtype(("x", x), ("W", W), *v.bias_dtype(b))
         x = v.as_images(x, "x", dtype)
         v.check_filters(W, b, x.shape)
         OH, OW = v.window_output_size(x.shape, W.shape[2:], stride, pad, "x", "the filter W")

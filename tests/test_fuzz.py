@@ -986,6 +986,7 @@ def test_optimizers(name, data):
     fast_grads = {k: g.value for k, g in grads.items()}
     fast, twin = O.get_optimizer(name, lr=0.05), RO.OPTIMIZERS[name](lr=0.05)
     for step in range(2):
+        before = {k: copy.deepcopy(p) for k, p in fast_params.items()}
         ok, _ = run_fast(lambda: fast.update(fast_params, fast_grads), list(fast_grads.values()),
                          valid)
         assert not (ok and refused), "a masked entry or a refused dtype was accepted"
