@@ -997,7 +997,12 @@ def test_optimizers(name, data):
         run_twin(lambda: twin.update(twin_params, {k: g.ref(twin_params[k].dtype)
                                                    for k, g in grads.items()}))
         for k, p in fast_params.items():
-            assert_close(p, twin_params[k], p.dtype, what=f"step {step}: params[{k!r}]")
+            # a number's update is the book's expression on its grad as given: a float32 grad
+            # computes in float32 (NEP 50), where the twin was handed float64
+            low = (not isinstance(params[k].value, np.ndarray)
+                   and grads[k].array.dtype in (np.float16, np.float32))
+            assert_close(p, twin_params[k], p.dtype, what=f"step {step}: params[{k!r}]",
+                         tol_dtype=np.float32 if low else None)
 
 
 # --- fastnn.gradient -------------------------------------------------------------------------
@@ -1318,6 +1323,11 @@ def _rand(rng, *shape):
     return rng.standard_normal(shape)
 
 
+def _rows(rng):
+    """A batch size of 2 to 5 (one row would make a transposed cache look valid)."""
+    return int(rng.integers(2, 6))
+
+
 def _twin_api(name):
     return RC if name in ("Convolution", "Pooling") else RNORM if name in (
         "Dropout", "BatchNormalization") else RL
@@ -1327,7 +1337,8 @@ def _dense_case(transposed):
     return CacheCase(
         make=lambda api, rng: getattr(api, "Linear" if transposed else "Affine")(
             _rand(rng, 3, 4) if transposed else _rand(rng, 4, 3), _rand(rng, 3)),
-        inputs=lambda rng: (_rand(rng, 5, 4),), dout=lambda rng, out: _rand(rng, *out.shape),
+        inputs=lambda rng: (_rand(rng, _rows(rng), 4),),
+        dout=lambda rng, out: _rand(rng, *out.shape),
         before_backward=("x", "W"), before_forward=("W", "b"), grads=("dW", "db"),
         scalars=("original_x_shape",))
 
@@ -1338,9 +1349,9 @@ def _labels_or_one_hot(rng):
 
 
 CACHE_CASES = {
-    "Relu": CacheCase(lambda api, rng: api.Relu(), lambda rng: (_rand(rng, 4, 3),),
+    "Relu": CacheCase(lambda api, rng: api.Relu(), lambda rng: (_rand(rng, _rows(rng), 3),),
                       lambda rng, out: _rand(rng, *out.shape), ("mask",)),
-    "Sigmoid": CacheCase(lambda api, rng: api.Sigmoid(), lambda rng: (_rand(rng, 4, 3),),
+    "Sigmoid": CacheCase(lambda api, rng: api.Sigmoid(), lambda rng: (_rand(rng, _rows(rng), 3),),
                          lambda rng, out: _rand(rng, *out.shape), ("out",)),
     "Affine": _dense_case(False),
     "Linear": _dense_case(True),
@@ -1352,20 +1363,23 @@ CACHE_CASES = {
                                               rng.integers(0, 2, (4, 3)).astype(float)),
                                  lambda rng, out: 1, ("y", "t")),
     "Dropout": CacheCase(lambda api, rng: api.Dropout(0.4, rng=3),
-                         lambda rng: (_rand(rng, 4, 3),), lambda rng, out: _rand(rng, *out.shape),
-                         ("mask",)),
+                         lambda rng: (_rand(rng, _rows(rng), 3),),
+                         lambda rng, out: _rand(rng, *out.shape), ("mask",)),
     "BatchNormalization": CacheCase(
         lambda api, rng: api.BatchNormalization(1 + _rand(rng, 6), _rand(rng, 6)),
-        lambda rng: (_rand(rng, 5, 6) if rng.integers(2) else _rand(rng, 5, 1, 2, 3),),
+        # (at least 3 rows: at 2, dx is rounding noise, test_normalization.py says why)
+        lambda rng: (_rand(rng, _rows(rng) + 1, 6) if rng.integers(2) else
+                     _rand(rng, _rows(rng) + 1, 1, 2, 3),),
         lambda rng, out: _rand(rng, *out.shape), ("xn", "std", "xc", "gamma"),
         ("gamma", "beta", "running_mean", "running_var"), ("dgamma", "dbeta"),
         ("batch_size", "input_shape")),
     "Convolution": CacheCase(
         lambda api, rng: api.Convolution(_rand(rng, 2, 3, 2, 2), _rand(rng, 2), 1, 1),
-        lambda rng: (_rand(rng, 2, 3, 4, 4),), lambda rng, out: _rand(rng, *out.shape),
-        ("x", "W", "col", "col_W"), ("W", "b"), ("dW", "db")),
+        lambda rng: (_rand(rng, _rows(rng) - 1, 3, 4, 3 + rng.integers(3)),),
+        lambda rng, out: _rand(rng, *out.shape), ("x", "W", "col", "col_W"), ("W", "b"),
+        ("dW", "db")),
     "Pooling": CacheCase(lambda api, rng: api.Pooling(2, 2, 2, 0),
-                         lambda rng: (_rand(rng, 2, 3, 4, 4),),
+                         lambda rng: (_rand(rng, _rows(rng) - 1, 3, 4, 4 + rng.integers(3)),),
                          lambda rng, out: _rand(rng, *out.shape), ("x", "arg_max")),
 }
 
@@ -1459,7 +1473,8 @@ def run_isolated(code, timeout=120):
     tests = str(Path(__file__).resolve().parent)
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=timeout, cwd=tests,
-                          env={**os.environ, "PYTHONPATH": tests})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [tests, os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-6000:]}"
 
 
