@@ -12,6 +12,7 @@ string and extended-precision inputs are refused.
 """
 import math
 import numbers
+import operator
 
 import numpy as np
 
@@ -28,6 +29,23 @@ def _kind_error(name, dtype):
     )
 
 
+def as_plain(a, name):
+    """``a`` with an ndarray subclass viewed as the plain ndarray it holds (the same memory).
+
+    ``np.matrix``, a subclass whose ``.shape`` property says otherwise, any subclass: every
+    shape read after this is the buffer's own.  A masked array with masked entries is a
+    ``TypeError`` (fastnn has no masks: it would compute with the hidden values); one with
+    nothing masked is its data.
+    """
+    if isinstance(a, np.ndarray) and type(a) is not np.ndarray:
+        if isinstance(a, np.ma.MaskedArray) and np.ma.is_masked(a):
+            raise TypeError(f"{name} is a masked array with {np.ma.count_masked(a)} masked "
+                            f"entries; fastnn computes on every value, so pass "
+                            f"{name}.filled(value) or the values you mean")
+        return np.asarray(a)
+    return a
+
+
 def compute_dtype(*named_arrays):
     """The float dtype in which arrays given as ``(name, array)`` pairs are combined."""
     first = named_arrays[0][1]
@@ -40,6 +58,7 @@ def compute_dtype(*named_arrays):
             return first.dtype
     dtypes = []
     for name, a in named_arrays:
+        a = as_plain(a, name)
         dt = np.asarray(a).dtype if not isinstance(a, np.ndarray) else a.dtype
         if dt.kind in "biu":
             dt = np.dtype(np.float64)
@@ -85,7 +104,7 @@ def as_float(x, name, dtype=None):
 
     Copies only when ``x`` is not already such an array.
     """
-    x = np.asarray(x)
+    x = np.asarray(as_plain(x, name))
     if dtype is None:
         dtype = compute_dtype((name, x))
     elif x.dtype.kind not in "biuf" or (x.dtype.kind == "f" and x.dtype.itemsize > 8):
@@ -93,6 +112,42 @@ def as_float(x, name, dtype=None):
     x = np.asarray(x, dtype=dtype, order="C")  # keeps 0-d, unlike ascontiguousarray
     # an unaligned buffer (a slice of raw bytes, an array Dask received) is C-contiguous too
     return x if x.flags.aligned else x.copy()
+
+
+def as_mask(mask, name):
+    """A cached boolean mask (a layer's public attribute, which a caller may have replaced)
+    as a C-contiguous bool array.  Any other dtype is a TypeError: the book indexes with the
+    mask (``dout[mask] = 0``), and an integer array there selects rows, not elements."""
+    mask = np.asarray(as_plain(mask, name))
+    if mask.dtype != np.bool_:
+        raise TypeError(f"{name} must be a bool array (True where the gradient is stopped), "
+                        f"got dtype {mask.dtype} of shape {mask.shape}")
+    return np.asarray(mask, order="C")  # keeps 0-d, unlike ascontiguousarray
+
+
+def check_same_shape(a, name, cached, cached_name):
+    """Raise unless ``a`` (an argument) has the shape of ``cached`` (a layer's attribute)."""
+    if np.shape(a) != np.shape(cached):
+        raise ValueError(f"{name} must have shape {np.shape(cached)}, got {np.shape(a)} (the "
+                         f"shape of {cached_name})")
+
+
+def as_shape(shape, size, name):
+    """A cached shape (a layer's ``input_shape``/``original_x_shape``) as a tuple of ints
+    holding ``size`` elements, as ``reshape`` takes it (one -1 allowed)."""
+    try:
+        if not isinstance(shape, (tuple, list)):
+            raise TypeError("not a sequence")
+        dims = tuple(operator.index(d) for d in shape)
+        known = math.prod(d for d in dims if d != -1)
+        free = dims.count(-1)
+        if min(dims, default=0) < -1 or free > 1 or (
+                known != size if not free else known == 0 or size % known):
+            raise ValueError("no such shape")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a shape of {size} elements (the gradient's), got "
+                         f"{shape!r}") from exc
+    return dims
 
 
 def as_batch(x, name, dtype):
@@ -109,10 +164,11 @@ def as_batch(x, name, dtype):
     return x2, single
 
 
-def check_shape(a, expected, name):
-    """Raise unless ``a.shape == expected``."""
+def check_shape(a, expected, name, of=""):
+    """Raise unless ``a.shape == expected``; ``of`` says where ``expected`` comes from (the
+    cached attribute it must match, say)."""
     if a.shape != tuple(expected):
-        raise ValueError(f"{name} must have shape {tuple(expected)}, got {a.shape}")
+        raise ValueError(f"{name} must have shape {tuple(expected)}{of}, got {a.shape}")
 
 
 def check_finite_scalar(value, name, positive=False):
@@ -170,7 +226,7 @@ def as_labels(t, n, k, name="t"):
 
     Accepts any integer dtype, shapes ``(n,)`` and ``(n, 1)``, and a scalar when ``n == 1``.
     """
-    t = np.asarray(t)
+    t = np.asarray(as_plain(t, name))
     if t.dtype.kind not in "iu":
         raise TypeError(
             f"{name} holds class labels and must be an integer array, got dtype {t.dtype} "
@@ -195,7 +251,7 @@ def as_labels(t, n, k, name="t"):
 def accuracy_labels(t, n, k, name="t"):
     """The labels an accuracy compares with: integer labels as ``as_labels`` takes them, or
     the argmax of one-hot rows of shape ``(n, k)``."""
-    t = np.asarray(t)
+    t = np.asarray(as_plain(t, name))
     if t.ndim != 1 and t.shape == (n, k):
         t = np.argmax(t, axis=-1)
     return as_labels(t, n, k, name)
@@ -208,7 +264,7 @@ def as_targets(t, scores_shape, name="t"):
     targets, any real dtype), else ``("labels", int64 array)``.
     """
     n, k = scores_shape
-    t = np.asarray(t)
+    t = np.asarray(as_plain(t, name))
     if t.shape == (n, k):
         compute_dtype((name, t))  # refuses complex/object targets
         return "targets", t
@@ -233,22 +289,44 @@ def dense_sizes(W, b, transposed=False):
     if not isinstance(W, np.ndarray):
         raise TypeError(f"W must be a NumPy array (the layer holds it by reference, as the "
                         f"book's does), got {type(W).__name__}")
+    W = as_plain(W, "W")
     if W.ndim != 2:
         raise ValueError(f"W must be a 2-D array, got shape {W.shape}")
     n_in, n_out = W.shape[::-1] if transposed else W.shape
     if n_in == 0 or n_out == 0:
         # the GEMM kernels are never given an empty weight (as nets and numgrad refuse it)
         raise ValueError(f"W must have at least one input and one output, got shape {W.shape}")
-    if np.shape(b) != (n_out,):
-        raise ValueError(f"b must have shape ({n_out},) to match W {W.shape}, got {np.shape(b)}")
+    check_bias(b, n_out, W.shape)
     return n_in, n_out
+
+
+def check_bias(b, n_out, w_shape):
+    """Raise unless the bias ``b`` has shape ``(n_out,)``, or is a scalar or of shape ``(1,)``
+    (the book adds it by broadcasting: ch07/apply_filter.py passes ``b=0``)."""
+    shape = np.shape(as_plain(b, "b"))
+    if shape not in ((n_out,), (), (1,)):
+        raise ValueError(f"b must have shape ({n_out},) to match W {tuple(w_shape)}, got "
+                         f"{shape} (or be one value for every output)")
+
+
+def bias_dtype(b):
+    """The bias as ``compute_dtype`` takes it: nothing for a Python number, which takes the
+    arrays' dtype as NumPy's ``x32 @ W32 + 0`` does (the book's ch07/apply_filter.py passes
+    ``b=0`` with float32 images)."""
+    return () if type(b) in (int, float) else (("b", b),)
+
+
+def as_bias(b, n_out, dtype):
+    """The bias as a C-contiguous ``(n_out,)`` array of ``dtype`` (one value broadcast)."""
+    b = as_float(b, "b", dtype)
+    return b if b.shape == (n_out,) else np.full(n_out, b.reshape(()), dtype=dtype)
 
 
 def batch_view(x, name="x"):
     """``x`` (not converted) viewed as a 2-D ``(batch, features)`` batch, and whether it was
     one sample: a 1-D ``x`` is a batch of one, more dimensions are flattened after the first
     (the book's ``x.reshape(x.shape[0], -1)``)."""
-    x = np.asarray(x)
+    x = np.asarray(as_plain(x, name))
     if x.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a scalar")
     # the features counted, not inferred: reshape(0, -1) of an empty batch is ambiguous
@@ -263,8 +341,8 @@ def as_scores_and_targets(y, t, name="y"):
     is one sample), ``kind`` "targets" (``t2`` of ``y2``'s shape and dtype) or "labels"
     (``t2`` int64 of shape ``(n,)``), and the compute dtype.
     """
-    y_arr = np.asarray(y)
-    t_arr = np.asarray(t)
+    y_arr = np.asarray(as_plain(y, name))
+    t_arr = np.asarray(as_plain(t, "t"))
     if y_arr.ndim == 1 and t_arr.shape == y_arr.shape:
         t_arr = t_arr.reshape(1, -1)
     if y_arr.ndim != 1 and y_arr.ndim != 2:
@@ -324,14 +402,13 @@ def check_filters(W, b, x_shape=None):
     if not isinstance(W, np.ndarray):
         raise TypeError(f"W must be a NumPy array (the layer holds it by reference, as the "
                         f"book's does), got {type(W).__name__}")
+    W = as_plain(W, "W")
     if W.ndim != 4:
         raise ValueError(f"W must be a 4-D array (FN, C, FH, FW), got shape {W.shape}")
     if min(W.shape) == 0:
         raise ValueError(f"W must have at least one filter, channel, row and column, got shape "
                          f"{W.shape}")
-    if np.shape(b) != (W.shape[0],):
-        raise ValueError(f"b must have shape ({W.shape[0]},) to match W {W.shape}, got "
-                         f"{np.shape(b)}")
+    check_bias(b, W.shape[0], W.shape)
     if x_shape is not None and x_shape[1] != W.shape[1]:
         raise ValueError(f"x {tuple(x_shape)} has {x_shape[1]} channels but W {W.shape} "
                          f"expects {W.shape[1]}")

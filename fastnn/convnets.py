@@ -169,7 +169,7 @@ class _ConvNet:
 
     def _images(self, x):
         """(x as an ndarray, its compute dtype), checked to be (N, C, H, W) of input_dim."""
-        x = np.asarray(x)
+        x = np.asarray(v.as_plain(x, "x"))
         dtype = v.compute_dtype(("x", x), ("W1", self._conv_layers[0].W))
         if x.ndim != 4 or x.shape[1:] != self.input_dim:
             raise ValueError(f"x must be a batch of images (N, {', '.join(map(str, self.input_dim))}), "
@@ -255,7 +255,7 @@ class _ConvNet:
         divided by N (the book's code counts no partial last batch)."""
         batch_size = v.check_count(batch_size, "batch_size")
         x, dtype = self._images(x)
-        t = np.asarray(t)
+        t = np.asarray(v.as_plain(t, "t"))
         if t.ndim == 2 and t.shape == (x.shape[0], self._sizes[-1]):
             t = np.argmax(t, axis=1)  # one-hot rows, as the book's t.ndim != 1
         t = v.as_labels(t, x.shape[0], self._sizes[-1], "t")

@@ -173,7 +173,7 @@ def numerical_gradient_batched(f, x, h=1e-4, chunk_size=None):
     Twin: :func:`fastnn.reference.gradient.numerical_gradient_batched`.
     """
     h = _check_h(h)
-    x = np.asarray(x)
+    x = np.asarray(v.as_plain(x, "x"))
     _check_perturbable_dtype(x.dtype, "x")
     size = x.size
     if chunk_size is None:
@@ -236,7 +236,7 @@ def gradient_descent(f, init_x, lr=0.01, step_num=100, return_path=False):
 
 def _network_targets(t, n, k, single):
     """Targets as float64 rows (n, k): labels become one-hot rows."""
-    t = np.asarray(t)
+    t = np.asarray(v.as_plain(t, "t"))
     if single and t.shape == (k,):
         t = t.reshape(1, k)
     labels, t = v.resolve_targets(t, (n, k), np.float64)
@@ -287,7 +287,8 @@ def network_numerical_gradient(weights, biases, x, t, activation="relu", exact_l
         raise ValueError(
             f"activation must be one of {sorted(_numgrad.ACTIVATION_CODES)}, got {activation!r}"
         )
-    weights, biases = [np.asarray(W) for W in weights], [np.asarray(b) for b in biases]
+    weights = [np.asarray(v.as_plain(W, f"W{l}")) for l, W in enumerate(weights, 1)]
+    biases = [np.asarray(v.as_plain(b, f"b{l}")) for l, b in enumerate(biases, 1)]
     if not weights or len(weights) != len(biases):
         raise ValueError(
             f"need one bias per weight matrix and at least one layer, got {len(weights)} "

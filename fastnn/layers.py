@@ -28,9 +28,13 @@ __all__ = [
 __all__ += ["Convolution", "Pooling"]
 
 
-def _require_forward(layer, cached):
+_UNSET = object()  # a computed cache attribute that no caller assigned
+
+
+def _require_forward(layer, cached, attr=None):
     if cached is None:
-        raise ValueError(f"{type(layer).__name__}.backward() called before forward()")
+        what = f" ({type(layer).__name__}.{attr} is None)" if attr else ""
+        raise ValueError(f"{type(layer).__name__}.backward() called before forward(){what}")
 
 
 # --- computational-graph nodes (chapter 5): scalars or arrays, plain arithmetic -------------
@@ -117,11 +121,10 @@ class Relu:
 
     def backward(self, dout):
         mask = self.mask  # read once: the kernel must get the mask whose shape was checked
-        _require_forward(self, mask)
+        _require_forward(self, mask, "mask")
+        mask = v.as_mask(mask, "Relu.mask")  # the public attribute may have been replaced
         dout = v.as_float(dout, "dout")
-        # the public attribute may have been replaced: any 0/1 array-like counts by its truth
-        mask = np.asarray(mask, dtype=bool, order="C")
-        v.check_shape(dout, mask.shape, "dout")
+        v.check_same_shape(dout, "dout", mask, "Relu.mask")
         dx = np.empty_like(dout)
         _activations.relu_backward(dout, mask, dx)
         return dx
@@ -145,11 +148,11 @@ class Sigmoid:
 
     def backward(self, dout):
         out = self.out  # read once: the kernel must get the array whose shape was checked
-        _require_forward(self, out)
-        dtype = v.compute_dtype(("dout", dout), ("out", out))
+        _require_forward(self, out, "out")
+        dtype = v.compute_dtype(("dout", dout), ("Sigmoid.out", out))
         dout = v.as_float(dout, "dout", dtype)
-        v.check_shape(dout, out.shape, "dout")
-        out = np.asarray(out, dtype=dtype, order="C")  # the attribute may be any view by now
+        out = v.as_float(out, "Sigmoid.out", dtype)  # the attribute may be any view by now
+        v.check_same_shape(dout, "dout", out, "Sigmoid.out")
         dx = np.empty_like(dout)
         _activations.sigmoid_backward(dout, out, dx)
         return dx
@@ -193,23 +196,25 @@ class _Dense:
         W, b = self.W, self.b  # read once: the kernel must get the arrays that were checked
         n_in, n_out = self._shapes(W, b)
         dtype = v.common_contiguous_dtype(x, W, b)
-        if dtype is not None and x.ndim == 2 and 0 < x.shape[0] <= v.GEMM_MAX:
+        if (dtype is not None and x.ndim == 2 and 0 < x.shape[0] <= v.GEMM_MAX
+                and b.shape == (n_out,)):
             x2, single, flag = x, False, self._transposed  # nothing to convert
         else:
-            dtype = v.compute_dtype(("x", x), ("W", W), ("b", b))
+            x, W = v.as_plain(x, "x"), v.as_plain(W, "W")
+            dtype = v.compute_dtype(("x", x), ("W", W), *v.bias_dtype(b))
             x2, single = v.as_batch(x, "x", dtype)
             W, flag, _ = _gemm_weight(W, self._transposed, dtype)
-            b = v.as_float(b, "b", dtype)
+            b = v.as_bias(b, n_out, dtype)
         if x2.shape[1] != n_in:
             raise ValueError(
                 f"x has {x2.shape[1]} features per sample (shape {np.shape(x)}) but W "
-                f"{self.W.shape} expects {n_in}"
+                f"{np.shape(v.as_plain(self.W, 'W'))} expects {n_in}"
             )
         out = np.empty((x2.shape[0], n_out), dtype=dtype)
         with threads.for_work(x2.shape[0] * n_in * n_out):
             _dense.dense_forward(x2, W, b, out, flag)
         self.x = x2
-        self.original_x_shape = np.shape(x)
+        self.original_x_shape = np.shape(v.as_plain(x, "x"))
         return out.reshape(-1) if single else out
 
     def backward(self, dout, compute_dx=True):
@@ -219,29 +224,34 @@ class _Dense:
         the first layer of a network never needs it.
         """
         # read once: the kernels must get the arrays whose shapes were checked
-        x, x_shape, W = self.x, self.original_x_shape, self.W
-        _require_forward(self, x)
+        name = type(self).__name__
+        x, x_shape, W = self.x, self.original_x_shape, v.as_plain(self.W, "W")
+        _require_forward(self, x, "x")
         n_in, n_out = self._shapes(W, self.b)
+        x = v.as_plain(x, f"{name}.x")  # the public attribute may be anything by now
         if not isinstance(x, np.ndarray) or x.ndim != 2:
-            raise ValueError(f"x (the cached forward input) must be a 2-D array, got "
+            raise ValueError(f"{name}.x (the cached forward input) must be a 2-D array, got "
                              f"{type(x).__name__} of shape {np.shape(x)}; was it reassigned?")
         if x.shape[1] != n_in:
             # W was replaced since forward: its GEMMs would run past the ends of dW and dx
             raise ValueError(
                 f"W {W.shape} expects {n_in} features per sample, but forward() saw "
-                f"{x.shape[1]}; call forward() again after replacing W"
+                f"{x.shape[1]} ({name}.x {x.shape}); call forward() again after replacing W "
+                "or x"
             )
         dtype = v.common_contiguous_dtype(dout, x, W)
         if dtype is None:
-            dtype = v.compute_dtype(("dout", dout), ("x", x), ("W", W))
+            dtype = v.compute_dtype(("dout", dout), (f"{name}.x", x), ("W", W))
             dout = v.as_float(dout, "dout", dtype)
         if dout.shape not in ((x.shape[0], n_out), (n_out,) if x.shape[0] == 1 else None):
             raise ValueError(
-                f"dout must have shape {(x.shape[0], n_out)} (the forward output's), "
-                f"got {dout.shape}"
+                f"dout must have shape {(x.shape[0], n_out)} (the forward output's), got "
+                f"{dout.shape} ({name}.x is {x.shape}, W {W.shape})"
             )
         dout = dout.reshape(x.shape[0], n_out)
-        x = np.asarray(x, dtype=dtype, order="C")  # the public attribute may be any view by now
+        x = v.as_float(x, f"{name}.x", dtype)
+        x_shape = v.as_shape(x_shape, x.size, f"{name}.original_x_shape") if compute_dx \
+            else None
         W, flag, flipped = _gemm_weight(W, self._transposed, dtype)
         dW = np.empty(W.shape, dtype=dtype)
         db = np.empty(n_out, dtype=dtype)
@@ -298,19 +308,32 @@ class SoftmaxWithLoss:
         y, loss = fused_softmax_loss(x2, kind, t_res, self.exact)
         self.y = y.reshape(np.shape(x))
         self.t = t
-        # what backward needs, in one attribute: it reads the y and targets of one forward
-        self._targets = (kind, t_res, y, self.y.shape)
+        # what backward needs, in one attribute: it reads the y and targets of one forward,
+        # unless the public y or t were replaced since (then it reads those, as the book does)
+        self._targets = (kind, t_res, y, self.y, t)
         self.loss = dtype.type(loss)
         return self.loss
 
     def backward(self, dout=1):
         cache = self._targets
         _require_forward(self, cache)
-        kind, t, y, shape = cache
+        kind, t, y, public_y, public_t = cache
         dout = v.check_finite_scalar(dout, "dout")
+        if self.y is not public_y or self.t is not public_t:
+            # the book's backward reads self.y and self.t: resolve them as forward does
+            _require_forward(self, self.y, "y")
+            y, t = v.as_plain(self.y, "SoftmaxWithLoss.y"), v.as_plain(self.t, "SoftmaxWithLoss.t")
+            try:
+                y, kind, t, _ = v.as_scores_and_targets(y, t, "SoftmaxWithLoss.y")
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"SoftmaxWithLoss.y {np.shape(y)} and SoftmaxWithLoss.t "
+                                f"{np.shape(t)} (replaced after forward()?): {exc}") from None
+        elif kind == "labels" and _loss.first_bad_label(t, y.shape[1]) >= 0:
+            # the caller's label array, changed in place since forward: re-checked
+            t = v.as_labels(t, *y.shape, "SoftmaxWithLoss.t")
         dx = np.empty_like(y)
         _loss.softmax_xent_backward(y, t, kind == "labels", dx, dout)
-        return dx.reshape(shape)
+        return dx.reshape(np.shape(v.as_plain(self.y, "y")))
 
 
 class SigmoidWithLoss:
@@ -339,10 +362,15 @@ class SigmoidWithLoss:
         return self.loss
 
     def backward(self, dout=1):
-        _require_forward(self, self.y)
+        y, t = self.y, self.t  # the public attributes, which the book's backward reads
+        _require_forward(self, y, "y")
         dout = v.check_finite_scalar(dout, "dout")
-        batch_size = self.y.shape[0] if self.y.ndim else 1
-        return (self.y - self.t) * dout / batch_size
+        dtype = v.compute_dtype(("SigmoidWithLoss.y", y), ("SigmoidWithLoss.t", t))
+        y = v.as_float(y, "SigmoidWithLoss.y", dtype)
+        t = v.as_float(t, "SigmoidWithLoss.t", dtype)
+        v.check_same_shape(t, "SigmoidWithLoss.t", y, "SigmoidWithLoss.y")
+        batch_size = y.shape[0] if y.ndim else 1
+        return (y - t) * dout / batch_size
 
 
 # --- chapter 6: dropout and batch normalization ---------------------------------------------------
@@ -386,12 +414,18 @@ class Dropout:
         return out
 
     def backward(self, dout):
-        mask = self.mask  # read once: the kernel must get the mask whose shape was checked
-        _require_forward(self, mask)
+        mask = v.as_plain(self.mask, "Dropout.mask")  # read once: the array that is checked
+        _require_forward(self, mask, "mask")
+        if getattr(mask, "dtype", None) != np.bool_:
+            # a replaced mask of numbers scales the gradient, as the book's dout * mask does
+            dtype = v.compute_dtype(("dout", dout), ("Dropout.mask", mask))
+            mask = v.as_float(mask, "Dropout.mask", dtype)
+            dout = v.as_float(dout, "dout", dtype)
+            v.check_same_shape(dout, "dout", mask, "Dropout.mask")
+            return dout * mask
+        mask = np.asarray(mask, order="C")  # keeps 0-d, unlike ascontiguousarray
         dout = v.as_float(dout, "dout")
-        # the public attribute may have been replaced: any 0/1 array-like counts by its truth
-        mask = np.asarray(mask, dtype=bool, order="C")
-        v.check_shape(dout, mask.shape, "dout")
+        v.check_same_shape(dout, "dout", mask, "Dropout.mask")
         dx = np.empty_like(dout)
         _normalization.mask_multiply(dout, mask, dx)
         return dx
@@ -400,7 +434,7 @@ class Dropout:
 def _as_statistic(stat, d, name):
     """A running statistic as a new float64 (d,) array (the book rebinds a new array at every
     training step too, so the caller's array is never modified)."""
-    stat = np.array(stat, dtype=np.float64, order="C", copy=True)
+    stat = np.array(v.as_float(stat, name, np.dtype(np.float64)), copy=True)
     if stat.shape != (d,):
         raise ValueError(f"{name} must have shape ({d},), one value per feature, got {stat.shape}")
     return stat
@@ -439,15 +473,29 @@ class BatchNormalization:
         self.std = None
         self.dgamma = None
         self.dbeta = None
-        self._inv_std = None
+        self._train = None  # the last training forward's (xn, std, 1 / std, input shape)
+        self._xc = _UNSET  # xc, when a caller assigned it
+
+    def keep_training_cache(self, xn, std, inv_std, input_shape):
+        """Hold a training pass's ``xn`` (N, D), ``std`` and ``1 / std`` (D,) for backward
+        (the layer's own forward, or a network's compiled pass that ran it)."""
+        self.batch_size, self.xn, self.std, self.input_shape = xn.shape[0], xn, std, input_shape
+        self._train, self._xc = (xn, std, inv_std, tuple(input_shape)), _UNSET
 
     @property
     def xc(self):
-        """x - mean of the last training batch (recomputed as xn * std)."""
-        return None if self.xn is None else self.xn * self.std
+        """x - mean of the last training batch (recomputed as xn * std, unless assigned)."""
+        if self._xc is not _UNSET:
+            return self._xc
+        return None if self._train is None else self._train[0] * self._train[1]
+
+    @xc.setter
+    def xc(self, value):
+        self._xc = value
 
     def _batch(self, x, gamma, beta):
         """(x as C-contiguous (N, D), gamma, beta as (D,) arrays of the compute dtype)."""
+        x, gamma, beta = v.as_plain(x, "x"), v.as_plain(gamma, "gamma"), v.as_plain(beta, "beta")
         shape = np.shape(x)
         if len(shape) not in (2, 4):
             raise ValueError(f"x must be 2-D (N, D) or 4-D (N, C, H, W), got shape {shape}")
@@ -461,6 +509,7 @@ class BatchNormalization:
         return x2, v.as_float(gamma, "gamma", dtype), v.as_float(beta, "beta", dtype)
 
     def forward(self, x, train_flg=True):
+        x = v.as_plain(x, "x")
         x2, gamma, beta = self._batch(x, self.gamma, self.beta)
         n, d = x2.shape
         if self.running_mean is None:
@@ -479,36 +528,74 @@ class BatchNormalization:
                                                    running_mean, running_var, mean, inv_std,
                                                    std, xn, out)
             self.running_mean, self.running_var = running_mean, running_var
-            self.batch_size, self.xn, self.std, self._inv_std = n, xn, std, inv_std
-            self.input_shape = np.shape(x)
+            self.keep_training_cache(xn, std, inv_std, np.shape(x))
         else:
             _normalization.batchnorm_forward_test(x2, gamma, beta, running_mean, running_var,
                                                   np.empty(d), out)
         return out.reshape(np.shape(x))
 
     def backward(self, dout):
-        # read once: the kernel must get the arrays whose shapes were checked
-        xn, inv_std, shape = self.xn, self._inv_std, self.input_shape
-        if xn is None or inv_std is None:
+        if self._train is None:
             raise ValueError("BatchNormalization.backward() called before a training-mode "
                              "forward()")
-        n, d = xn.shape
-        if np.shape(dout) not in (tuple(shape), (n, d)):
-            raise ValueError(f"dout must have shape {tuple(shape)} (the forward input's), got "
+        xn0, std0, inv_std, shape0 = self._train
+        n, d = xn0.shape
+        # the public attributes the book's backward reads, which a caller may have replaced
+        xn, std, xc = (v.as_plain(a, f"BatchNormalization.{name}") for a, name in
+                       ((self.xn, "xn"), (self.std, "std"), (self._xc, "xc")))
+        gamma, batch_size = v.as_plain(self.gamma, "gamma"), self.batch_size
+        shape = v.as_shape(self.input_shape, n * d, "BatchNormalization.input_shape")
+        if np.shape(dout) not in (shape0, (n, d)):
+            raise ValueError(f"dout must have shape {shape0} (the forward input's), got "
                              f"{np.shape(dout)}")
-        if np.shape(self.gamma) != (d,):
+        if np.shape(gamma) != (d,):
             raise ValueError(f"gamma must have shape ({d},) as in forward(), got "
-                             f"{np.shape(self.gamma)}")
-        dtype = v.compute_dtype(("dout", dout), ("xn", xn), ("gamma", self.gamma))
+                             f"{np.shape(gamma)}")
+        book = xn is not xn0 or std is not std0 or xc is not _UNSET or not (
+            isinstance(batch_size, (int, np.integer)) and batch_size == n)
+        cached = [("BatchNormalization.xn", xn)] + [
+            (f"BatchNormalization.{name}", a) for name, a in (("std", std), ("xc", xc))
+            if book and a is not _UNSET]
+        dtype = v.compute_dtype(("dout", dout), ("gamma", gamma), *cached)
         dout2 = v.as_float(dout, "dout", dtype).reshape(n, d)
-        xn = np.asarray(xn, dtype=dtype, order="C")
-        gamma = v.as_float(self.gamma, "gamma", dtype)
-        dx = np.empty((n, d), dtype=dtype)
-        dgamma, dbeta = np.empty(d, dtype=dtype), np.empty(d, dtype=dtype)
-        _normalization.batchnorm_backward(dout2, xn, gamma, inv_std, dx, dgamma, dbeta,
-                                          np.empty(2 * d))
+        gamma = v.as_float(gamma, "gamma", dtype)
+        xn = v.as_float(xn, "BatchNormalization.xn", dtype)
+        v.check_shape(xn, (n, d), "BatchNormalization.xn", " (the forward's batch)")
+        if book:
+            dx, dgamma, dbeta = self._book_backward(dout2, xn, std, xc, gamma, batch_size,
+                                                    dtype)
+        else:
+            dx = np.empty((n, d), dtype=dtype)
+            dgamma, dbeta = np.empty(d, dtype=dtype), np.empty(d, dtype=dtype)
+            _normalization.batchnorm_backward(dout2, xn, gamma, inv_std, dx, dgamma, dbeta,
+                                              np.empty(2 * d))
         self.dgamma, self.dbeta = dgamma, dbeta
         return dx.reshape(shape)
+
+    def _book_backward(self, dout, xn, std, xc, gamma, batch_size, dtype):
+        """The book's backward on replaced ``xn``/``std``/``xc``/``batch_size`` (which the
+        fused kernel cannot take: it derives them all from one forward): the twin's code."""
+        from fastnn.reference.normalization import BatchNormalization as Book
+        n, d = dout.shape
+        batch_size = v.check_finite_scalar(batch_size, "BatchNormalization.batch_size")
+        if batch_size == 0:
+            raise ValueError("BatchNormalization.batch_size must not be 0 (backward divides "
+                             "by it)")
+        _require_forward(self, std, "std")
+        std = v.as_float(std, "BatchNormalization.std", dtype)
+        v.check_shape(std, (d,), "BatchNormalization.std", " (one per feature)")
+        if xc is _UNSET:
+            xc = self.xc
+        _require_forward(self, xc, "xc")
+        xc = v.as_float(xc, "BatchNormalization.xc", dtype)
+        v.check_shape(xc, (n, d), "BatchNormalization.xc", " (the forward's batch)")
+        book = Book(gamma, None)
+        book.xn, book.std, book.xc, book.batch_size, book.input_shape = xn, std, xc, \
+            batch_size, (n, d)
+        with np.errstate(all="ignore"):
+            dx = book.backward(dout)
+        return (np.asarray(dx, dtype=dtype), np.asarray(book.dgamma, dtype=dtype),
+                np.asarray(book.dbeta, dtype=dtype))
 
 # --- convolution and pooling (chapter 7) ---------------------------------------------------------
 
@@ -536,6 +623,8 @@ class Convolution:
         self.dW = None
         self.db = None
         self._work = None  # the kernels' scratch, kept from call to call
+        self._forward = None  # (x, W, stride, pad) of the last forward: what backward reads
+        self._col = self._col_W = _UNSET  # col and col_W, when a caller assigned them
 
     def _scratch(self, x, W, stride, pad):
         """The kernels' scratch array for this geometry and dtype, allocated once."""
@@ -554,33 +643,53 @@ class Convolution:
 
     @property
     def col(self):
-        """The book's ``im2col`` of the last forward input (built on request)."""
-        if self.x is None:
-            return None
+        """The book's ``im2col`` of the last forward input (built on request, unless
+        assigned: then backward takes dW from it, as the book's does)."""
+        if self._col is not _UNSET or self._forward is None:
+            return None if self._col is _UNSET else self._col
         from fastnn.util import im2col
-        return im2col(self.x, self.W.shape[2], self.W.shape[3], self.stride, self.pad)
+        x, W, stride, pad = self._forward
+        return im2col(x, W.shape[2], W.shape[3], stride, pad)
+
+    @col.setter
+    def col(self, value):
+        self._col = value
 
     @property
     def col_W(self):
-        """The book's ``W.reshape(FN, -1).T``."""
-        return np.reshape(self.W, (self.W.shape[0], -1)).T
+        """The book's ``W.reshape(FN, -1).T`` of the last forward's W (unless assigned: then
+        backward takes dx from it, as the book's does)."""
+        if self._col_W is not _UNSET:
+            return self._col_W
+        W = v.as_plain(self.W if self._forward is None else self._forward[1], "W")
+        return np.reshape(W, (W.shape[0], -1)).T
+
+    @col_W.setter
+    def col_W(self, value):
+        self._col_W = value
 
     def forward(self, x):
         W, b = self.W, self.b  # read once: the kernel must get the arrays that were checked
         stride, pad = v.check_window(self.stride, self.pad, "Convolution")
         v.check_filters(W, b)
-        dtype = v.compute_dtype(("x", x), ("W", W), ("b", b))
+        W_held = W
+        W = v.as_plain(W, "W")
+        dtype = v.compute_dtype(("x", x), ("W", W), *v.bias_dtype(b))
         x = v.as_images(x, "x", dtype)
         v.check_filters(W, b, x.shape)
         OH, OW = v.window_output_size(x.shape, W.shape[2:], stride, pad, "x", "the filter W")
         W = v.as_float(W, "W", dtype)
-        b = v.as_float(b, "b", dtype)
+        b = v.as_bias(b, W.shape[0], dtype)
         out = np.empty((x.shape[0], W.shape[0], OH, OW), dtype=dtype)
         if out.size:
             with threads.for_work(self._gemm_size(x, W, stride, pad)):
                 _conv.conv_forward(x, W, b, out, stride, pad, False,
                                    self._scratch(x, W, stride, pad))
         self.x = x
+        # the book's backward reads the col and col_W its forward built: this x and this W
+        # (held, not copied: col_W is a view of W, so in-place updates of W are seen)
+        self._forward = (x, W_held, stride, pad)
+        self._col = self._col_W = _UNSET
         return out
 
     def backward(self, dout, compute_dx=True):
@@ -589,18 +698,29 @@ class Convolution:
         ``compute_dx=False`` skips the input gradient and returns None: a network's first
         layer never needs it.
         """
-        x, W = self.x, self.W  # read once: the kernel must get the arrays that were checked
-        _require_forward(self, x)
-        stride, pad = v.check_window(self.stride, self.pad, "Convolution")
-        if not isinstance(x, np.ndarray) or x.ndim != 4:
-            raise ValueError(f"x (the cached forward input) must be a 4-D array, got "
-                             f"{type(x).__name__} of shape {np.shape(x)}; was it reassigned?")
-        v.check_filters(W, self.b, x.shape)
+        _require_forward(self, self._forward)
+        _require_forward(self, self.x, "x")
+        # the book's backward reads the col and col_W of its forward (this x and this W) and
+        # only the shapes of the public x and W, which a caller may have replaced since
+        x, W, stride, pad = self._forward
+        for name, public, held in (("x", self.x, x), ("W", self.W, W)):
+            if np.shape(v.as_plain(public, f"Convolution.{name}")) != np.shape(held):
+                raise ValueError(
+                    f"Convolution.{name} was replaced after forward() by one of shape "
+                    f"{np.shape(v.as_plain(public, name))}; forward() used {np.shape(held)}: "
+                    "call forward() again")
+        if (v.check_window(self.stride, self.pad, "Convolution") != (stride, pad)):
+            raise ValueError(f"Convolution.stride, pad changed from {(stride, pad)} to "
+                             f"{(self.stride, self.pad)} after forward(): call forward() again")
+        W = v.as_plain(W, "W")
         OH, OW = v.window_output_size(x.shape, W.shape[2:], stride, pad, "x", "the filter W")
         dtype = v.compute_dtype(("dout", dout), ("x", x), ("W", W))
         dout = v.as_float(dout, "dout", dtype)
-        v.check_shape(dout, (x.shape[0], W.shape[0], OH, OW), "dout")
-        x = np.asarray(x, dtype=dtype, order="C")  # the public attribute may be any view by now
+        v.check_shape(dout, (x.shape[0], W.shape[0], OH, OW), "dout",
+                      f" (the forward's output for Convolution.x {x.shape}, W {W.shape})")
+        if self._col is not _UNSET or self._col_W is not _UNSET:
+            return self._book_backward(dout, x, W, stride, pad, compute_dx)
+        x = v.as_float(x, "Convolution.x", dtype)
         W = v.as_float(W, "W", dtype)
         dW = np.empty(W.shape, dtype=dtype)
         db = np.empty(W.shape[0], dtype=dtype)
@@ -614,6 +734,29 @@ class Convolution:
                                     self._scratch(x, W, stride, pad))
         self.dW, self.db = dW, db
         return dx
+
+    def _book_backward(self, dout, x, W, stride, pad, compute_dx):
+        """The book's backward with an assigned ``col`` or ``col_W`` (which the compiled
+        kernels never build): the twin's code on the checked arrays."""
+        from fastnn.reference.conv import Convolution as Book
+        FN, C, FH, FW = W.shape
+        col, col_W = self.col, self.col_W
+        _require_forward(self, col, "col")
+        _require_forward(self, col_W, "col_W")
+        dtype = v.compute_dtype(("dout", dout), ("Convolution.col", col),
+                                ("Convolution.col_W", col_W))
+        col = v.as_float(col, "Convolution.col", dtype)
+        col_W = v.as_float(col_W, "Convolution.col_W", dtype)
+        rows = dout.shape[0] * dout.shape[2] * dout.shape[3]
+        v.check_shape(col, (rows, C * FH * FW), "Convolution.col",
+                      f" (im2col of x {x.shape} for W {W.shape})")
+        v.check_shape(col_W, (C * FH * FW, FN), "Convolution.col_W", f" (W {W.shape} as columns)")
+        book = Book(W, None, stride, pad)
+        book.x, book.col, book.col_W = x, col, col_W
+        with np.errstate(all="ignore"):
+            dx = book.backward(v.as_float(dout, "dout", dtype))
+        self.dW, self.db = book.dW, book.db
+        return dx if compute_dx else None
 
 
 class Pooling:
@@ -639,12 +782,39 @@ class Pooling:
         self.pad = pad
         self.x = None
         self._argmax = None
+        self._arg_max = _UNSET  # arg_max, when a caller assigned it
 
     @property
     def arg_max(self):
-        """The book's ``arg_max``: window indices ky * pool_w + kx, rows (n, oh, ow, c)."""
+        """The book's ``arg_max``: window indices ky * pool_w + kx, rows (n, oh, ow, c)
+        (computed on request from the kernel's layout, unless assigned: then backward
+        routes the gradient by it, as the book's does)."""
+        if self._arg_max is not _UNSET:
+            return self._arg_max
         a = self._argmax
         return None if a is None else a.transpose(0, 2, 3, 1).reshape(-1).astype(np.intp)
+
+    @arg_max.setter
+    def arg_max(self, value):
+        self._arg_max = value
+
+    def _assigned_argmax(self, shape, pool_size):
+        """The assigned ``arg_max`` in the kernel's (N, C, OH, OW) int32 layout."""
+        a = self._arg_max
+        _require_forward(self, a, "arg_max")
+        a = np.asarray(v.as_plain(a, "Pooling.arg_max"))
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"Pooling.arg_max must hold integer window indices, got dtype "
+                            f"{a.dtype}")
+        N, C, OH, OW = shape
+        if a.size != N * C * OH * OW:
+            raise ValueError(f"Pooling.arg_max must hold {N * C * OH * OW} window indices "
+                             f"(one per output of shape {shape}), got shape {a.shape}")
+        if a.size and (a.min() < 0 or a.max() >= pool_size):
+            raise ValueError(f"Pooling.arg_max holds indices outside the window's "
+                             f"[0, {pool_size - 1}]")
+        return np.ascontiguousarray(
+            a.reshape(N, OH, OW, C).transpose(0, 3, 1, 2), dtype=np.int32)
 
     def _geometry(self, shape):
         ph = v.check_count(self.pool_h, "Pooling: pool_h")
@@ -662,21 +832,27 @@ class Pooling:
         if out.size:
             _conv.maxpool_forward(x, out, argmax, ph, pw, stride, pad)
         self.x = x
-        self._argmax = argmax
-        self._window = (ph, pw, stride, pad)
+        self._argmax, self._arg_max = argmax, _UNSET
+        self._window, self._input_shape = (ph, pw, stride, pad), x.shape
         return out
 
     def backward(self, dout):
-        x, argmax = self.x, self._argmax
+        argmax = self._argmax
         _require_forward(self, argmax)
+        _require_forward(self, self.x, "x")
         ph, pw, stride, pad = self._window  # the window of the forward that made argmax
-        shape = np.shape(x)
-        if len(shape) != 4:
-            raise ValueError(f"x (the cached forward input) must be a 4-D array, got shape "
-                             f"{shape}; was it reassigned?")
+        if (ph, pw, stride, pad) != (self.pool_h, self.pool_w, self.stride, self.pad):
+            raise ValueError(f"Pooling.pool_h, pool_w, stride, pad changed from "
+                             f"{(ph, pw, stride, pad)} after forward(): call forward() again")
+        shape = np.shape(v.as_plain(self.x, "Pooling.x"))  # the book reads only x's shape
+        if shape != self._input_shape:
+            raise ValueError(f"Pooling.x was replaced after forward() by one of shape {shape}; "
+                             f"forward() saw {self._input_shape}: call forward() again")
+        if self._arg_max is not _UNSET:
+            argmax = self._assigned_argmax(argmax.shape, ph * pw)
         dtype = v.compute_dtype(("dout", dout))
         dout = v.as_float(dout, "dout", dtype)
-        v.check_shape(dout, argmax.shape, "dout")
+        v.check_shape(dout, argmax.shape, "dout", " (the forward output's)")
         dx = np.empty(shape, dtype=dtype)
         if dout.size and dx.size:
             _conv.maxpool_backward(dout, argmax, dx, ph, pw, stride, pad)

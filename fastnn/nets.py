@@ -436,6 +436,8 @@ class MultiLayerNet(_Network):
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"params[{key!r}] must be a NumPy array (the network's layers "
                                 f"hold it by reference), got {type(a).__name__}")
+        # subclasses as the plain arrays they hold (the same memory): shapes are the buffers'
+        params = {key: v.as_plain(a, f"params[{key!r}]") for key, a in params.items()}
         dtypes = {a.dtype for a in params.values()}
         if len(dtypes) != 1:
             raise TypeError(f"params must share one dtype, got {sorted(map(str, dtypes))}")
@@ -761,8 +763,8 @@ class MultiLayerNetExtend:
             layer.mask = ws.masks[i]
         if ws.bn is not None:
             for i, layer in enumerate(self._batchnorms):
-                layer.xn, layer.std, layer._inv_std = ws.bn["xn"][i], ws.bn["std"][i], ws.bn["inv_std"][i]
-                layer.batch_size, layer.input_shape = n, ws.bn["xn"][i].shape
+                layer.keep_training_cache(ws.bn["xn"][i], ws.bn["std"][i], ws.bn["inv_std"][i],
+                                          ws.bn["xn"][i].shape)
 
     def loss(self, x, t, train_flg=False):
         """The mean cross-entropy of softmax(predict(x, train_flg)) against ``t``, plus

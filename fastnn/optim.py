@@ -66,6 +66,7 @@ def _param_kind(p, key):
     number, or a 0-d value: replaced in ``params`` by its update, as the book's ``-=`` does)."""
     name = f"params[{key!r}]"
     if isinstance(p, np.ndarray):
+        v.as_plain(p, name)  # refuses masked entries (which the book's -= would skip)
         if p.dtype.kind != "f" or p.dtype.itemsize > 8:
             raise TypeError(
                 f"{name} has dtype {p.dtype}; parameters are updated in place and must be "
@@ -125,7 +126,8 @@ def _checked_pairs(params, grads):
         g = grads[key]
         # one C-level test accepts the usual case: a training step's grads are fresh
         # C-contiguous arrays of their parameters' dtype and shape
-        if ready(p, g):
+        if type(p) is np.ndarray and type(g) is np.ndarray and ready(p, g):
+            # (subclasses take the checked way: a masked array's entries are refused there)
             pairs.append((key, p, g, "kernel"))
             continue
         kind = _param_kind(p, key)
@@ -170,9 +172,12 @@ class _Optimizer:
         pairs = _checked_pairs(params, grads)
         if self._state_names and getattr(self, self._state_names[0]) is None:
             for state in self._state_names:
-                # the kernels' state is C-contiguous; elsewhere the book's zeros_like
+                # the kernels' state is C-contiguous; elsewhere the book's zeros_like, in
+                # floats for an integer number (the book's integer state cannot take AdaGrad's
+                # and RMSprop's in-place h += g * g: they raise after updating other keys)
                 setattr(self, state, {key: np.zeros(p.shape, p.dtype) if kind == "kernel"
-                                      else np.zeros_like(p) for key, p, _, kind in pairs})
+                                      else np.zeros_like(p, dtype=np.result_type(p, 0.0))
+                                      for key, p, _, kind in pairs})
         calls = [(key, p, g, kind, self._state_of(key, p, kind)) for key, p, g, kind in pairs]
         scalars = self._step_scalars()
         kernel = self._kernel
@@ -191,7 +196,8 @@ class _Optimizer:
                 fits = _optim.kernel_ready(p, s, True)
             elif kind == "array":
                 # (the book's Momentum replaces v by a native-order array of p's type)
-                fits = (isinstance(s, np.ndarray) and s.shape == p.shape
+                # (of a 0-d p, the book's expressions leave a NumPy scalar of p's dtype)
+                fits = (isinstance(s, (np.ndarray, np.generic)) and np.shape(s) == p.shape
                         and s.dtype.newbyteorder("=") == p.dtype.newbyteorder("="))
             else:  # a number's state: 0-d, and a NumPy scalar once the book's update replaced it
                 fits = s is not None and np.shape(s) == ()

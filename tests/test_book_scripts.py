@@ -386,6 +386,13 @@ def test_ch07_train_convnet_on_the_books_subset(book):
         assert out.count("train loss:") == 3 and "Saved Network Parameters!" in out
 
 
+@pytest.mark.parametrize("flags", [[], ["--nets"]], ids=["layers", "nets"])
+def test_ch07_apply_filter_with_the_books_scalar_bias(book, flags):
+    """apply_filter.py builds Convolution(W, b=0) for each learned filter (issue 12); it
+    reads params.pkl and lena_gray.png from the snapshot, no MNIST."""
+    ok(run(book, "ch07/apply_filter.py", *flags))
+
+
 @needs_mnist
 @pytest.mark.parametrize("flags", [[], ["--nets"]], ids=["layers", "nets"])
 def test_ch08_misclassified_mnist_gives_the_books_accuracy(book, flags):

@@ -364,7 +364,8 @@ def test_convolution_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"dout must have shape \(2, 4, 6, 6\)"):
         layer.backward(np.zeros((2, 4, 6, 5)))
     layer.W = np.zeros((4, 5, 3, 3))  # replaced since forward
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match=r"Convolution.W was replaced after forward\(\) by one "
+                                         r"of shape \(4, 5, 3, 3\)"):
         layer.backward(np.zeros((2, 4, 6, 6)))
     with pytest.raises(TypeError, match="complex"):
         L.Convolution(W, b).forward(x.astype(complex))
@@ -445,3 +446,35 @@ def test_fused_conv_relu_pool(dtype, g, fn, window):
     dW2, db2 = np.empty_like(W), np.empty_like(b)
     _conv.conv_relu_pool_backward(dout, argmax, out, x, W, dW2, db2, None, stride, pad, *window)
     np.testing.assert_array_equal(dW2, dW)
+
+
+@pytest.mark.parametrize("b", [0, 0.25, np.float32(-1.5), np.array([0.5]), np.array(2.0)],
+                         ids=["int 0", "float", "float32", "(1,)", "0-d"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_bias_for_every_filter_as_the_book_broadcasts_it(b, dtype):
+    """ch07/apply_filter.py passes ``b=0``: the book's Convolution adds it by broadcasting,
+    and its ``db`` has one entry per filter all the same (issue 12)."""
+    book = book_module("common.layers")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(dtype)
+    W = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
+    fast, ref = L.Convolution(W, b, 1, 1), book.Convolution(W.astype(np.float64), b, 1, 1)
+    out = fast.forward(x)
+    assert out.dtype == (x + b).dtype  # NumPy's promotion: a Python number does not widen x
+    assert_twin(out, ref.forward(x.astype(np.float64)), dtype)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = fast.backward(dout)
+    assert_twin(dx, ref.backward(dout.astype(np.float64)), dtype)
+    assert_twin(fast.dW, ref.dW, dtype)
+    assert fast.db.shape == ref.db.shape == (4,)
+    assert_twin(fast.db, ref.db, dtype)
+    dense, book_dense = L.Affine(W.reshape(4, -1).T.copy(), b), book.Affine(
+        W.reshape(4, -1).T.astype(np.float64), b)
+    flat = x.reshape(2, -1)[:, :18]
+    assert_twin(dense.forward(flat), book_dense.forward(flat.astype(np.float64)), dtype)
+
+
+def test_a_bias_of_another_length_is_still_refused():
+    with pytest.raises(ValueError, match=r"b must have shape \(4,\) to match W \(4, 3, 3, 3\), "
+                                         r"got \(2,\) \(or be one value for every output\)"):
+        L.Convolution(np.ones((4, 3, 3, 3)), np.ones(2)).forward(np.ones((1, 3, 5, 5)))

@@ -18,8 +18,14 @@ Any other exception fails the test; a crash kills the run.  Example counts come 
 hypothesis profile (conftest: 40 per test in "ci"; FASTNN_HYPOTHESIS_PROFILE=thorough for 500).
 """
 import copy
+import os
+import re
+import subprocess
+import sys
+import textwrap
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,7 +57,37 @@ ACCEPTED = ["float64", "float32", "float16", "int8", "int64", "uint8", "bool", "
 REFUSED = ["complex128", "object", "str", "longdouble"]
 SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324]
 SCALES = [1.0, 1.0, 1.0, 1e4, -1e4, 1e30, 1e300, 1e-30, 1e-300]
-LAYOUTS = ["C"] * 4 + ["F", "strided", "reversed", "readonly", "list"]
+# ndarray subclasses in every array argument: np.matrix (2-D), a plain subclass, one whose
+# .shape property lies, masked arrays with nothing masked (their data) and with a masked entry
+# (refused: fastnn has no masks)
+SUBCLASSES = ["subclass", "lying shape", "matrix", "masked", "masked, one masked"]
+LAYOUTS = ["C"] * 4 + ["F", "strided", "reversed", "readonly", "list"] + SUBCLASSES
+
+
+class PlainSubclass(np.ndarray):
+    """An ndarray subclass that changes nothing."""
+
+
+class LyingShape(np.ndarray):
+    """An ndarray subclass whose ``.shape`` property lies (ten times the rows)."""
+
+    @property
+    def shape(self):
+        real = np.ndarray.shape.__get__(self)
+        return (real[0] * 10,) + real[1:] if real else (3,)
+
+    def __repr__(self):  # NumPy's printing believes the lie (hypothesis prints the draws)
+        return f"LyingShape({np.asarray(self)!r})"
+
+    __str__ = __repr__
+
+
+def _masked_some(a):
+    mask = np.zeros(a.shape, dtype=bool)
+    mask.flat[0] = True
+    return np.ma.masked_array(a, mask=mask)
+
+
 
 
 def policy_dtype(*dtypes):
@@ -73,14 +109,21 @@ class Arg:
     value: object
     array: np.ndarray
     mutated: bool = False  # its shape is not the one the entry point expects
+    layout: str = "C"
 
     @property
     def refused(self):
-        return refused_dtype(self.array.dtype)
+        masked = self.layout == "masked, one masked" and np.ma.is_masked(self.value)
+        return refused_dtype(self.array.dtype) or masked
+
+    @property
+    def lenient(self):
+        """A subclass whose .shape lies: the twin's answer on its data, or a clean error."""
+        return self.layout == "lying shape"
 
     @property
     def valid(self):
-        return not self.mutated and not self.refused
+        return not self.mutated and not self.refused and not self.lenient
 
     def ref(self, dtype=None):
         """The values as a fresh C-ordered array of ``dtype`` (default: the policy's)."""
@@ -112,7 +155,7 @@ def expect(*args, ok=True):
     """The contract for a call on ``args``: ``valid`` (must succeed) when every argument is
     valid and ``ok`` holds; ``refused`` (must raise TypeError) when the only fault is a
     refused dtype; anything else may be refused with either error."""
-    shapes_ok = ok and not any(a.mutated for a in args)
+    shapes_ok = ok and not any(a.mutated or a.lenient for a in args)
     refused = any(a.refused for a in args)
     return dict(valid=shapes_ok and not refused, refused=shapes_ok and refused)
 
@@ -147,6 +190,16 @@ def _relayout(a, layout):
         return a
     if layout == "list":
         return a.tolist()
+    if layout == "subclass":
+        return a.view(PlainSubclass)
+    if layout == "lying shape":
+        return a.view(LyingShape)
+    if layout == "matrix":
+        return np.matrix(a) if a.ndim == 2 else a.view(PlainSubclass)
+    if layout == "masked":
+        return np.ma.masked_array(a)
+    if layout == "masked, one masked":
+        return _masked_some(a) if a.size else np.ma.masked_array(a)
     return np.ascontiguousarray(a)
 
 
@@ -177,9 +230,10 @@ def args(draw, shape, dtypes=None, layouts=LAYOUTS, vals=values(), mutate=True):
         dtypes = ACCEPTED if draw(st.integers(0, 9)) else REFUSED
     dtype = draw(st.sampled_from(dtypes))
     a = np.asarray(_cast(draw(vals(shape)), dtype))
-    value = _relayout(a, draw(st.sampled_from(layouts)))
+    layout = draw(st.sampled_from(layouts))
+    value = _relayout(a, layout)
     array = np.array(np.asarray(value), copy=True)  # a list of an empty array loses dims
-    return Arg(value, array, array.shape != expected)
+    return Arg(value, array, array.shape != expected, layout)
 
 
 @st.composite
@@ -196,13 +250,14 @@ def labels(draw, n, k, score_shape=None, layouts=LAYOUTS):
     lo = -2 if draw(st.integers(0, 9)) == 0 else 0
     raw = draw(hnp.arrays(np.int64, shape, elements=st.integers(lo, hi)))
     a = np.array(raw, dtype=dtype) if dtype != "uint64" else np.abs(raw).astype(dtype)
-    value = _relayout(a, draw(st.sampled_from(layouts)))
+    layout = draw(st.sampled_from(layouts))
+    value = _relayout(a, layout)
     arr = np.array(np.asarray(value), copy=True)
     if arr.shape == (score_shape or (n, k)):
-        return Arg(value, arr, False)
+        return Arg(value, arr, False, layout)
     in_range = arr.size == 0 or (arr.min() >= 0 and arr.max() < k)
     good_shape = arr.shape in ((n,), (n, 1)) + (((),) if n == 1 else ())
-    return Arg(value, arr, not good_shape or arr.dtype.kind not in "iu" or not in_range)
+    return Arg(value, arr, not good_shape or arr.dtype.kind not in "iu" or not in_range, layout)
 
 
 DOUTS = st.one_of(st.sampled_from([1, 1.0, 0.5, -2, np.float32(2.0), np.float64(0.25), 1e300]),
@@ -716,7 +771,8 @@ def test_network_constructors(data):
     params = {}
     for key, shape in shapes.items():
         params[key] = data.draw(args(shape, dtypes=[dtype] * 10 + ["int8", "float16"],
-                                     layouts=["C", "C", "F"], mutate=False), key).value
+                                     layouts=["C", "C", "F"] + SUBCLASSES, mutate=False),
+                                key).value
     if data.draw(st.integers(0, 3)) == 0:
         params.pop(data.draw(st.sampled_from(sorted(params))))
     ok, net = run_fast(lambda: N.MultiLayerNet.from_params(params), [], valid=False)
@@ -933,25 +989,29 @@ def test_optimizers(name, data):
     """Two updates: the twin's parameters, or a clean error that leaves every parameter as it
     was."""
     shapes = data.draw(st.lists(ANY_SHAPE, min_size=1, max_size=3))
-    params, grads, valid = {}, {}, True
+    params, grads, valid, refused = {}, {}, True, False
     for i, shape in enumerate(shapes):
         p = data.draw(args(shape, dtypes=["float64", "float32"] * 8 + ["float16", "int64"],
-                           layouts=["C"] * 12 + ["F", "strided", "readonly", "list"],
+                           layouts=["C"] * 12 + ["F", "strided", "readonly", "list"]
+                           + SUBCLASSES,
                            vals=values(specials=False, scales=[1.0, 1e4, 1e-30]),
                            mutate=False), f"params[{i}]")
         g = data.draw(args(shape, vals=values(scales=[1.0, 1e4, 1e-30, 1e30])), f"grads[{i}]")
         params[f"p{i}"], grads[f"p{i}"] = p, g
         p_ok = (isinstance(p.value, np.ndarray) and p.array.dtype in (np.float32, np.float64)
                 and p.value.flags.c_contiguous and p.value.flags.writeable)
-        valid &= p_ok and g.valid
+        valid &= p_ok and g.valid and p.valid
+        refused |= p.refused or g.refused
     fast_params = {k: p.value for k, p in params.items()}
     before = {k: copy.deepcopy(p) for k, p in fast_params.items()}
     twin_params = {k: p.ref(p.array.dtype) for k, p in params.items()}
     fast_grads = {k: g.value for k, g in grads.items()}
     fast, twin = O.get_optimizer(name, lr=0.05), RO.OPTIMIZERS[name](lr=0.05)
     for step in range(2):
+        before = {k: copy.deepcopy(p) for k, p in fast_params.items()}
         ok, _ = run_fast(lambda: fast.update(fast_params, fast_grads), list(fast_grads.values()),
                          valid)
+        assert not (ok and refused), "a masked entry or a refused dtype was accepted"
         if not ok:
             for k, p in fast_params.items():
                 assert _unchanged(p, before[k]), f"params[{k!r}] changed by a refused update"
@@ -959,7 +1019,12 @@ def test_optimizers(name, data):
         run_twin(lambda: twin.update(twin_params, {k: g.ref(twin_params[k].dtype)
                                                    for k, g in grads.items()}))
         for k, p in fast_params.items():
-            assert_close(p, twin_params[k], p.dtype, what=f"step {step}: params[{k!r}]")
+            # a number's update is the book's expression on its grad as given: a float32 grad
+            # computes in float32 (NEP 50), where the twin was handed float64
+            low = (not isinstance(params[k].value, np.ndarray)
+                   and grads[k].array.dtype in (np.float16, np.float32))
+            assert_close(p, twin_params[k], p.dtype, what=f"step {step}: params[{k!r}]",
+                         tol_dtype=np.float32 if low else None)
 
 
 # --- fastnn.gradient -------------------------------------------------------------------------
@@ -1196,6 +1261,264 @@ def test_util_helpers(data, n):
     ok, out = run_fast(lambda: U.conv_output_size(size, fs, st_, pd), [], valid=st_ > 0)
     if ok:
         assert out == (size + 2 * pd - fs) / st_ + 1
+
+
+# --- the layers' public cache attributes -----------------------------------------------------
+#
+# After a forward, each public attribute that a later backward (or forward) reads is
+# reassigned, on fastnn's layer and on its twin alike, to a view, a copy, a subclass, another
+# dtype, another shape or a non-array; then both run on.  fastnn must give the twin's answer
+# on the new value (a subclass read as the plain array it holds, float16 computed in float32
+# as the dtype policy says), or raise a TypeError/ValueError that names the attribute.  The
+# sweeps run in child processes (test_cache_attributes), so that a crash fails one test.
+
+def _strided(a):
+    big = np.zeros(a.shape + (2,), dtype=a.dtype)
+    big[..., 0] = a
+    return big[..., 0]
+
+
+# (name, make the new value from a copy of the old, the twin's value of it (default: the
+# same), must succeed).  "must succeed": the old values, or a reordering of them, in a layout
+# or a subclass.  Where the twin's answer is complex, object or masked, fastnn must refuse.
+CACHE_VARIANTS = [
+    ("copy", np.copy, None, True),
+    ("reversed", lambda a: a[::-1], None, True),
+    ("strided", _strided, None, True),
+    ("fortran", np.asfortranarray, None, True),
+    ("transposed", lambda a: a.T, None, False),
+    ("subclass", lambda a: a.view(PlainSubclass), np.asarray, True),
+    ("lying shape", lambda a: a.view(LyingShape), np.asarray, False),
+    ("matrix", lambda a: np.matrix(a) if a.ndim == 2 else a, np.asarray, True),
+    ("masked, nothing masked", np.ma.masked_array, np.asarray, True),
+    ("masked, one masked", _masked_some, None, False),
+    ("int64", lambda a: a.astype(np.int64), None, False),
+    ("bool", lambda a: a.astype(bool), "policy", False),
+    ("float16", lambda a: a.astype(np.float16), lambda a: a.astype(np.float32), False),
+    ("float32", lambda a: a.astype(np.float32), None, False),
+    ("complex", lambda a: a.astype(complex), None, False),
+    ("object", lambda a: a.astype(object), None, False),
+    ("fewer rows", lambda a: a[:-1], None, False),
+    ("extra axis", lambda a: a[None], None, False),
+    ("flattened", np.ravel, None, False),
+    ("list", lambda a: a.tolist(), np.asarray, False),
+    ("scalar", lambda a: 0.5, None, False),
+    ("string", lambda a: "x", None, False),
+    ("None", lambda a: None, None, False),
+]
+SCALAR_VARIANTS = [  # for counts and shapes that a backward reads (batch_size, input shapes)
+    ("same", lambda a: a, None, True),
+    ("numpy int", lambda a: np.int64(a) if isinstance(a, int) else a, None, True),
+    ("list", lambda a: list(a) if isinstance(a, tuple) else a, None, False),
+    ("reversed", lambda a: tuple(a)[::-1] if isinstance(a, tuple) else a, None, False),
+    ("zero", lambda a: 0, None, False),
+    ("negative", lambda a: -1, None, False),
+    ("float", lambda a: 2.5, None, False),
+    ("string", lambda a: "3", None, False),
+    ("None", lambda a: None, None, False),
+]
+
+
+def _attr_named(message, attr):
+    return re.search(rf"(?<!\w){re.escape(attr)}\b", message) is not None
+
+
+def _outputs(layer, result, names):
+    return [result] + [getattr(layer, n) for n in names]
+
+
+@dataclass
+class CacheCase:
+    """A layer, its twin, how to run them, and which attributes to reassign when."""
+
+    make: object  # api -> layer (api: fastnn.layers or the twin's module)
+    inputs: object  # rng -> forward arguments
+    dout: object  # (rng, forward output) -> dout
+    before_backward: tuple  # attributes reassigned between forward and backward
+    before_forward: tuple = ()  # parameters reassigned before a second forward
+    grads: tuple = ()  # attributes that backward sets
+    scalars: tuple = ()  # attributes that are counts or shapes, not arrays
+    forward_kwargs: dict = None
+
+
+def _rand(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+def _rows(rng):
+    """A batch size of 2 to 5 (one row would make a transposed cache look valid)."""
+    return int(rng.integers(2, 6))
+
+
+def _twin_api(name):
+    return RC if name in ("Convolution", "Pooling") else RNORM if name in (
+        "Dropout", "BatchNormalization") else RL
+
+
+def _dense_case(transposed):
+    return CacheCase(
+        make=lambda api, rng: getattr(api, "Linear" if transposed else "Affine")(
+            _rand(rng, 3, 4) if transposed else _rand(rng, 4, 3), _rand(rng, 3)),
+        inputs=lambda rng: (_rand(rng, _rows(rng), 4),),
+        dout=lambda rng, out: _rand(rng, *out.shape),
+        before_backward=("x", "W"), before_forward=("W", "b"), grads=("dW", "db"),
+        scalars=("original_x_shape",))
+
+
+def _labels_or_one_hot(rng):
+    t = rng.integers(0, 3, 4)
+    return t if rng.integers(2) else np.eye(3)[t]
+
+
+CACHE_CASES = {
+    "Relu": CacheCase(lambda api, rng: api.Relu(), lambda rng: (_rand(rng, _rows(rng), 3),),
+                      lambda rng, out: _rand(rng, *out.shape), ("mask",)),
+    "Sigmoid": CacheCase(lambda api, rng: api.Sigmoid(), lambda rng: (_rand(rng, _rows(rng), 3),),
+                         lambda rng, out: _rand(rng, *out.shape), ("out",)),
+    "Affine": _dense_case(False),
+    "Linear": _dense_case(True),
+    "SoftmaxWithLoss": CacheCase(lambda api, rng: api.SoftmaxWithLoss(),
+                                 lambda rng: (_rand(rng, 4, 3), _labels_or_one_hot(rng)),
+                                 lambda rng, out: 1, ("y", "t")),
+    "SigmoidWithLoss": CacheCase(lambda api, rng: api.SigmoidWithLoss(),
+                                 lambda rng: (_rand(rng, 4, 3),
+                                              rng.integers(0, 2, (4, 3)).astype(float)),
+                                 lambda rng, out: 1, ("y", "t")),
+    "Dropout": CacheCase(lambda api, rng: api.Dropout(0.4, rng=3),
+                         lambda rng: (_rand(rng, _rows(rng), 3),),
+                         lambda rng, out: _rand(rng, *out.shape), ("mask",)),
+    "BatchNormalization": CacheCase(
+        lambda api, rng: api.BatchNormalization(1 + _rand(rng, 6), _rand(rng, 6)),
+        # (at least 3 rows: at 2, dx is rounding noise, test_normalization.py says why)
+        lambda rng: (_rand(rng, _rows(rng) + 1, 6) if rng.integers(2) else
+                     _rand(rng, _rows(rng) + 1, 1, 2, 3),),
+        lambda rng, out: _rand(rng, *out.shape), ("xn", "std", "xc", "gamma"),
+        ("gamma", "beta", "running_mean", "running_var"), ("dgamma", "dbeta"),
+        ("batch_size", "input_shape")),
+    "Convolution": CacheCase(
+        lambda api, rng: api.Convolution(_rand(rng, 2, 3, 2, 2), _rand(rng, 2), 1, 1),
+        lambda rng: (_rand(rng, _rows(rng) - 1, 3, 4, 3 + rng.integers(3)),),
+        lambda rng, out: _rand(rng, *out.shape), ("x", "W", "col", "col_W"), ("W", "b"),
+        ("dW", "db")),
+    "Pooling": CacheCase(lambda api, rng: api.Pooling(2, 2, 2, 0),
+                         lambda rng: (_rand(rng, _rows(rng) - 1, 3, 4, 4 + rng.integers(3)),),
+                         lambda rng, out: _rand(rng, *out.shape), ("x", "arg_max")),
+}
+
+
+def _run_pair(fast_call, twin_call, attr, variant, must_succeed, tol_dtype=None):
+    """One reassignment: fastnn's result against the twin's, or a clean error naming attr."""
+    where = f"{attr} := {variant}"
+    try:
+        fast = fast_call()
+    except (TypeError, ValueError) as exc:
+        assert str(exc) and _attr_named(str(exc), attr), \
+            f"{where}: {type(exc).__name__} does not name {attr!r}: {exc}"
+        assert not must_succeed, f"{where}: refused: {type(exc).__name__}: {exc}"
+        return
+    except Exception as exc:  # noqa: BLE001 (the contract: nothing but these two)
+        raise AssertionError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    ref = run_twin(twin_call)
+    assert ref is not None, f"{where}: accepted what the twin cannot compute"
+    for i, (f, r) in enumerate(zip(fast, ref)):
+        if f is None or r is None:
+            assert f is None and r is None, f"{where}: output {i}"
+            continue
+        assert not np.ma.is_masked(r), f"{where}: accepted masked entries"
+        f, r = np.asarray(f), np.asarray(r)
+        assert r.dtype.kind in "biuf", f"{where}: accepted, the twin computes in {r.dtype}"
+        assert_close(f, r, f.dtype, what=f"{where}: output {i}", check_dtype=False,
+                     tol_dtype=tol_dtype or f.dtype)
+
+
+def check_cache_attributes(name, seed):
+    """Every reassignment of every cached attribute of layer ``name``."""
+    case = CACHE_CASES[name]
+    twin_api = _twin_api(name)
+    kwargs = case.forward_kwargs or {}
+
+    def fresh():
+        rng = np.random.default_rng(seed)
+        fast, twin = case.make(L, rng), case.make(twin_api, np.random.default_rng(seed))
+        inputs = case.inputs(rng)
+        out = fast.forward(*inputs, **kwargs)
+        twin_out = run_twin(lambda: twin.forward(*(np.copy(a) for a in inputs), **kwargs))
+        assert_close(out, twin_out, None, what=f"{name}.forward", check_dtype=False,
+                     tol_dtype=np.asarray(out).dtype)
+        return fast, twin, inputs, case.dout(rng, np.asarray(out))
+
+    def backward(layer, dout):
+        return _outputs(layer, layer.backward(np.copy(dout) if isinstance(dout, np.ndarray)
+                                              else dout), case.grads)
+
+    def forward_backward(layer, inputs, dout):
+        out = layer.forward(*(np.copy(a) for a in inputs), **kwargs)
+        return [out] + backward(layer, dout)
+
+    plans = ([(a, "backward", CACHE_VARIANTS) for a in case.before_backward]
+             + [(a, "forward", CACHE_VARIANTS) for a in case.before_forward]
+             + [(a, "backward", SCALAR_VARIANTS) for a in case.scalars])
+    for attr, when, variants in plans:
+        for variant, make, twin_of, must_succeed in variants:
+            fast, twin, inputs, dout = fresh()
+            old = getattr(twin, attr)
+            copy_of = (lambda: np.array(old)) if isinstance(old, np.ndarray) else lambda: old
+            try:
+                value = make(copy_of())
+            except Exception:  # noqa: BLE001 (np.matrix of a 4-D array: no such variant)
+                continue
+            twin_value = make(copy_of())
+            if twin_of == "policy":  # bool values in place of numbers compute in float64
+                kind = getattr(old, "dtype", np.dtype(bool)).kind
+                twin_value = twin_value.astype(np.float64) if kind == "f" else twin_value
+            elif callable(twin_of):
+                twin_value = twin_of(twin_value)
+            try:
+                setattr(fast, attr, value)
+            except (TypeError, ValueError) as exc:  # refused on assignment: also clean
+                assert _attr_named(str(exc), attr) and not must_succeed, f"{attr}: {exc}"
+                continue
+            setattr(twin, attr, twin_value)
+            if when == "backward":
+                calls = (lambda: backward(fast, dout), lambda: backward(twin, dout))
+            else:
+                calls = (lambda: forward_backward(fast, inputs, dout),
+                         lambda: forward_backward(twin, inputs, dout))
+            # the twin rounds in float32 when a float32 value meets a Python float
+            tol = np.float32 if variant in ("float16", "float32") else None
+            _run_pair(*calls, attr, f"{variant} (then {when})", must_succeed, tol)
+
+
+def run_isolated(code, timeout=120):
+    """Run ``code`` in a fresh interpreter with tests/ on sys.path; a crash or a hang fails
+    the test (test_untrusted_arrays.py runs its own the same way)."""
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, cwd=tests,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [tests, os.environ.get("PYTHONPATH")]))})
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-6000:]}"
+
+
+@pytest.mark.parametrize("name", sorted(CACHE_CASES))
+def test_cache_attributes(name):
+    """Each layer's sweep in a child process, over shapes and values drawn by hypothesis."""
+    run_isolated(f"""
+        import warnings
+        warnings.simplefilter("ignore")
+        from hypothesis import given, settings, strategies as st
+        import test_fuzz
+        given(st.integers(0, 2**16))(settings(max_examples=3, derandomize=True,
+                                              deadline=None, database=None)(
+            lambda seed: test_fuzz.check_cache_attributes({name!r}, seed)))()
+    """)
+
+
+def test_every_layer_with_a_cache_is_swept():
+    """A new layer class that keeps state between forward and backward must join
+    CACHE_CASES (the graph nodes of chapter 5 are plain arithmetic, tested above)."""
+    stateless = {"MulLayer", "AddLayer", "SquareLayer", "Identity"}
+    assert set(L.__all__) - stateless == set(CACHE_CASES)
 
 
 # --- coverage --------------------------------------------------------------------------------

@@ -58,11 +58,16 @@ def test_affine_reversed_x_in_a_subprocess_is_no_crash():
     """)
 
 
-def test_relu_mask_of_another_dtype_counts_by_truth():
+def test_relu_mask_of_another_dtype_is_refused():
+    """The book's ``dx[mask] = 0`` reads an integer mask as row indices (it would zero rows
+    0 and 1 here), which no caller means: a TypeError naming the mask, not another number."""
     x = np.array([[-1.0, 2.0], [3.0, -4.0]])
     layer = L.Relu()
     layer.forward(x)
     layer.mask = (x <= 0).astype(np.int64)
+    with pytest.raises(TypeError, match="Relu.mask must be a bool array"):
+        layer.backward(np.ones((2, 2)))
+    layer.mask = (x <= 0).tolist()  # a list of bools is the bool mask it spells
     np.testing.assert_array_equal(layer.backward(np.ones((2, 2))), [[0, 1], [1, 0]])
 
 
