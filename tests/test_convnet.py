@@ -184,9 +184,25 @@ def test_simple_convnet_geometries(n, c, size, filt, pad, stride, f64, seed):
     rng = np.random.default_rng(seed)
     x, t = _images(rng, n, (c, size, size), dtype), rng.integers(0, 3, n)
     g_fast = _copy_grads(fast.gradient(x, t))
-    g_ref = ref.gradient(x.astype(np.float64), t)
-    for key in g_ref:
-        assert_twin(g_fast[key], g_ref[key], dtype, key)
+    g_ref = _copy_grads(ref.gradient(x.astype(np.float64), t))
+    if f64:
+        for key in g_ref:
+            assert_twin(g_fast[key], g_ref[key], dtype, key)
+        return
+    # float32: within 1e-5 of the exact (float64) gradient, or, where a gradient is a sum that
+    # cancels (b1 with three filters and weight_init_std 0.5: terms far larger than the sum),
+    # no further from it than twice the float32 twin is: that is float32's own accuracy there.
+    # (An unoptimised build, as the sanitizer's, rounds without FMA: seen 1.25e-5 in b1.)
+    np.random.seed(seed % 1000)
+    twin32 = R.SimpleConvNet(dtype=np.float32, **kwargs)
+    for key in twin32.params:
+        twin32.params[key][...] = fast.params[key]
+    g_twin32 = twin32.gradient(x, t)
+    for key, exact in g_ref.items():
+        scale = max(float(np.abs(exact).max()), np.finfo(np.float64).tiny)
+        err = float(np.abs(g_fast[key] - exact).max()) / scale
+        err_twin = float(np.abs(g_twin32[key].astype(np.float64) - exact).max()) / scale
+        assert err <= max(1e-5, 2 * err_twin), (key, err, err_twin)
 
 
 # --- backprop against the numerical gradient -------------------------------------------------
