@@ -704,11 +704,12 @@ class Convolution:
         # only the shapes of the public x and W, which a caller may have replaced since
         x, W, stride, pad = self._forward
         for name, public, held in (("x", self.x, x), ("W", self.W, W)):
-            if np.shape(v.as_plain(public, f"Convolution.{name}")) != np.shape(held):
+            now = np.shape(v.as_plain(public, f"Convolution.{name}"))
+            used = np.shape(v.as_plain(held, name))  # a subclass's own .shape may lie
+            if now != used:
                 raise ValueError(
-                    f"Convolution.{name} was replaced after forward() by one of shape "
-                    f"{np.shape(v.as_plain(public, name))}; forward() used {np.shape(held)}: "
-                    "call forward() again")
+                    f"Convolution.{name} was replaced after forward() by one of shape {now}; "
+                    f"forward() used {used}: call forward() again")
         if (v.check_window(self.stride, self.pad, "Convolution") != (stride, pad)):
             raise ValueError(f"Convolution.stride, pad changed from {(stride, pad)} to "
                              f"{(self.stride, self.pad)} after forward(): call forward() again")
