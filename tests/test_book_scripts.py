@@ -357,19 +357,6 @@ def test_ch06_batch_norm_test_equals_the_books(book):
     same_figures(out, books(book, script), rel=1e-6)
 
 
-@pytest.mark.parametrize("flags", [[], ["--nets"]], ids=["layers", "nets"])
-def test_ch07_apply_filter_runs_with_the_books_scalar_bias(book, flags):
-    """The script builds ``Convolution(w, 0)``: the book's layer broadcasts the scalar bias."""
-    from fastnn.layers import Convolution
-
-    try:
-        Convolution(np.ones((1, 1, 2, 2)), 0).forward(np.ones((1, 1, 3, 3)))
-    except ValueError as exc:
-        pytest.skip(f"fastnn's Convolution refuses the book's scalar bias: {exc}")
-    books(book, "ch07/apply_filter.py")
-    ok(run(book, "ch07/apply_filter.py", *flags))
-
-
 @needs_mnist
 def test_ch07_train_convnet_on_the_books_subset(book):
     if not fastnn_has("common.layers", "Convolution"):
