@@ -156,26 +156,30 @@ def _torch():
     return torch
 
 
+def _calls_per_sample(fn, min_time):
+    """How many calls of ``fn`` make one timed sample of at least ``min_time`` seconds (a
+    power of two), after one warm-up call; a call slower than min_time is its own sample."""
+    start = time.perf_counter()
+    fn()
+    n = 1
+    if time.perf_counter() - start < min_time:
+        while True:
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - start >= min_time:
+                break
+            n *= 2
+    return n
+
+
 def median_time(fns, rounds=7, min_time=0.02):
     """Median seconds per call of each callable in ``fns``, measured round-robin.
 
     Each callable is first run until it has taken ``min_time`` (warm-up, and the number of
     calls per sample); then ``rounds`` samples of each are taken, interleaved.
     """
-    loops = []
-    for fn in fns:
-        start = time.perf_counter()
-        fn()  # warm-up; a call slower than min_time is its own sample size
-        n = 1
-        if time.perf_counter() - start < min_time:
-            while True:
-                start = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                if time.perf_counter() - start >= min_time:
-                    break
-                n *= 2
-        loops.append(n)
+    loops = [_calls_per_sample(fn, min_time) for fn in fns]
     samples = [[] for _ in fns]
     for _ in range(rounds):
         for fn, n, out in zip(fns, loops, samples):
@@ -809,18 +813,7 @@ def _backend_worker(threads, quick, min_time):
     with same_threads(threads):
         env = environment()
         cases_ = backend_cases(quick)
-        loops = []
-        for _, _, _, fn in cases_:
-            fn()  # warm-up
-            n = 1
-            while True:
-                start = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                if time.perf_counter() - start >= min_time:
-                    break
-                n *= 2
-            loops.append(n)
+        loops = [_calls_per_sample(fn, min_time) for _, _, _, fn in cases_]
         print(json.dumps({"environment": env,
                           "cases": [list(c[:3]) for c in cases_]}), flush=True)
         for line in sys.stdin:
