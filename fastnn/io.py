@@ -778,6 +778,17 @@ def _dense_describe(network):
     return config, dict(network.params), {}
 
 
+def _fill_params(network, arrays, described):
+    """Copy a file's ``arrays`` into the freshly built ``network``'s params, each of the shape
+    the description (``described``, for the message) gives it."""
+    for key, target in network.params.items():
+        if key not in arrays or arrays[key].shape != target.shape:
+            raise ValueError(f"{key} must have shape {target.shape} for {described}, got "
+                             f"{getattr(arrays.get(key), 'shape', None)}")
+        np.copyto(target, arrays[key])
+    return network
+
+
 def _dense_build(name):
     def build(config, arrays, dtype):
         from fastnn import nets
@@ -790,12 +801,7 @@ def _dense_build(name):
             network = nets.TwoLayerNet(*sizes, dtype=dtype, rng=0,
                                        exact_loss=config["exact_loss"],
                                        precision=config.get("precision"))
-            for key, target in network.params.items():
-                if key not in arrays or arrays[key].shape != target.shape:
-                    raise ValueError(f"{key} must have shape {target.shape} for sizes {sizes}, "
-                                     f"got {getattr(arrays.get(key), 'shape', None)}")
-                np.copyto(target, arrays[key])
-            return network
+            return _fill_params(network, arrays, f"sizes {sizes}")
         network = nets.MultiLayerNet.from_params(
             arrays, activation=activation, weight_decay_lambda=config["weight_decay_lambda"],
             exact_loss=config["exact_loss"], precision=config.get("precision"))
@@ -816,13 +822,8 @@ def _convnet_build(name):
 
         config = dict(config)
         config["input_dim"] = tuple(config["input_dim"])
-        network = getattr(nets, name)(dtype=dtype, **config)
-        for key, target in network.params.items():
-            if key not in arrays or arrays[key].shape != target.shape:
-                raise ValueError(f"{key} must have shape {target.shape} for a {name} of "
-                                 f"{config}, got {getattr(arrays.get(key), 'shape', None)}")
-            np.copyto(target, arrays[key])
-        return network
+        return _fill_params(getattr(nets, name)(dtype=dtype, **config), arrays,
+                            f"a {name} of {config}")
     return build
 
 

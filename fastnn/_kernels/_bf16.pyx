@@ -36,7 +36,7 @@ from libc.stdlib cimport free, malloc
 from fastnn._kernels._arrays cimport data_2d, dim, flat_data
 from fastnn._kernels._blas cimport gemm_bf16, have_gemm_bf16, sgemm
 
-from fastnn._kernels._blas import BLAS_ROUTE
+from fastnn._kernels._blas import BLAS_ROUTE, cpuinfo
 
 cnp.import_array()
 
@@ -225,15 +225,11 @@ def set_kernel(name):
 def cpu_bf16_flags():
     """The CPU's bfloat16 instructions as Linux reports them ({'avx512_bf16': bool,
     'amx_bf16': bool}), or None where /proc/cpuinfo cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return {name: name in flags for name in ("avx512_bf16", "amx_bf16")}
-    except OSError:
-        pass
-    return None
+    flags = cpuinfo("flags")
+    if flags is None:
+        return None
+    flags = set(flags.split())
+    return {name: name in flags for name in ("avx512_bf16", "amx_bf16")}
 
 
 def native():
@@ -251,8 +247,8 @@ def set_native(flag):
     global _native
     previous = bool(_native)
     if flag is None:
-        flags = cpu_bf16_flags() or {}
-        flag = bool(have_gemm_bf16()) and any(flags.values())
+        # /proc/cpuinfo is read only where there is a native GEMM to choose
+        flag = bool(have_gemm_bf16()) and any((cpu_bf16_flags() or {}).values())
     elif flag and not have_gemm_bf16():
         raise ValueError("flag: the native bfloat16 GEMM needs MKL as the BLAS backend "
                          "(pip install 'fastnn[mkl]', FASTNN_BLAS=mkl)")

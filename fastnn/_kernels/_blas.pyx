@@ -194,17 +194,23 @@ def requested_backend(value=None):
     return choice
 
 
-def cpu_vendor():
-    """The CPU's vendor string as Linux reports it ('GenuineIntel', 'AuthenticAMD', ...), or
-    None where /proc/cpuinfo cannot be read."""
+def cpuinfo(field):
+    """The value of ``field`` ('vendor_id', 'flags', ...) for the first CPU in /proc/cpuinfo,
+    or None where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return None
+
+
+def cpu_vendor():
+    """The CPU's vendor string as Linux reports it ('GenuineIntel', 'AuthenticAMD', ...), or
+    None where /proc/cpuinfo cannot be read."""
+    return cpuinfo("vendor_id")
 
 
 def _unset_order(vendor=None):
