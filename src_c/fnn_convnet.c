@@ -5,12 +5,16 @@
 
 #define REAL float
 #define SFX f32
+#define FNN_CN_IREAL int32_t  /* integer lanes of REAL's width */
 #include "fnn_convnet_impl.h"
 #undef REAL
 #undef SFX
+#undef FNN_CN_IREAL
 
 #define REAL double
 #define SFX f64
+#define FNN_CN_IREAL int64_t
 #include "fnn_convnet_impl.h"
 #undef REAL
 #undef SFX
+#undef FNN_CN_IREAL

@@ -45,7 +45,9 @@
     void fnn_cn_add_##SFX(REAL *z, const REAL *a, fnn_index size);                             \
                                                                                                \
     /* The direct path: NHWC images, filters packed as Wk[((i*FW + j)*C + c)*F + f]; F (and C  \
-       for an input gradient) a multiple of FNN_CN_BLOCK(REAL) (two 32-byte vectors). */       \
+       for an input gradient) a multiple of FNN_CN_BLOCK(REAL) (two 32-byte vectors).  The     \
+       epilogues and the packing take a layer's own count F and the stride ldf >= F of the     \
+       packed filters and of z and dz per pixel: F rounded up to the block. */                 \
     /* z[(oh*OW + ow)*F + f] = sum_{i,j,c} xp[((oh+i)*Wp + ow+j)*C + c] Wk[((i*FW+j)*C+c)*F+f] \
        (stride 1, xp padded) */                                                                \
     void fnn_cn_direct_conv_##SFX(const REAL *xp, int Wp, int C, int FH, int FW,              \
@@ -57,24 +59,28 @@
     /* xp (H + 2 pad_h, W + 2 pad_w, C) = x[h*sh + w*sw + c*sc] padded by zeros */             \
     void fnn_cn_pad_nhwc_##SFX(const REAL *x, fnn_index sh, fnn_index sw, fnn_index sc, int H, \
                                int W, int C, int pad_h, int pad_w, REAL *xp);                  \
-    /* out (OH/2, OW/2, F) = relu(max of the 2x2 window of z (OH, OW, F) + b); arg its index */ \
-    void fnn_cn_pool2_bias_relu_nhwc_##SFX(const REAL *z, const REAL *b, int OH, int OW,       \
-                                           int F, REAL *out, uint8_t *arg);                    \
-    /* out (P, F) = relu(z + b) */                                                             \
-    void fnn_cn_bias_relu_nhwc_##SFX(const REAL *z, const REAL *b, fnn_index P, int F,         \
-                                     REAL *out);                                               \
-    /* dz[oh*ldr + ow*F + f] = dout routed to its window's maximum where out > 0, else 0, for  \
-       oh < OH/2*2, ow < OW/2*2; db[f] += the routed values */                                 \
+    /* out (OH/2, OW/2, F) = relu(max of the 2x2 window of z (OH, OW, ldf) + b); arg its     \
+       index */                                                                                \
+    void fnn_cn_pool2_bias_relu_nhwc_##SFX(const REAL *z, int ldf, const REAL *b, int OH,      \
+                                           int OW, int F, REAL *out, uint8_t *arg);            \
+    /* out (P, F) = relu(z (P, ldf) + b) */                                                    \
+    void fnn_cn_bias_relu_nhwc_##SFX(const REAL *z, int ldf, const REAL *b, fnn_index P,       \
+                                     int F, REAL *out);                                        \
+    /* dz[oh*ldr + ow*ldf + f] = dout routed to its window's maximum where out > 0, else 0,    \
+       for oh < OH/2*2, ow < OW/2*2, f < F; db[f] += the routed values */                      \
     void fnn_cn_unpool2_nhwc_##SFX(const REAL *dout, const uint8_t *arg, const REAL *out,      \
-                                   int OH, int OW, int F, REAL *dz, fnn_index ldr, double *db); \
-    /* dz[oh*ldr + ow*F + f] = a > 0 ? d : 0 over (OH, OW, F); db[f] += the values */          \
+                                   int OH, int OW, int F, REAL *dz, int ldf, fnn_index ldr,    \
+                                   double *db);                                                \
+    /* dz[oh*ldr + ow*ldf + f] = a > 0 ? d : 0 over (OH, OW, F); db[f] += the values */        \
     void fnn_cn_relu_mask_nhwc_##SFX(const REAL *d, const REAL *a, int OH, int OW, int F,      \
-                                     REAL *dz, fnn_index ldr, double *db);                     \
-    /* W (F, C, FH, FW) -> Wk (flip: the input gradient's filters, Wk[((FH-1-i)*FW + FW-1-j)*F \
-       + f)*C + c]), and back (unflipped) */                                                   \
+                                     REAL *dz, int ldf, fnn_index ldr, double *db);            \
+    /* W (F, C, FH, FW) -> Wk[k*ldf + f] (flip: the input gradient's filters,                  \
+       Wk[((FH-1-i)*FW + FW-1-j)*ldf + f)*C + c]), and back (unflipped); Wk's entries of       \
+       f >= F are left as they are */                                                          \
     void fnn_cn_pack_filters_##SFX(const REAL *W, int F, int C, int FH, int FW, int flip,      \
-                                   REAL *Wk);                                                  \
-    void fnn_cn_unpack_filters_##SFX(const REAL *Wk, int F, int C, int FH, int FW, REAL *W);   \
+                                   int ldf, REAL *Wk);                                         \
+    void fnn_cn_unpack_filters_##SFX(const REAL *Wk, int ldf, int F, int C, int FH, int FW,    \
+                                     REAL *W);                                                 \
     /* dst (S, R) = src (R, S) transposed */                                                   \
     void fnn_cn_transpose_##SFX(const REAL *src, fnn_index R, fnn_index S, REAL *dst);         \
     /* db[f] = acc[f], rounded */                                                              \

@@ -129,11 +129,15 @@ void FNN(fnn_cn_scale)(REAL *z, REAL s, fnn_index size)
  * weights of one tap are contiguous: the kernels keep a tile of FNN_CN_PT pixels x 2 vectors of
  * filters (12 accumulators in float32 and float64 alike) in registers and, per tap, load 2
  * weight vectors and broadcast one input value per pixel, 12 fused multiply-adds for 8 loads.
- * F (and, for the input gradient, C) is a multiple of the 2 vectors: the Plan checks it. */
+ * The kernels' F (and, for the input gradient, C) is a multiple of the 2 vectors: a layer of
+ * other filter counts stores its packed filters, its outputs z and its gradients dz with ldf,
+ * its count rounded up, filters apart, the extra filters zero (the Plan allocates them so). */
 
 #define FNN_CN_VL ((int)(32 / sizeof(REAL)))
 #define FNN_CN_PT 6
 typedef REAL FNN(cn_vec) __attribute__((vector_size(32)));
+/* the integer lanes of a vector of REAL: comparison results and blend masks */
+typedef FNN_CN_IREAL FNN(cn_ivec) __attribute__((vector_size(32)));
 typedef REAL FNN(cn_vecu) __attribute__((vector_size(32), aligned(sizeof(REAL)), may_alias));
 #define FNN_CN_LOAD(p) (*(const FNN(cn_vecu) *)(p))
 #define FNN_CN_STORE(p, v) (*(FNN(cn_vecu) *)(p) = (v))
@@ -246,10 +250,7 @@ FNN_MULTIVERSION void FNN(fnn_cn_direct_dw)(const REAL *restrict xp, int Wp, int
 }
 
 #pragma GCC pop_options
-#undef FNN_CN_LOAD
-#undef FNN_CN_STORE
 #undef FNN_CN_PT
-#undef FNN_CN_VL
 
 FNN_MULTIVERSION void FNN(fnn_cn_pad_nhwc)(const REAL *restrict x, fnn_index sh, fnn_index sw,
                                            fnn_index sc, int H, int W, int C, int pad_h,
@@ -272,7 +273,21 @@ FNN_MULTIVERSION void FNN(fnn_cn_pad_nhwc)(const REAL *restrict x, fnn_index sh,
     memset(xp + (fnn_index)(H + pad_h) * row, 0, sizeof(REAL) * (size_t)(pad_h * row));
 }
 
-FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu_nhwc)(const REAL *restrict z,
+/* m, k = v, idx on the lanes where v beats the window's maximum m so far (the first maximum
+   in the window's row-major order, as np.argmax; the first NaN wins too, as in np.max and
+   np.argmax); GCC's vector comparisons give all-ones lanes where true.  A macro, as
+   FNN_CN_RELU below: vector arguments would change the ABI of the baseline build. */
+#define FNN_CN_TAKE_V(v, idx, m, k) {                                                       \
+        const FNN(cn_vec) v_ = (v);                                                         \
+        const FNN(cn_ivec) t_ = (v_ > (m)) | ((v_ != v_) & ((m) == (m)));                   \
+        (m) = (FNN(cn_vec))(((FNN(cn_ivec))v_ & t_) | ((FNN(cn_ivec))(m) & ~t_));           \
+        (k) = ((FNN_CN_IREAL)(idx) & t_) | ((k) & ~t_);                                     \
+    }
+
+/* relu(y) of a vector, NaN passing as in the book's Relu: zero where y <= 0 */
+#define FNN_CN_RELU(y) ((FNN(cn_vec))((FNN(cn_ivec))(y) & ~((y) <= 0)))
+
+FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu_nhwc)(const REAL *restrict z, int ldf,
                                                        const REAL *restrict b, int OH, int OW,
                                                        int F, REAL *restrict out,
                                                        uint8_t *restrict arg)
@@ -280,20 +295,32 @@ FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu_nhwc)(const REAL *restrict z,
     const int PH = OH / 2, PW = OW / 2;
     for (int ph = 0; ph < PH; ph++)
         for (int pw = 0; pw < PW; pw++) {
-            const REAL *restrict r0 = z + ((fnn_index)(2 * ph) * OW + 2 * pw) * F;
-            const REAL *restrict r1 = r0 + (fnn_index)OW * F;
+            const REAL *restrict r0 = z + ((fnn_index)(2 * ph) * OW + 2 * pw) * ldf;
+            const REAL *restrict r1 = r0 + (fnn_index)OW * ldf;
             REAL *restrict o = out + ((fnn_index)ph * PW + pw) * F;
             uint8_t *restrict a = arg + ((fnn_index)ph * PW + pw) * F;
-            for (int f = 0; f < F; f++) {
-                /* the first maximum in the window's row-major order, as np.argmax; the first
-                   NaN wins too, as in np.max and np.argmax */
+            /* by whole vectors (the loop's mix of REAL and byte lanes defeats the
+               auto-vectoriser for F below 32), then lane by lane */
+            int f = 0;
+            for (; f + FNN_CN_VL <= F; f += FNN_CN_VL) {
+                FNN(cn_vec) m = FNN_CN_LOAD(r0 + f);
+                FNN(cn_ivec) k = {0};
+                FNN_CN_TAKE_V(FNN_CN_LOAD(r0 + ldf + f), 1, m, k)
+                FNN_CN_TAKE_V(FNN_CN_LOAD(r1 + f), 2, m, k)
+                FNN_CN_TAKE_V(FNN_CN_LOAD(r1 + ldf + f), 3, m, k)
+                const FNN(cn_vec) y = m + FNN_CN_LOAD(b + f);
+                FNN_CN_STORE(o + f, FNN_CN_RELU(y));
+                for (int t = 0; t < FNN_CN_VL; t++)
+                    a[f + t] = (uint8_t)k[t];
+            }
+            for (; f < F; f++) {
                 REAL m = r0[f];
                 int k = 0;
 #define FNN_CN_TAKE(v, idx) { const REAL v_ = (v); const int t_ = v_ > m || (v_ != v_ && m == m); \
                               m = t_ ? v_ : m; k = t_ ? (idx) : k; }
-                FNN_CN_TAKE(r0[F + f], 1)
+                FNN_CN_TAKE(r0[ldf + f], 1)
                 FNN_CN_TAKE(r1[f], 2)
-                FNN_CN_TAKE(r1[F + f], 3)
+                FNN_CN_TAKE(r1[ldf + f], 3)
 #undef FNN_CN_TAKE
                 const REAL y = m + b[f];
                 o[f] = y <= 0 ? (REAL)0 : y;
@@ -302,12 +329,13 @@ FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu_nhwc)(const REAL *restrict z,
         }
 }
 
-FNN_MULTIVERSION void FNN(fnn_cn_bias_relu_nhwc)(const REAL *restrict z, const REAL *restrict b,
-                                                 fnn_index P, int F, REAL *restrict out)
+FNN_MULTIVERSION void FNN(fnn_cn_bias_relu_nhwc)(const REAL *restrict z, int ldf,
+                                                 const REAL *restrict b, fnn_index P, int F,
+                                                 REAL *restrict out)
 {
     for (fnn_index p = 0; p < P; p++)
         for (int f = 0; f < F; f++) {
-            const REAL y = z[p * F + f] + b[f];
+            const REAL y = z[p * ldf + f] + b[f];
             out[p * F + f] = y <= 0 ? (REAL)0 : y;  /* NaN passes, as in the book's Relu */
         }
 }
@@ -315,23 +343,39 @@ FNN_MULTIVERSION void FNN(fnn_cn_bias_relu_nhwc)(const REAL *restrict z, const R
 FNN_MULTIVERSION void FNN(fnn_cn_unpool2_nhwc)(const REAL *restrict dout,
                                                const uint8_t *restrict arg,
                                                const REAL *restrict out, int OH, int OW, int F,
-                                               REAL *restrict dz, fnn_index ldr,
+                                               REAL *restrict dz, int ldf, fnn_index ldr,
                                                double *restrict db)
 {
     const int PH = OH / 2, PW = OW / 2;
+    const FNN(cn_vec) zero = {0};
     for (int ph = 0; ph < PH; ph++)
         for (int pw = 0; pw < PW; pw++) {
             const fnn_index q = ((fnn_index)ph * PW + pw) * F;
-            REAL *restrict d0 = dz + (fnn_index)(2 * ph) * ldr + (fnn_index)(2 * pw) * F;
+            REAL *restrict d0 = dz + (fnn_index)(2 * ph) * ldr + (fnn_index)(2 * pw) * ldf;
             REAL *restrict d1 = d0 + ldr;
-            for (int f = 0; f < F; f++) {
+            /* by whole vectors, as the pooling above, then lane by lane */
+            int f = 0;
+            for (; f + FNN_CN_VL <= F; f += FNN_CN_VL) {
                 /* the pooled value is relu(max + b): where it is 0, ReLU let nothing through */
+                const FNN(cn_vec) g = (FNN(cn_vec))((FNN(cn_ivec))FNN_CN_LOAD(dout + q + f)
+                                                    & (FNN_CN_LOAD(out + q + f) > zero));
+                FNN(cn_ivec) k = {0};
+                for (int t = 0; t < FNN_CN_VL; t++)
+                    k[t] = arg[q + f + t];
+                FNN_CN_STORE(d0 + f, (FNN(cn_vec))((FNN(cn_ivec))g & (k == 0)));
+                FNN_CN_STORE(d0 + ldf + f, (FNN(cn_vec))((FNN(cn_ivec))g & (k == 1)));
+                FNN_CN_STORE(d1 + f, (FNN(cn_vec))((FNN(cn_ivec))g & (k == 2)));
+                FNN_CN_STORE(d1 + ldf + f, (FNN(cn_vec))((FNN(cn_ivec))g & (k == 3)));
+                for (int t = 0; t < FNN_CN_VL; t++)
+                    db[f + t] += g[t];
+            }
+            for (; f < F; f++) {
                 const REAL g = out[q + f] > 0 ? dout[q + f] : (REAL)0;
                 const int k = arg[q + f];
                 d0[f] = k == 0 ? g : (REAL)0;
-                d0[F + f] = k == 1 ? g : (REAL)0;
+                d0[ldf + f] = k == 1 ? g : (REAL)0;
                 d1[f] = k == 2 ? g : (REAL)0;
-                d1[F + f] = k == 3 ? g : (REAL)0;
+                d1[ldf + f] = k == 3 ? g : (REAL)0;
                 db[f] += g;
             }
         }
@@ -339,12 +383,12 @@ FNN_MULTIVERSION void FNN(fnn_cn_unpool2_nhwc)(const REAL *restrict dout,
 
 FNN_MULTIVERSION void FNN(fnn_cn_relu_mask_nhwc)(const REAL *restrict d, const REAL *restrict a,
                                                  int OH, int OW, int F, REAL *restrict dz,
-                                                 fnn_index ldr, double *restrict db)
+                                                 int ldf, fnn_index ldr, double *restrict db)
 {
     for (int oh = 0; oh < OH; oh++)
         for (int ow = 0; ow < OW; ow++) {
             const fnn_index q = ((fnn_index)oh * OW + ow) * F;
-            REAL *restrict o = dz + (fnn_index)oh * ldr + (fnn_index)ow * F;
+            REAL *restrict o = dz + (fnn_index)oh * ldr + (fnn_index)ow * ldf;
             for (int f = 0; f < F; f++) {
                 const REAL g = a[q + f] > 0 ? d[q + f] : (REAL)0;
                 o[f] = g;
@@ -354,7 +398,7 @@ FNN_MULTIVERSION void FNN(fnn_cn_relu_mask_nhwc)(const REAL *restrict d, const R
 }
 
 void FNN(fnn_cn_pack_filters)(const REAL *restrict W, int F, int C, int FH, int FW, int flip,
-                              REAL *restrict Wk)
+                              int ldf, REAL *restrict Wk)
 {
     for (int f = 0; f < F; f++)
         for (int c = 0; c < C; c++)
@@ -362,13 +406,13 @@ void FNN(fnn_cn_pack_filters)(const REAL *restrict W, int F, int C, int FH, int 
                 for (int j = 0; j < FW; j++) {
                     const REAL w = W[(((fnn_index)f * C + c) * FH + i) * FW + j];
                     if (flip)  /* the input gradient's filters: (FH-1-i, FW-1-j, f) -> c */
-                        Wk[((fnn_index)((FH - 1 - i) * FW + FW - 1 - j) * F + f) * C + c] = w;
+                        Wk[((fnn_index)((FH - 1 - i) * FW + FW - 1 - j) * ldf + f) * C + c] = w;
                     else
-                        Wk[((fnn_index)(i * FW + j) * C + c) * F + f] = w;
+                        Wk[((fnn_index)(i * FW + j) * C + c) * ldf + f] = w;
                 }
 }
 
-void FNN(fnn_cn_unpack_filters)(const REAL *restrict Wk, int F, int C, int FH, int FW,
+void FNN(fnn_cn_unpack_filters)(const REAL *restrict Wk, int ldf, int F, int C, int FH, int FW,
                                 REAL *restrict W)
 {
     for (int f = 0; f < F; f++)
@@ -376,15 +420,22 @@ void FNN(fnn_cn_unpack_filters)(const REAL *restrict Wk, int F, int C, int FH, i
             for (int i = 0; i < FH; i++)
                 for (int j = 0; j < FW; j++)
                     W[(((fnn_index)f * C + c) * FH + i) * FW + j] =
-                        Wk[((fnn_index)(i * FW + j) * C + c) * F + f];
+                        Wk[((fnn_index)(i * FW + j) * C + c) * ldf + f];
 }
 
 FNN_MULTIVERSION void FNN(fnn_cn_transpose)(const REAL *restrict src, fnn_index R, fnn_index S,
                                             REAL *restrict dst)
 {
-    for (fnn_index r = 0; r < R; r++)
-        for (fnn_index s = 0; s < S; s++)
-            dst[s * R + r] = src[r * S + s];
+    /* in tiles of 8 x 8, so that the strided side of each tile stays in cache lines already
+       loaded (R and S are a layer's pixels and filters: hundreds and tens) */
+    enum { T = 8 };
+    for (fnn_index r0 = 0; r0 < R; r0 += T)
+        for (fnn_index s0 = 0; s0 < S; s0 += T) {
+            const fnn_index r1 = r0 + T < R ? r0 + T : R, s1 = s0 + T < S ? s0 + T : S;
+            for (fnn_index s = s0; s < s1; s++)
+                for (fnn_index r = r0; r < r1; r++)
+                    dst[s * R + r] = src[r * S + s];
+        }
 }
 
 void FNN(fnn_cn_db_store)(const double *restrict acc, int F, REAL *restrict db)
@@ -392,3 +443,9 @@ void FNN(fnn_cn_db_store)(const double *restrict acc, int F, REAL *restrict db)
     for (int f = 0; f < F; f++)
         db[f] = (REAL)acc[f];
 }
+
+#undef FNN_CN_LOAD
+#undef FNN_CN_STORE
+#undef FNN_CN_RELU
+#undef FNN_CN_TAKE_V
+#undef FNN_CN_VL

@@ -422,11 +422,12 @@ def _oracle(convs, Wc, bc, Wd, bd, x, t):
 @given(n=st.integers(1, 4), c0=st.integers(1, 3), size=st.integers(3, 9),
        layers=st.lists(st.tuples(st.integers(1, 2), st.integers(1, 4), st.integers(0, 3),
                                  st.booleans()), min_size=1, max_size=3),
-       f64=st.booleans(), seed=st.integers(0, 2**31))
-def test_direct_and_gemm_paths_match_the_twins(n, c0, size, layers, f64, seed):
+       tail=st.integers(0, 15), f64=st.booleans(), seed=st.integers(0, 2**31))
+def test_direct_and_gemm_paths_match_the_twins(n, c0, size, layers, tail, f64, seed):
     """The direct path (NHWC, stride 1; on one thread and split over two) and im2col + GEMM
     give the twins' loss and gradients on every geometry either takes: several convolutions,
-    pooled or not, padded or not, one or several input channels."""
+    pooled or not, padded or not, one or several input channels, and a last layer whose
+    filter count is not a multiple of the direct kernel's tile (``tail`` fewer)."""
     from fastnn._kernels._convnet import Plan
 
     dtype = np.float64 if f64 else np.float32
@@ -442,6 +443,9 @@ def test_direct_and_gemm_paths_match_the_twins(n, c0, size, layers, f64, seed):
         C, H = blocks * block, out // 2 if pool else out
     if not convs:
         return
+    # the last layer's filters: rounded up to the tile inside the direct path
+    C -= tail % block
+    convs[-1] = convs[-1][:3] + (C,) + convs[-1][4:]
     features = C * H * H
     Wc = [(rng.standard_normal((F, C, FH, FW)) / np.sqrt(C * FH * FW)).astype(dtype)
           for C, _, _, F, FH, FW, _, _, _ in convs]
@@ -477,13 +481,17 @@ def test_the_direct_path_is_taken_where_it_applies():
 
     deep = DeepConvNet(dtype=np.float32)
     assert deep._plan(3).direct  # 16, 32, 64 filters, stride 1, pads 1 and 2
-    assert not SimpleConvNet(dtype=np.float32)._plan(3).direct  # 30 filters
+    for dtype in (np.float32, np.float64):
+        assert SimpleConvNet(dtype=dtype)._plan(3).direct  # 30 filters, rounded up inside
     one = [(1, 8, 8, 16, 3, 3, 1, 1, 1)]
     assert Plan(one, [256, 10], [0.0], 2, np.float32).direct
     assert not Plan([(1, 8, 8, 16, 3, 3, 2, 1, 0)], [256, 10], [0.0], 2, np.float32).direct
     assert not Plan([(1, 8, 8, 16, 3, 3, 1, 3, 0)], [16 * 12 * 12, 10], [0.0], 2,
                     np.float32).direct  # pad >= filter size
-    assert not Plan([(1, 8, 8, 12, 3, 3, 1, 1, 1)], [192, 10], [0.0], 2, np.float32).direct
+    assert Plan([(1, 8, 8, 12, 3, 3, 1, 1, 1)], [192, 10], [0.0], 2, np.float32).direct
     assert Plan([(1, 8, 8, 8, 3, 3, 1, 1, 1)], [128, 10], [0.0], 2, np.float64).direct
+    # a second layer's input channels (the first's filters) must fill the tiles
+    twelve = [(1, 8, 8, 12, 3, 3, 1, 1, 0), (12, 8, 8, 16, 3, 3, 1, 1, 1)]
+    assert not Plan(twelve, [256, 10], [0.0], 2, np.float32).direct
     with pytest.raises(ValueError, match="direct"):
-        Plan([(1, 8, 8, 12, 3, 3, 1, 1, 1)], [192, 10], [0.0], 2, np.float32, direct=True)
+        Plan(twelve, [256, 10], [0.0], 2, np.float32, direct=True)

@@ -8,9 +8,9 @@
 #
 # Two paths, chosen per Plan (Plan.direct):
 #
-# The direct path (stride-1 convolutions with pad < filter size and filter counts, and the
-# input channels of every layer but the first, multiples of two 32-byte vectors: 16 in float32,
-# 8 in float64; DeepConvNet is such a net).  Images are channels-last (NHWC) inside: a layer's
+# The direct path (stride-1 convolutions with pad < filter size, and the input channels of
+# every layer but the first multiples of two 32-byte vectors: 16 in float32, 8 in float64;
+# SimpleConvNet and DeepConvNet are such nets).  Images are channels-last (NHWC) inside: a layer's
 # stored output is (OH', OW', F) per image, the first layer reads the book's NCHW images, and
 # only the last convolution's output is transposed to the book's (c, h, w) order for the dense
 # layers (and its gradient back).  Per image, the layer's input is copied into a zero-padded
@@ -27,7 +27,9 @@
 # gradient is routed to the window's maximum (where ReLU let it through) into a zero-padded
 # (OH + 2 (FH-1-pad), OW + 2 (FW-1-pad), F) gradient image, the bias gradient summed on the
 # way (in double); dW (packed like the filters) accumulates a tile of 6 taps x 16 filters over
-# the pixels; and the input's gradient is the convolution of the padded gradient image with the
+# the pixels; a filter count that is not a multiple of the tile's (SimpleConvNet's 30) is
+# rounded up inside (Fp): the packed filters, z and the gradient image carry Fp filters, the
+# extra ones zero, while the stores and the biases keep the layer's own; and the input's gradient is the convolution of the padded gradient image with the
 # flipped filters, (FH-1-i, FW-1-j, f) -> c, by the same kernel as the forward pass: one pass
 # that writes dx once, where GEMM + col2im writes a K-row matrix and scatters it.  The first
 # layer's input gradient, which nobody uses, is never computed.  Both cores: the images of a
@@ -41,7 +43,8 @@
 # average of 3-4.5 from other work, see fastnn.threads.for_split): two threads gained up to
 # 1.7x at batch 1000 and 1.5x at batch 100, and in some runs nothing.
 #
-# The im2col + GEMM path (any stride, padding and filter count: SimpleConvNet's 30 filters).
+# The im2col + GEMM path (any stride, padding and filter count; the networks take it where the
+# direct path does not apply, and tests compare the two).
 # The book's NCHW all the way through (the flattened pooled output is then exactly the book's
 # Affine input, and W1..W6 are used as they are stored: (F, C*FH*FW) matrices).  Per
 # convolution, blocks of B images are unfolded (im2col) into one column matrix of K = C*FH*FW
@@ -154,6 +157,7 @@ cdef struct _Net:
     # the direct path: NHWC stores, padded input (Hpad, Wpad, C) and padded output gradient
     # (Hdz, Wdz, F) of one image, packed filters (Wk), flipped ones for the input gradient (Wf)
     int direct
+    int Fp[MAX_CONV]         # the packed filters' stride (and z's, dzp's): F rounded up
     int Hpad[MAX_CONV]
     int Wpad[MAX_CONV]
     int Hdz[MAX_CONV]
@@ -198,9 +202,9 @@ cdef class Plan:
         images, with a workspace of its own).
     direct : bool or None
         The direct path (NHWC inside, no column matrix) or im2col + GEMM; None: the direct
-        path wherever it applies (every convolution of stride 1 with ``pad < FH, FW``, and
-        filter counts, and the input channels of every convolution but the first, multiples
-        of 16 in float32 or 8 in float64).
+        path wherever it applies (every convolution of stride 1 with ``pad < FH, FW``, and the
+        input channels of every convolution but the first multiples of 16 in float32 or 8 in
+        float64).
     """
     cdef _Net net
     cdef readonly int n
@@ -302,11 +306,12 @@ cdef class Plan:
         net.row_loss = <double *> cnp.PyArray_DATA(<cnp.ndarray> scratch[6])
         block = 64 // self.dtype.itemsize  # FNN_CN_BLOCK: two 32-byte vectors
         can = all(net.S[l] == 1 and net.PAD[l] < min(net.FH[l], net.FW[l])
-                  and net.F[l] % block == 0 and (l == 0 or net.C[l] % block == 0)
+                  and (l == 0 or net.C[l] % block == 0)
                   for l in range(net.L))
         if direct and not can:
             raise ValueError("direct: the direct path needs stride 1, pad < filter size, and "
-                             f"filter and channel counts that are multiples of {block}")
+                             f"input channel counts (but the first's) that are multiples of "
+                             f"{block}")
         self.direct = net.direct = can if direct is None else bool(direct)
         cdef Py_ssize_t xp_size = 1, dzp_size = 1, k_size = 0, f_size = 0
         cdef int sh, widest_f = 1
@@ -326,13 +331,15 @@ cdef class Plan:
                 net.Wpad[l] = net.W[l] + 2 * net.PAD[l]
                 net.Hdz[l] = net.OH[l] + 2 * (net.FH[l] - 1 - net.PAD[l])
                 net.Wdz[l] = net.OW[l] + 2 * (net.FW[l] - 1 - net.PAD[l])
+                net.Fp[l] = -(-net.F[l] // block) * block
                 K = net.C[l] * net.FH[l] * net.FW[l]
                 xp_size = max(xp_size, net.Hpad[l] * net.Wpad[l] * net.C[l])
-                dzp_size = max(dzp_size, net.Hdz[l] * net.Wdz[l] * net.F[l])
-                z_size = max(z_size, net.OH[l] * net.OW[l] * net.F[l])
-                k_size += K * net.F[l]
+                dzp_size = max(dzp_size, net.Hdz[l] * net.Wdz[l] * net.Fp[l])
+                z_size = max(z_size, net.OH[l] * net.OW[l] * net.Fp[l])
+                k_size += K * net.Fp[l]
                 f_size += net.F[l]
-                packed = [np.empty(K * net.F[l], self.dtype), np.empty(K * net.F[l], self.dtype)]
+                # zeros: the packing never writes the rounded-up filters' weights
+                packed = [np.zeros(K * net.Fp[l], self.dtype), np.zeros(K * net.Fp[l], self.dtype)]
                 self._buffers += packed
                 net.Wk[l] = cnp.PyArray_DATA(<cnp.ndarray> packed[0])
                 net.Wf[l] = cnp.PyArray_DATA(<cnp.ndarray> packed[1])
@@ -353,7 +360,7 @@ cdef class Plan:
                     net.share[sh].dWk[l] = (<char *> cnp.PyArray_DATA(<cnp.ndarray> work[3])
                                             + K * itemsize)
                     net.share[sh].dbacc[l] = <double *> cnp.PyArray_DATA(<cnp.ndarray> work[4]) + P
-                    K += net.C[l] * net.FH[l] * net.FW[l] * net.F[l]
+                    K += net.C[l] * net.FH[l] * net.FW[l] * net.Fp[l]
                     P += net.F[l]
         cdef list rest = [np.empty(z_size, self.dtype), np.empty(widest_f, np.float64),
                           np.empty(n * net.outsz[net.L - 1] if net.direct else 1, self.dtype)]
@@ -559,36 +566,36 @@ cdef void _pad_input(_Net *net, _Share *w, int l, const floating *x, int img) no
 cdef void _share_forward(_Share *w, const floating *x) noexcept nogil:
     """The convolutions of the share's images (the direct path)."""
     cdef _Net *net = <_Net *> w.net
-    cdef int l, img, F
+    cdef int l, img, F, Fp
     cdef Py_ssize_t outsz
     cdef floating *out
     cdef floating *z = <floating *> w.z
     cdef const floating *b
     for l in range(net.L):
-        F, outsz = net.F[l], net.outsz[l]
+        F, Fp, outsz = net.F[l], net.Fp[l], net.outsz[l]
         out = <floating *> net.store[l]
         b = <const floating *> net.bc[l]
         for img in range(w.img0, w.img1):
             _pad_input(net, w, l, x, img)
             if floating is float:
                 fnn_cn_direct_conv_f32(<const float *> w.xp, net.Wpad[l], net.C[l], net.FH[l],
-                                       net.FW[l], <const float *> net.Wk[l], F, net.OH[l],
+                                       net.FW[l], <const float *> net.Wk[l], Fp, net.OH[l],
                                        net.OW[l], z)
                 if net.pool[l]:
-                    fnn_cn_pool2_bias_relu_nhwc_f32(z, b, net.OH[l], net.OW[l], F,
+                    fnn_cn_pool2_bias_relu_nhwc_f32(z, Fp, b, net.OH[l], net.OW[l], F,
                                                     out + img * outsz, net.arg[l] + img * outsz)
                 else:
-                    fnn_cn_bias_relu_nhwc_f32(z, b, net.OH[l] * <Py_ssize_t> net.OW[l], F,
+                    fnn_cn_bias_relu_nhwc_f32(z, Fp, b, net.OH[l] * <Py_ssize_t> net.OW[l], F,
                                               out + img * outsz)
             else:
                 fnn_cn_direct_conv_f64(<const double *> w.xp, net.Wpad[l], net.C[l], net.FH[l],
-                                       net.FW[l], <const double *> net.Wk[l], F, net.OH[l],
+                                       net.FW[l], <const double *> net.Wk[l], Fp, net.OH[l],
                                        net.OW[l], z)
                 if net.pool[l]:
-                    fnn_cn_pool2_bias_relu_nhwc_f64(z, b, net.OH[l], net.OW[l], F,
+                    fnn_cn_pool2_bias_relu_nhwc_f64(z, Fp, b, net.OH[l], net.OW[l], F,
                                                     out + img * outsz, net.arg[l] + img * outsz)
                 else:
-                    fnn_cn_bias_relu_nhwc_f64(z, b, net.OH[l] * <Py_ssize_t> net.OW[l], F,
+                    fnn_cn_bias_relu_nhwc_f64(z, Fp, b, net.OH[l] * <Py_ssize_t> net.OW[l], F,
                                               out + img * outsz)
 
 
@@ -607,15 +614,15 @@ cdef void _share_backward(_Share *w, const floating *x) noexcept nogil:
     cdef floating *dWk
     cdef double *db
     cdef const floating *store
-    cdef int l, img, F, C, FH, FW, OH, OW, Wd
+    cdef int l, img, F, Fp, C, FH, FW, OH, OW, Wd
     cdef Py_ssize_t outsz, insz, ldr, dzp_size, row = net.widest
     for l in range(net.L - 1, -1, -1):
-        F, C, FH, FW = net.F[l], net.C[l], net.FH[l], net.FW[l]
+        F, Fp, C, FH, FW = net.F[l], net.Fp[l], net.C[l], net.FH[l], net.FW[l]
         OH, OW, Wd = net.OH[l], net.OW[l], net.Wdz[l]
         outsz, insz = net.outsz[l], net.insz[l]
-        ldr = Wd * <Py_ssize_t> F
+        ldr = Wd * <Py_ssize_t> Fp
         dzp_size = net.Hdz[l] * ldr
-        dz = dzp + ((FH - 1 - net.PAD[l]) * <Py_ssize_t> Wd + FW - 1 - net.PAD[l]) * F
+        dz = dzp + ((FH - 1 - net.PAD[l]) * <Py_ssize_t> Wd + FW - 1 - net.PAD[l]) * Fp
         dWk = <floating *> w.dWk[l]
         db = w.dbacc[l]
         store = <const floating *> net.store[l]
@@ -625,26 +632,26 @@ cdef void _share_backward(_Share *w, const floating *x) noexcept nogil:
             if floating is float:
                 if net.pool[l]:
                     fnn_cn_unpool2_nhwc_f32(dout + img * row, net.arg[l] + img * outsz,
-                                            store + img * outsz, OH, OW, F, dz, ldr, db)
+                                            store + img * outsz, OH, OW, F, dz, Fp, ldr, db)
                 else:
                     fnn_cn_relu_mask_nhwc_f32(dout + img * row, store + img * outsz, OH, OW,
-                                              F, dz, ldr, db)
-                fnn_cn_direct_dw_f32(<const float *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, F,
+                                              F, dz, Fp, ldr, db)
+                fnn_cn_direct_dw_f32(<const float *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, Fp,
                                      OH, OW, dWk)
                 if l > 0:
-                    fnn_cn_direct_conv_f32(dzp, Wd, F, FH, FW, <const float *> net.Wf[l], C,
+                    fnn_cn_direct_conv_f32(dzp, Wd, Fp, FH, FW, <const float *> net.Wf[l], C,
                                            net.H[l], net.W[l], dx + img * row)
             else:
                 if net.pool[l]:
                     fnn_cn_unpool2_nhwc_f64(dout + img * row, net.arg[l] + img * outsz,
-                                            store + img * outsz, OH, OW, F, dz, ldr, db)
+                                            store + img * outsz, OH, OW, F, dz, Fp, ldr, db)
                 else:
                     fnn_cn_relu_mask_nhwc_f64(dout + img * row, store + img * outsz, OH, OW,
-                                              F, dz, ldr, db)
-                fnn_cn_direct_dw_f64(<const double *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, F,
+                                              F, dz, Fp, ldr, db)
+                fnn_cn_direct_dw_f64(<const double *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, Fp,
                                      OH, OW, dWk)
                 if l > 0:
-                    fnn_cn_direct_conv_f64(dzp, Wd, F, FH, FW, <const double *> net.Wf[l], C,
+                    fnn_cn_direct_conv_f64(dzp, Wd, Fp, FH, FW, <const double *> net.Wf[l], C,
                                            net.H[l], net.W[l], dx + img * row)
         tmp = dout
         dout = dx
@@ -695,10 +702,12 @@ cdef void _pack_filters(_Net *net, int flip) noexcept nogil:
     for l in range(1 if flip else 0, net.L):
         if net.f64:
             fnn_cn_pack_filters_f64(<const double *> net.Wc[l], net.F[l], net.C[l], net.FH[l],
-                                    net.FW[l], flip, <double *> (net.Wf[l] if flip else net.Wk[l]))
+                                    net.FW[l], flip, net.Fp[l],
+                                    <double *> (net.Wf[l] if flip else net.Wk[l]))
         else:
             fnn_cn_pack_filters_f32(<const float *> net.Wc[l], net.F[l], net.C[l], net.FH[l],
-                                    net.FW[l], flip, <float *> (net.Wf[l] if flip else net.Wk[l]))
+                                    net.FW[l], flip, net.Fp[l],
+                                    <float *> (net.Wf[l] if flip else net.Wk[l]))
 
 
 cdef void _transpose_images(_Net *net, const floating *src, floating *dst, Py_ssize_t R,
@@ -824,7 +833,7 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
         for s in range(net.shares):
             for l in range(L):
                 memset(net.share[s].dWk[l], 0,
-                       net.C[l] * net.FH[l] * net.FW[l] * net.F[l] * sizeof(floating))
+                       net.C[l] * net.FH[l] * net.FW[l] * net.Fp[l] * sizeof(floating))
                 memset(net.share[s].dbacc[l], 0, net.F[l] * sizeof(double))
         _run_shares(net, x, 1)
         # the shares' sums, added in share order
@@ -833,19 +842,21 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
             for s in range(1, net.shares):
                 if floating is float:
                     fnn_cn_add_f32(<float *> net.share[0].dWk[l],
-                                       <const float *> net.share[s].dWk[l], K * net.F[l])
+                                   <const float *> net.share[s].dWk[l], K * net.Fp[l])
                 else:
                     fnn_cn_add_f64(<double *> net.share[0].dWk[l],
-                                       <const double *> net.share[s].dWk[l], K * net.F[l])
+                                   <const double *> net.share[s].dWk[l], K * net.Fp[l])
                 for q in range(net.F[l]):
                     net.share[0].dbacc[l][q] += net.share[s].dbacc[l][q]
             if floating is float:
-                fnn_cn_unpack_filters_f32(<const float *> net.share[0].dWk[l], net.F[l],
-                                          net.C[l], net.FH[l], net.FW[l], <float *> net.dWc[l])
+                fnn_cn_unpack_filters_f32(<const float *> net.share[0].dWk[l], net.Fp[l],
+                                          net.F[l], net.C[l], net.FH[l], net.FW[l],
+                                          <float *> net.dWc[l])
                 fnn_cn_db_store_f32(net.share[0].dbacc[l], net.F[l], <float *> net.dbc[l])
             else:
-                fnn_cn_unpack_filters_f64(<const double *> net.share[0].dWk[l], net.F[l],
-                                          net.C[l], net.FH[l], net.FW[l], <double *> net.dWc[l])
+                fnn_cn_unpack_filters_f64(<const double *> net.share[0].dWk[l], net.Fp[l],
+                                          net.F[l], net.C[l], net.FH[l], net.FW[l],
+                                          <double *> net.dWc[l])
                 fnn_cn_db_store_f64(net.share[0].dbacc[l], net.F[l], <double *> net.dbc[l])
         return
     for l in range(L - 1, -1, -1):
