@@ -59,21 +59,23 @@
     /* xp (H + 2 pad_h, W + 2 pad_w, C) = x[h*sh + w*sw + c*sc] padded by zeros */             \
     void fnn_cn_pad_nhwc_##SFX(const REAL *x, fnn_index sh, fnn_index sw, fnn_index sc, int H, \
                                int W, int C, int pad_h, int pad_w, REAL *xp);                  \
-    /* out (OH/2, OW/2, F) = relu(max of the 2x2 window of z (OH, OW, ldf) + b); arg its     \
-       index */                                                                                \
+    /* out (OH/2, OW/2, F) = relu(max of the 2x2 window of z (OH, OW, ldf) + b), arg its     \
+       index; with nchw, out and arg are (F, OH/2, OW/2), the book's order */                  \
     void fnn_cn_pool2_bias_relu_nhwc_##SFX(const REAL *z, int ldf, const REAL *b, int OH,      \
-                                           int OW, int F, REAL *out, uint8_t *arg);            \
-    /* out (P, F) = relu(z (P, ldf) + b) */                                                    \
+                                           int OW, int F, REAL *out, uint8_t *arg, int nchw);  \
+    /* out (P, F) = relu(z (P, ldf) + b); with nchw, out is (F, P) */                          \
     void fnn_cn_bias_relu_nhwc_##SFX(const REAL *z, int ldf, const REAL *b, fnn_index P,       \
-                                     int F, REAL *out);                                        \
+                                     int F, REAL *out, int nchw);                              \
     /* dz[oh*ldr + ow*ldf + f] = dout routed to its window's maximum where out > 0, else 0,    \
-       for oh < OH/2*2, ow < OW/2*2, f < F; db[f] += the routed values */                      \
+       for oh < OH/2*2, ow < OW/2*2, f < ldf (0 from F on); db[f] += the routed values; dout,  \
+       arg and out laid out as the pooling's */                                                \
     void fnn_cn_unpool2_nhwc_##SFX(const REAL *dout, const uint8_t *arg, const REAL *out,      \
                                    int OH, int OW, int F, REAL *dz, int ldf, fnn_index ldr,    \
-                                   double *db);                                                \
-    /* dz[oh*ldr + ow*ldf + f] = a > 0 ? d : 0 over (OH, OW, F); db[f] += the values */        \
+                                   double *db, int nchw);                                      \
+    /* dz[oh*ldr + ow*ldf + f] = a > 0 ? d : 0 over (OH, OW, ldf) (0 from F on); db[f] += the  \
+       values; d and a laid out as bias_relu's out */                                          \
     void fnn_cn_relu_mask_nhwc_##SFX(const REAL *d, const REAL *a, int OH, int OW, int F,      \
-                                     REAL *dz, int ldf, fnn_index ldr, double *db);            \
+                                     REAL *dz, int ldf, fnn_index ldr, double *db, int nchw);  \
     /* W (F, C, FH, FW) -> Wk[k*ldf + f] (flip: the input gradient's filters,                  \
        Wk[((FH-1-i)*FW + FW-1-j)*ldf + f)*C + c]), and back (unflipped); Wk's entries of       \
        f >= F are left as they are */                                                          \
@@ -81,8 +83,6 @@
                                    int ldf, REAL *Wk);                                         \
     void fnn_cn_unpack_filters_##SFX(const REAL *Wk, int ldf, int F, int C, int FH, int FW,    \
                                      REAL *W);                                                 \
-    /* dst (S, R) = src (R, S) transposed */                                                   \
-    void fnn_cn_transpose_##SFX(const REAL *src, fnn_index R, fnn_index S, REAL *dst);         \
     /* db[f] = acc[f], rounded */                                                              \
     void fnn_cn_db_store_##SFX(const double *acc, int F, REAL *db);
 

@@ -290,15 +290,17 @@ FNN_MULTIVERSION void FNN(fnn_cn_pad_nhwc)(const REAL *restrict x, fnn_index sh,
 FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu_nhwc)(const REAL *restrict z, int ldf,
                                                        const REAL *restrict b, int OH, int OW,
                                                        int F, REAL *restrict out,
-                                                       uint8_t *restrict arg)
+                                                       uint8_t *restrict arg, int nchw)
 {
     const int PH = OH / 2, PW = OW / 2;
+    /* filter f of pooled pixel q at out[q * ps + f * fs] */
+    const fnn_index fs = nchw ? (fnn_index)PH * PW : 1, ps = nchw ? 1 : F;
     for (int ph = 0; ph < PH; ph++)
         for (int pw = 0; pw < PW; pw++) {
             const REAL *restrict r0 = z + ((fnn_index)(2 * ph) * OW + 2 * pw) * ldf;
             const REAL *restrict r1 = r0 + (fnn_index)OW * ldf;
-            REAL *restrict o = out + ((fnn_index)ph * PW + pw) * F;
-            uint8_t *restrict a = arg + ((fnn_index)ph * PW + pw) * F;
+            REAL *restrict o = out + ((fnn_index)ph * PW + pw) * ps;
+            uint8_t *restrict a = arg + ((fnn_index)ph * PW + pw) * ps;
             /* by whole vectors (the loop's mix of REAL and byte lanes defeats the
                auto-vectoriser for F below 32), then lane by lane */
             int f = 0;
@@ -309,9 +311,14 @@ FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu_nhwc)(const REAL *restrict z, i
                 FNN_CN_TAKE_V(FNN_CN_LOAD(r1 + f), 2, m, k)
                 FNN_CN_TAKE_V(FNN_CN_LOAD(r1 + ldf + f), 3, m, k)
                 const FNN(cn_vec) y = m + FNN_CN_LOAD(b + f);
-                FNN_CN_STORE(o + f, FNN_CN_RELU(y));
-                for (int t = 0; t < FNN_CN_VL; t++)
-                    a[f + t] = (uint8_t)k[t];
+                const FNN(cn_vec) r = FNN_CN_RELU(y);
+                if (fs == 1)
+                    FNN_CN_STORE(o + f, r);
+                for (int t = 0; t < FNN_CN_VL; t++) {
+                    if (fs != 1)
+                        o[(f + t) * fs] = r[t];
+                    a[(f + t) * fs] = (uint8_t)k[t];
+                }
             }
             for (; f < F; f++) {
                 REAL m = r0[f];
@@ -323,20 +330,21 @@ FNN_MULTIVERSION void FNN(fnn_cn_pool2_bias_relu_nhwc)(const REAL *restrict z, i
                 FNN_CN_TAKE(r1[ldf + f], 3)
 #undef FNN_CN_TAKE
                 const REAL y = m + b[f];
-                o[f] = y <= 0 ? (REAL)0 : y;
-                a[f] = (uint8_t)k;
+                o[f * fs] = y <= 0 ? (REAL)0 : y;
+                a[f * fs] = (uint8_t)k;
             }
         }
 }
 
 FNN_MULTIVERSION void FNN(fnn_cn_bias_relu_nhwc)(const REAL *restrict z, int ldf,
                                                  const REAL *restrict b, fnn_index P, int F,
-                                                 REAL *restrict out)
+                                                 REAL *restrict out, int nchw)
 {
+    const fnn_index fs = nchw ? P : 1, ps = nchw ? 1 : F;
     for (fnn_index p = 0; p < P; p++)
         for (int f = 0; f < F; f++) {
             const REAL y = z[p * ldf + f] + b[f];
-            out[p * F + f] = y <= 0 ? (REAL)0 : y;  /* NaN passes, as in the book's Relu */
+            out[p * ps + f * fs] = y <= 0 ? (REAL)0 : y;  /* NaN passes, as the book's Relu */
         }
 }
 
@@ -344,24 +352,34 @@ FNN_MULTIVERSION void FNN(fnn_cn_unpool2_nhwc)(const REAL *restrict dout,
                                                const uint8_t *restrict arg,
                                                const REAL *restrict out, int OH, int OW, int F,
                                                REAL *restrict dz, int ldf, fnn_index ldr,
-                                               double *restrict db)
+                                               double *restrict db, int nchw)
 {
     const int PH = OH / 2, PW = OW / 2;
+    const fnn_index fs = nchw ? (fnn_index)PH * PW : 1, ps = nchw ? 1 : F;
     const FNN(cn_vec) zero = {0};
     for (int ph = 0; ph < PH; ph++)
         for (int pw = 0; pw < PW; pw++) {
-            const fnn_index q = ((fnn_index)ph * PW + pw) * F;
+            const fnn_index q = ((fnn_index)ph * PW + pw) * ps;
             REAL *restrict d0 = dz + (fnn_index)(2 * ph) * ldr + (fnn_index)(2 * pw) * ldf;
             REAL *restrict d1 = d0 + ldr;
             /* by whole vectors, as the pooling above, then lane by lane */
             int f = 0;
             for (; f + FNN_CN_VL <= F; f += FNN_CN_VL) {
-                /* the pooled value is relu(max + b): where it is 0, ReLU let nothing through */
-                const FNN(cn_vec) g = (FNN(cn_vec))((FNN(cn_ivec))FNN_CN_LOAD(dout + q + f)
-                                                    & (FNN_CN_LOAD(out + q + f) > zero));
+                FNN(cn_vec) go, oo;
                 FNN(cn_ivec) k = {0};
-                for (int t = 0; t < FNN_CN_VL; t++)
-                    k[t] = arg[q + f + t];
+                if (fs == 1) {
+                    go = FNN_CN_LOAD(dout + q + f);
+                    oo = FNN_CN_LOAD(out + q + f);
+                }
+                for (int t = 0; t < FNN_CN_VL; t++) {
+                    if (fs != 1) {
+                        go[t] = dout[q + (f + t) * fs];
+                        oo[t] = out[q + (f + t) * fs];
+                    }
+                    k[t] = arg[q + (f + t) * fs];
+                }
+                /* the pooled value is relu(max + b): where it is 0, ReLU let nothing through */
+                const FNN(cn_vec) g = (FNN(cn_vec))((FNN(cn_ivec))go & (oo > zero));
                 FNN_CN_STORE(d0 + f, (FNN(cn_vec))((FNN(cn_ivec))g & (k == 0)));
                 FNN_CN_STORE(d0 + ldf + f, (FNN(cn_vec))((FNN(cn_ivec))g & (k == 1)));
                 FNN_CN_STORE(d1 + f, (FNN(cn_vec))((FNN(cn_ivec))g & (k == 2)));
@@ -370,30 +388,37 @@ FNN_MULTIVERSION void FNN(fnn_cn_unpool2_nhwc)(const REAL *restrict dout,
                     db[f + t] += g[t];
             }
             for (; f < F; f++) {
-                const REAL g = out[q + f] > 0 ? dout[q + f] : (REAL)0;
-                const int k = arg[q + f];
+                const REAL g = out[q + f * fs] > 0 ? dout[q + f * fs] : (REAL)0;
+                const int k = arg[q + f * fs];
                 d0[f] = k == 0 ? g : (REAL)0;
                 d0[ldf + f] = k == 1 ? g : (REAL)0;
                 d1[f] = k == 2 ? g : (REAL)0;
                 d1[ldf + f] = k == 3 ? g : (REAL)0;
                 db[f] += g;
             }
+            for (; f < ldf; f++)  /* the rounded-up filters' lanes */
+                d0[f] = d0[ldf + f] = d1[f] = d1[ldf + f] = 0;
         }
 }
 
 FNN_MULTIVERSION void FNN(fnn_cn_relu_mask_nhwc)(const REAL *restrict d, const REAL *restrict a,
                                                  int OH, int OW, int F, REAL *restrict dz,
-                                                 int ldf, fnn_index ldr, double *restrict db)
+                                                 int ldf, fnn_index ldr, double *restrict db,
+                                                 int nchw)
 {
+    const fnn_index P = (fnn_index)OH * OW, fs = nchw ? P : 1, ps = nchw ? 1 : F;
     for (int oh = 0; oh < OH; oh++)
         for (int ow = 0; ow < OW; ow++) {
-            const fnn_index q = ((fnn_index)oh * OW + ow) * F;
+            const fnn_index q = ((fnn_index)oh * OW + ow) * ps;
             REAL *restrict o = dz + (fnn_index)oh * ldr + (fnn_index)ow * ldf;
-            for (int f = 0; f < F; f++) {
-                const REAL g = a[q + f] > 0 ? d[q + f] : (REAL)0;
+            int f = 0;
+            for (; f < F; f++) {
+                const REAL g = a[q + f * fs] > 0 ? d[q + f * fs] : (REAL)0;
                 o[f] = g;
                 db[f] += g;
             }
+            for (; f < ldf; f++)
+                o[f] = 0;
         }
 }
 
@@ -421,21 +446,6 @@ void FNN(fnn_cn_unpack_filters)(const REAL *restrict Wk, int ldf, int F, int C, 
                 for (int j = 0; j < FW; j++)
                     W[(((fnn_index)f * C + c) * FH + i) * FW + j] =
                         Wk[((fnn_index)(i * FW + j) * C + c) * ldf + f];
-}
-
-FNN_MULTIVERSION void FNN(fnn_cn_transpose)(const REAL *restrict src, fnn_index R, fnn_index S,
-                                            REAL *restrict dst)
-{
-    /* in tiles of 8 x 8, so that the strided side of each tile stays in cache lines already
-       loaded (R and S are a layer's pixels and filters: hundreds and tens) */
-    enum { T = 8 };
-    for (fnn_index r0 = 0; r0 < R; r0 += T)
-        for (fnn_index s0 = 0; s0 < S; s0 += T) {
-            const fnn_index r1 = r0 + T < R ? r0 + T : R, s1 = s0 + T < S ? s0 + T : S;
-            for (fnn_index s = s0; s < s1; s++)
-                for (fnn_index r = r0; r < r1; r++)
-                    dst[s * R + r] = src[r * S + s];
-        }
 }
 
 void FNN(fnn_cn_db_store)(const double *restrict acc, int F, REAL *restrict db)

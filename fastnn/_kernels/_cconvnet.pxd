@@ -37,17 +37,17 @@ cdef extern from "fnn_convnet.h" nogil:
     void fnn_cn_pad_nhwc_f32(const float *x, fnn_index sh, fnn_index sw, fnn_index sc, int H,
                             int W, int C, int pad_h, int pad_w, float *xp)
     void fnn_cn_pool2_bias_relu_nhwc_f32(const float *z, int ldf, const float *b, int OH, int OW,
-                                        int F, float *out, uint8_t *arg)
+                                        int F, float *out, uint8_t *arg, int nchw)
     void fnn_cn_bias_relu_nhwc_f32(const float *z, int ldf, const float *b, fnn_index P, int F,
-                                  float *out)
+                                  float *out, int nchw)
     void fnn_cn_unpool2_nhwc_f32(const float *dout, const uint8_t *arg, const float *out, int OH,
-                                int OW, int F, float *dz, int ldf, fnn_index ldr, double *db)
+                                int OW, int F, float *dz, int ldf, fnn_index ldr, double *db,
+                                int nchw)
     void fnn_cn_relu_mask_nhwc_f32(const float *d, const float *a, int OH, int OW, int F, float *dz,
-                                  int ldf, fnn_index ldr, double *db)
+                                  int ldf, fnn_index ldr, double *db, int nchw)
     void fnn_cn_pack_filters_f32(const float *W, int F, int C, int FH, int FW, int flip, int ldf,
                                 float *Wk)
     void fnn_cn_unpack_filters_f32(const float *Wk, int ldf, int F, int C, int FH, int FW, float *W)
-    void fnn_cn_transpose_f32(const float *src, fnn_index R, fnn_index S, float *dst)
     void fnn_cn_db_store_f32(const double *acc, int F, float *db)
     void fnn_cn_direct_conv_f64(const double *xp, int Wp, int C, int FH, int FW, const double *Wk,
                                int F, int OH, int OW, double *z)
@@ -56,15 +56,15 @@ cdef extern from "fnn_convnet.h" nogil:
     void fnn_cn_pad_nhwc_f64(const double *x, fnn_index sh, fnn_index sw, fnn_index sc, int H,
                             int W, int C, int pad_h, int pad_w, double *xp)
     void fnn_cn_pool2_bias_relu_nhwc_f64(const double *z, int ldf, const double *b, int OH, int OW,
-                                        int F, double *out, uint8_t *arg)
+                                        int F, double *out, uint8_t *arg, int nchw)
     void fnn_cn_bias_relu_nhwc_f64(const double *z, int ldf, const double *b, fnn_index P, int F,
-                                  double *out)
+                                  double *out, int nchw)
     void fnn_cn_unpool2_nhwc_f64(const double *dout, const uint8_t *arg, const double *out, int OH,
-                                int OW, int F, double *dz, int ldf, fnn_index ldr, double *db)
+                                int OW, int F, double *dz, int ldf, fnn_index ldr, double *db,
+                                int nchw)
     void fnn_cn_relu_mask_nhwc_f64(const double *d, const double *a, int OH, int OW, int F, double *dz,
-                                  int ldf, fnn_index ldr, double *db)
+                                  int ldf, fnn_index ldr, double *db, int nchw)
     void fnn_cn_pack_filters_f64(const double *W, int F, int C, int FH, int FW, int flip, int ldf,
                                 double *Wk)
     void fnn_cn_unpack_filters_f64(const double *Wk, int ldf, int F, int C, int FH, int FW, double *W)
-    void fnn_cn_transpose_f64(const double *src, fnn_index R, fnn_index S, double *dst)
     void fnn_cn_db_store_f64(const double *acc, int F, double *db)

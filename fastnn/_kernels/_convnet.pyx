@@ -12,8 +12,8 @@
 # every layer but the first multiples of two 32-byte vectors: 16 in float32, 8 in float64;
 # SimpleConvNet and DeepConvNet are such nets).  Images are channels-last (NHWC) inside: a layer's
 # stored output is (OH', OW', F) per image, the first layer reads the book's NCHW images, and
-# only the last convolution's output is transposed to the book's (c, h, w) order for the dense
-# layers (and its gradient back).  Per image, the layer's input is copied into a zero-padded
+# the last convolution's epilogue writes the book's (c, h, w) order, the dense layers' input
+# (and its backward reads their gradient in that order).  Per image, the layer's input is copied into a zero-padded
 # (H + 2 pad, W + 2 pad, C) image and convolved directly, with no column matrix: a register
 # tile of 6 output pixels x 16 filters (float32; 8 in float64) sums over the taps (i, j, c)
 # with the filters packed as (i, j, c) x F, so that per tap two weight vectors are loaded and
@@ -164,7 +164,6 @@ cdef struct _Net:
     int Wdz[MAX_CONV]
     void *Wk[MAX_CONV]
     void *Wf[MAX_CONV]
-    void *flat               # (n, outsz[L-1]) the last convolution's output in NCHW order
     int f64
     int shares               # the shares of this call
     _Share share[MAX_SHARES]
@@ -362,12 +361,10 @@ cdef class Plan:
                     net.share[sh].dbacc[l] = <double *> cnp.PyArray_DATA(<cnp.ndarray> work[4]) + P
                     K += net.C[l] * net.FH[l] * net.FW[l] * net.Fp[l]
                     P += net.F[l]
-        cdef list rest = [np.empty(z_size, self.dtype), np.empty(widest_f, np.float64),
-                          np.empty(n * net.outsz[net.L - 1] if net.direct else 1, self.dtype)]
+        cdef list rest = [np.empty(z_size, self.dtype), np.empty(widest_f, np.float64)]
         self._buffers += rest
         net.z = cnp.PyArray_DATA(<cnp.ndarray> rest[0])
         net.dbacc = <double *> cnp.PyArray_DATA(<cnp.ndarray> rest[1])
-        net.flat = cnp.PyArray_DATA(<cnp.ndarray> rest[2])
 
     cdef int _take(self, list Wc, list bc, list Wd, list bd, x, list masks) except -1:
         """Check the arrays of one call and gather their pointers."""
@@ -566,13 +563,14 @@ cdef void _pad_input(_Net *net, _Share *w, int l, const floating *x, int img) no
 cdef void _share_forward(_Share *w, const floating *x) noexcept nogil:
     """The convolutions of the share's images (the direct path)."""
     cdef _Net *net = <_Net *> w.net
-    cdef int l, img, F, Fp
+    cdef int l, img, F, Fp, nchw
     cdef Py_ssize_t outsz
     cdef floating *out
     cdef floating *z = <floating *> w.z
     cdef const floating *b
     for l in range(net.L):
         F, Fp, outsz = net.F[l], net.Fp[l], net.outsz[l]
+        nchw = l == net.L - 1  # the last store is the dense layers' input, in the book's order
         out = <floating *> net.store[l]
         b = <const floating *> net.bc[l]
         for img in range(w.img0, w.img1):
@@ -583,28 +581,30 @@ cdef void _share_forward(_Share *w, const floating *x) noexcept nogil:
                                        net.OW[l], z)
                 if net.pool[l]:
                     fnn_cn_pool2_bias_relu_nhwc_f32(z, Fp, b, net.OH[l], net.OW[l], F,
-                                                    out + img * outsz, net.arg[l] + img * outsz)
+                                                    out + img * outsz, net.arg[l] + img * outsz,
+                                                    nchw)
                 else:
                     fnn_cn_bias_relu_nhwc_f32(z, Fp, b, net.OH[l] * <Py_ssize_t> net.OW[l], F,
-                                              out + img * outsz)
+                                              out + img * outsz, nchw)
             else:
                 fnn_cn_direct_conv_f64(<const double *> w.xp, net.Wpad[l], net.C[l], net.FH[l],
                                        net.FW[l], <const double *> net.Wk[l], Fp, net.OH[l],
                                        net.OW[l], z)
                 if net.pool[l]:
                     fnn_cn_pool2_bias_relu_nhwc_f64(z, Fp, b, net.OH[l], net.OW[l], F,
-                                                    out + img * outsz, net.arg[l] + img * outsz)
+                                                    out + img * outsz, net.arg[l] + img * outsz,
+                                                    nchw)
                 else:
                     fnn_cn_bias_relu_nhwc_f64(z, Fp, b, net.OH[l] * <Py_ssize_t> net.OW[l], F,
-                                              out + img * outsz)
+                                              out + img * outsz, nchw)
 
 
 cdef void _share_backward(_Share *w, const floating *x) noexcept nogil:
     """The convolutions' gradients over the share's images (the direct path): from dB, the
-    NHWC gradient of the last store, layer by layer down, dW and db into the share's own
-    accumulators and, but for the first layer, each layer's input gradient (NHWC) into the
-    ping-pong buffers (image i in row i of net.widest elements, whatever the layer: the
-    shares' images never overlap)."""
+    gradient of the last store (in its (c, h, w) order), layer by layer down, dW and db into
+    the share's own accumulators and, but for the first layer, each layer's input gradient
+    (NHWC) into the ping-pong buffers (image i in row i of net.widest elements, whatever the
+    layer: the shares' images never overlap)."""
     cdef _Net *net = <_Net *> w.net
     cdef floating *dout = <floating *> net.dB
     cdef floating *dx = <floating *> net.dA
@@ -614,28 +614,39 @@ cdef void _share_backward(_Share *w, const floating *x) noexcept nogil:
     cdef floating *dWk
     cdef double *db
     cdef const floating *store
-    cdef int l, img, F, Fp, C, FH, FW, OH, OW, Wd
+    cdef int l, img, F, Fp, C, FH, FW, OH, OW, Wd, nchw
     cdef Py_ssize_t outsz, insz, ldr, dzp_size, row = net.widest
     for l in range(net.L - 1, -1, -1):
         F, Fp, C, FH, FW = net.F[l], net.Fp[l], net.C[l], net.FH[l], net.FW[l]
         OH, OW, Wd = net.OH[l], net.OW[l], net.Wdz[l]
         outsz, insz = net.outsz[l], net.insz[l]
-        ldr = Wd * <Py_ssize_t> Fp
-        dzp_size = net.Hdz[l] * ldr
-        dz = dzp + ((FH - 1 - net.PAD[l]) * <Py_ssize_t> Wd + FW - 1 - net.PAD[l]) * Fp
+        nchw = l == net.L - 1
+        if l > 0:
+            # the input gradient convolves dz: zeros around it, the whole image cleared
+            ldr = Wd * <Py_ssize_t> Fp
+            dzp_size = net.Hdz[l] * ldr
+            dz = dzp + ((FH - 1 - net.PAD[l]) * <Py_ssize_t> Wd + FW - 1 - net.PAD[l]) * Fp
+        else:
+            # dW alone reads dz: unpadded, and the epilogue writes every entry of it but for
+            # the row and column a pooling of an odd side leaves out
+            ldr = OW * <Py_ssize_t> Fp
+            dzp_size = OH * ldr if net.pool[l] and (OH % 2 or OW % 2) else 0
+            dz = dzp
         dWk = <floating *> w.dWk[l]
         db = w.dbacc[l]
         store = <const floating *> net.store[l]
         for img in range(w.img0, w.img1):
             _pad_input(net, w, l, x, img)
-            memset(dzp, 0, dzp_size * sizeof(floating))
+            if dzp_size:
+                memset(dzp, 0, dzp_size * sizeof(floating))
             if floating is float:
                 if net.pool[l]:
                     fnn_cn_unpool2_nhwc_f32(dout + img * row, net.arg[l] + img * outsz,
-                                            store + img * outsz, OH, OW, F, dz, Fp, ldr, db)
+                                            store + img * outsz, OH, OW, F, dz, Fp, ldr, db,
+                                            nchw)
                 else:
                     fnn_cn_relu_mask_nhwc_f32(dout + img * row, store + img * outsz, OH, OW,
-                                              F, dz, Fp, ldr, db)
+                                              F, dz, Fp, ldr, db, nchw)
                 fnn_cn_direct_dw_f32(<const float *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, Fp,
                                      OH, OW, dWk)
                 if l > 0:
@@ -644,10 +655,11 @@ cdef void _share_backward(_Share *w, const floating *x) noexcept nogil:
             else:
                 if net.pool[l]:
                     fnn_cn_unpool2_nhwc_f64(dout + img * row, net.arg[l] + img * outsz,
-                                            store + img * outsz, OH, OW, F, dz, Fp, ldr, db)
+                                            store + img * outsz, OH, OW, F, dz, Fp, ldr, db,
+                                            nchw)
                 else:
                     fnn_cn_relu_mask_nhwc_f64(dout + img * row, store + img * outsz, OH, OW,
-                                              F, dz, Fp, ldr, db)
+                                              F, dz, Fp, ldr, db, nchw)
                 fnn_cn_direct_dw_f64(<const double *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, Fp,
                                      OH, OW, dWk)
                 if l > 0:
@@ -710,20 +722,8 @@ cdef void _pack_filters(_Net *net, int flip) noexcept nogil:
                                     <float *> (net.Wf[l] if flip else net.Wk[l]))
 
 
-cdef void _transpose_images(_Net *net, const floating *src, floating *dst, Py_ssize_t R,
-                            Py_ssize_t S, Py_ssize_t dst_stride) noexcept nogil:
-    """Per image of the batch, dst (S, R) = src (R, S)^T: NHWC <-> NCHW of the last store;
-    images R*S apart in src, dst_stride in dst."""
-    cdef int img
-    for img in range(net.n):
-        if floating is float:
-            fnn_cn_transpose_f32(src + img * R * S, R, S, dst + img * dst_stride)
-        else:
-            fnn_cn_transpose_f64(src + img * R * S, R, S, dst + img * dst_stride)
-
-
 cdef void _forward(_Net *net, const floating *x, bint train) noexcept nogil:
-    cdef int l, j, n = net.n, last = net.L - 1
+    cdef int l, j, n = net.n
     cdef const floating *inp = x
     cdef floating *a
     cdef Py_ssize_t size
@@ -734,12 +734,7 @@ cdef void _forward(_Net *net, const floating *x, bint train) noexcept nogil:
         for l in range(net.L):
             _conv_forward(net, l, inp)
             inp = <const floating *> net.store[l]
-    inp = <const floating *> net.store[net.L - 1]
-    if net.direct:
-        # the dense layers take the book's (c, h, w) order
-        _transpose_images(net, inp, <floating *> net.flat, net.outsz[last] // net.F[last],
-                          net.F[last], net.outsz[last])
-        inp = <const floating *> net.flat
+    inp = <const floating *> net.store[net.L - 1]  # in the book's (c, h, w) order
     for j in range(net.D):
         a = <floating *> (net.logits if j == net.D - 1 else net.a[j])
         size = n * <Py_ssize_t> net.sizes[j + 1]
@@ -791,18 +786,20 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
         else:
             fnn_cn_mul_f64(delta, <const double *> net.mask[D - 1], n * <Py_ssize_t> net.sizes[D])
     for j in range(D - 1, -1, -1):
-        hin = <const floating *> (net.a[j - 1] if j > 0 else
-                                  (net.flat if net.direct else net.store[L - 1]))
+        hin = <const floating *> (net.a[j - 1] if j > 0 else net.store[L - 1])
         gemm(True, False, net.sizes[j], net.sizes[j + 1], n, 1, hin, net.sizes[j], delta,
              net.sizes[j + 1], 0, <floating *> net.dWd[j], net.sizes[j + 1])
         if floating is float:
             fnn_column_sum_f32(delta, <float *> net.dbd[j], n, net.sizes[j + 1])
         else:
             fnn_column_sum_f64(delta, <double *> net.dbd[j], n, net.sizes[j + 1])
-        nxt = <floating *> (net.dA if j == 0 else (net.s1 if delta == <floating *> net.s0
-                                                   else net.s0))
+        # the input gradient of the dense layers: on the direct path into dB's rows of
+        # net.widest, where the shares' convolutions take it (see _share_backward)
+        nxt = <floating *> ((net.dB if net.direct else net.dA) if j == 0 else
+                            (net.s1 if delta == <floating *> net.s0 else net.s0))
         gemm(False, True, n, net.sizes[j], net.sizes[j + 1], 1, delta, net.sizes[j + 1],
-             <const floating *> net.Wd[j], net.sizes[j + 1], 0, nxt, net.sizes[j])
+             <const floating *> net.Wd[j], net.sizes[j + 1], 0, nxt,
+             <int> net.widest if j == 0 and net.direct else net.sizes[j])
         if j > 0:
             # ReLU and dropout at once: the stored output is relu(z) * mask, positive exactly
             # where both let the gradient through
@@ -825,10 +822,6 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
     cdef floating *dW
     cdef floating *db
     if net.direct:
-        # the dense layers' input gradient, in the book's (c, h, w) order, to NHWC
-        # (into rows of the widest stride: the shares' images stay apart at every layer)
-        _transpose_images(net, dcur, dnext, net.F[L - 1], net.outsz[L - 1] // net.F[L - 1],
-                          net.widest)
         _pack_filters(net, 1)
         for s in range(net.shares):
             for l in range(L):
