@@ -66,5 +66,6 @@ cdef extern from "fnn_convnet.h" nogil:
                                   int ldf, fnn_index ldr, double *db, int nchw)
     void fnn_cn_pack_filters_f64(const double *W, int F, int C, int FH, int FW, int flip, int ldf,
                                 double *Wk)
-    void fnn_cn_unpack_filters_f64(const double *Wk, int ldf, int F, int C, int FH, int FW, double *W)
+    void fnn_cn_unpack_filters_f64(const double *Wk, int ldf, int F, int C, int FH, int FW,
+                                  double *W)
     void fnn_cn_db_store_f64(const double *acc, int F, double *db)

@@ -10,29 +10,32 @@
 #
 # The direct path (stride-1 convolutions with pad < filter size, and the input channels of
 # every layer but the first multiples of two 32-byte vectors: 16 in float32, 8 in float64;
-# SimpleConvNet and DeepConvNet are such nets).  Images are channels-last (NHWC) inside: a layer's
-# stored output is (OH', OW', F) per image, the first layer reads the book's NCHW images, and
-# the last convolution's epilogue writes the book's (c, h, w) order, the dense layers' input
-# (and its backward reads their gradient in that order).  Per image, the layer's input is copied into a zero-padded
-# (H + 2 pad, W + 2 pad, C) image and convolved directly, with no column matrix: a register
-# tile of 6 output pixels x 16 filters (float32; 8 in float64) sums over the taps (i, j, c)
-# with the filters packed as (i, j, c) x F, so that per tap two weight vectors are loaded and
-# one input value per pixel is broadcast: 12 fused multiply-adds for 8 loads, and no packing
-# pass as a BLAS GEMM makes.  Measured on DeepConvNet (batch 100, one thread, float32), the
-# im2col + GEMM path below spent 101 ms in sgemm (51 GFLOP/s at K = 9..576, M = F = 16..64)
-# and 79 ms in the column matrices' memory passes (im2col forward and again backward, col2im,
-# the epilogue, the bias sums); the direct path does the whole step in about half that time.
+# SimpleConvNet and DeepConvNet are such nets).  Images are channels-last (NHWC) inside: a
+# layer's stored output is (OH', OW', F) per image, the first layer reads the book's NCHW
+# images, and the last convolution's epilogue writes the book's (c, h, w) order, the dense
+# layers' input (its backward reads their gradient in that order: no transposes).  Per image,
+# the layer's input is copied into a zero-padded (H + 2 pad, W + 2 pad, C) image and
+# convolved directly, with no column matrix: a register tile of 6 output pixels x 16 filters
+# (float32; 8 in float64) sums over the taps (i, j, c) with the filters packed as (i, j, c) x
+# F, so that per tap two weight vectors are loaded and one input value per pixel is
+# broadcast: 12 fused multiply-adds for 8 loads, and no packing pass as a BLAS GEMM makes.  A
+# filter count that is not a multiple of the tile's (SimpleConvNet's 30) is rounded up inside
+# (Fp): the packed filters, the output z and its gradient carry Fp filters, the extra ones
+# zero, while the stores and the biases keep the layer's own.  Measured on DeepConvNet (batch
+# 100, one thread, float32), the im2col + GEMM path below spent 101 ms in sgemm (51 GFLOP/s at
+# K = 9..576, M = F = 16..64) and 79 ms in the column matrices' memory passes (im2col forward
+# and again backward, col2im, the epilogue, the bias sums); the direct path does the whole
+# step in about half that time (SimpleConvNet's float64 step, 1.3x faster than on im2col).
 # The epilogue (bias, ReLU, 2x2 max pool with its argmax in one pass) runs over each image's
 # output while it is in cache, vectorised over the filters.  Backward, per image: the pooled
 # gradient is routed to the window's maximum (where ReLU let it through) into a zero-padded
-# (OH + 2 (FH-1-pad), OW + 2 (FW-1-pad), F) gradient image, the bias gradient summed on the
-# way (in double); dW (packed like the filters) accumulates a tile of 6 taps x 16 filters over
-# the pixels; a filter count that is not a multiple of the tile's (SimpleConvNet's 30) is
-# rounded up inside (Fp): the packed filters, z and the gradient image carry Fp filters, the
-# extra ones zero, while the stores and the biases keep the layer's own; and the input's gradient is the convolution of the padded gradient image with the
-# flipped filters, (FH-1-i, FW-1-j, f) -> c, by the same kernel as the forward pass: one pass
-# that writes dx once, where GEMM + col2im writes a K-row matrix and scatters it.  The first
-# layer's input gradient, which nobody uses, is never computed.  Both cores: the images of a
+# (OH + 2 (FH-1-pad), OW + 2 (FW-1-pad), F) gradient image (unpadded for the first layer,
+# whose input gradient is not needed), the bias gradient summed on the way (in double); dW
+# (packed like the filters) accumulates a tile of 6 taps x 16 filters over the pixels; and the
+# input's gradient is the convolution of the padded gradient image with the flipped filters,
+# (FH-1-i, FW-1-j, f) -> c, by the same kernel as the forward pass: one pass that writes dx
+# once, where GEMM + col2im writes a K-row matrix and scatters it.  The first layer's input
+# gradient, which nobody uses, is never computed.  Both cores: the images of a
 # batch are independent up to the weight gradients, so the direct path splits the batch into
 # contiguous shares, one thread each (pthreads, started per pass: no OpenMP runtime, and no
 # thread spins between calls as BLAS threads do), each with its own workspace and its own dW and
