@@ -86,6 +86,27 @@ def check_precision(precision, dtype):
     return precision
 
 
+def refuse_foreign_weights(layers, expected):
+    """The error of a precision='bf16' network whose ``layers`` (Affine or Convolution) hold
+    weights its compiled pass cannot take (``expected`` says what it takes): such a network
+    has no layered path to fall back on, the book's layers having no bf16."""
+    shapes = [(getattr(layer.W, "dtype", type(layer.W).__name__), np.shape(layer.W))
+              for layer in layers]
+    raise TypeError(f"precision='bf16' computes with the layers' own C-contiguous float32 "
+                    f"weights and biases of {expected}; the layers hold weights of "
+                    f"(dtype, shape) {shapes}")
+
+
+def refuse_bf16_numerical_gradient(precision):
+    """A precision='bf16' network has no numerical gradient worth computing."""
+    if precision is not None:
+        raise ValueError(f"numerical_gradient: a precision={precision!r} network's "
+                         "loss moves in steps of its operands' rounding (2**-8 relative), "
+                         "far above the central difference's h = 1e-4: its numerical gradient "
+                         "would be noise; check the gradient on the same network with "
+                         "precision=None")
+
+
 def common_contiguous_dtype(*arrays):
     """The dtype of ``arrays`` if all are C-contiguous ndarrays of one float32/float64 dtype,
     else None: the common case, in which nothing needs converting."""

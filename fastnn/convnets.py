@@ -9,7 +9,11 @@ batch_size=100)``, ``gradient``, ``numerical_gradient`` (SimpleConvNet) and
 book's initial weights, and DeepConvNet's dropout masks come from ``np.random.rand`` as the
 book's.  Additions: ``dtype`` (float64 as in the book, or float32), ``last_loss`` (the loss of
 the last ``gradient`` batch), ``snapshot()``, ``config`` (the constructor's arguments, which
-``fastnn.io.save_network`` stores with the weights).
+``fastnn.io.save_network`` stores with the weights), and ``precision='bf16'`` (float32
+networks: every product of the convolutions and the dense layers takes bfloat16-rounded
+operands and sums in float32; weights, gradients, optimizer state and activations stay
+float32; such a network computes in float32 whatever the images' dtype, and only on the
+compiled path, the book's layers having no bf16).
 
 Whenever the layers hold the network's own C-contiguous weights of its dtype and the images
 compute in that dtype, ``predict``, ``loss``, ``accuracy`` and ``gradient`` run the whole
@@ -101,8 +105,11 @@ class _ConvNet:
 
     _dropout_ratio = 0.0
 
-    def _setup(self, input_dim, convs, dense_sizes, dtype):
+    def _setup(self, input_dim, convs, dense_sizes, dtype, precision):
         self.dtype = _check_dtype(dtype)
+        self.precision = v.check_precision(precision, self.dtype)
+        if self.precision is not None:  # absent: the dtype's own (fastnn.io reads config)
+            self.config["precision"] = self.precision
         self.input_dim = input_dim
         self._plan_convs, features = _geometry(input_dim, convs)
         self._sizes = [features, *dense_sizes]
@@ -129,7 +136,16 @@ class _ConvNet:
     # --- the compiled path -------------------------------------------------------------------
 
     def _weights(self, dtype):
-        """(Wc, bc, Wd, bd) from the layers when the compiled path applies, else None."""
+        """(Wc, bc, Wd, bd) from the layers when the compiled path applies, else None (and
+        for a bf16 network, which has only the compiled path, a TypeError)."""
+        weights = self._own_weights(dtype)
+        if weights is None and self.precision is not None:
+            v.refuse_foreign_weights(self._conv_layers + self._dense_layers,
+                                     f"the shapes of {sorted(self.params)} at the network's "
+                                     f"construction")
+        return weights
+
+    def _own_weights(self, dtype):
         if dtype != self.dtype:
             return None
         layers = self._conv_layers + self._dense_layers
@@ -164,13 +180,16 @@ class _ConvNet:
                 self._plans.pop(next(iter(self._plans)))
             dropout = [self._dropout_ratio] * (len(self._sizes) - 1)
             plan = self._plans[n] = Plan(self._plan_convs, self._sizes, dropout, n, self.dtype,
-                                         max_shares=threads.available_cpus())
+                                         max_shares=threads.available_cpus(),
+                                         precision=self.precision)
         return plan
 
     def _images(self, x):
         """(x as an ndarray, its compute dtype), checked to be (N, C, H, W) of input_dim."""
         x = np.asarray(v.as_plain(x, "x"))
         dtype = v.compute_dtype(("x", x), ("W1", self._conv_layers[0].W))
+        if self.precision is not None:
+            dtype = self.dtype  # a bf16 network computes in float32, its operands rounded anyway
         if x.ndim != 4 or x.shape[1:] != self.input_dim:
             raise ValueError(f"x must be a batch of images (N, {', '.join(map(str, self.input_dim))}), "
                              f"got shape {x.shape}")
@@ -330,15 +349,17 @@ class _ConvNet:
 class SimpleConvNet(_ConvNet):
     """conv - relu - pool - affine - relu - affine - softmax (the book's ch07/simple_convnet.py).
 
-    Parameters as the book's; ``dtype`` float64 (the book's) or float32.  Input images are
-    (N, C, H, W) batches of ``input_dim``.
+    Parameters as the book's; ``dtype`` float64 (the book's) or float32; ``precision`` None
+    (the dtype's own) or 'bf16' (float32 only: the products on bfloat16 operands, see the
+    module).  Input images are (N, C, H, W) batches of ``input_dim``.
 
     Twin: :class:`fastnn.reference.convnets.SimpleConvNet`.
     """
 
     def __init__(self, input_dim=(1, 28, 28),
                  conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
-                 hidden_size=100, output_size=10, weight_init_std=0.01, dtype=np.float64):
+                 hidden_size=100, output_size=10, weight_init_std=0.01, dtype=np.float64,
+                 precision=None):
         input_dim = _input_dim(input_dim)
         filter_num, filter_size, filter_pad, filter_stride = _conv_param(conv_param, "conv_param")
         self.config = {"input_dim": list(input_dim), "conv_param": dict(conv_param),
@@ -348,7 +369,7 @@ class SimpleConvNet(_ConvNet):
         output_size = v.check_count(output_size, "output_size")
         weight_init_std = v.check_finite_scalar(weight_init_std, "weight_init_std")
         self._setup(input_dim, [(filter_num, filter_size, filter_pad, filter_stride, True)],
-                    [hidden_size, output_size], dtype)
+                    [hidden_size, output_size], dtype, precision)
         # the book's size formula (true division), which the weights are drawn for
         conv_output_size = (input_dim[1] - filter_size + 2 * filter_pad) / filter_stride + 1
         pool_output_size = int(filter_num * (conv_output_size / 2) * (conv_output_size / 2))
@@ -387,6 +408,7 @@ class SimpleConvNet(_ConvNet):
         parameter, each loss computed by the compiled forward pass."""
         from fastnn.gradient import numerical_gradient
 
+        v.refuse_bf16_numerical_gradient(self.precision)
         loss_w = lambda w: self.loss(x, t)  # noqa: E731 (the book's form)
         grads = {}
         for idx in (1, 2, 3):
@@ -404,7 +426,8 @@ class DeepConvNet(_ConvNet):
     """The book's ch08/deep_convnet.py: six 3x3 convolutions with ReLU, a 2x2 pooling after
     every second, then affine - relu - dropout - affine - dropout - softmax.
 
-    Parameters as the book's; ``dtype`` float64 (the book's) or float32.  Dropout ratio 0.5,
+    Parameters as the book's; ``dtype`` float64 (the book's) or float32; ``precision`` None
+    or 'bf16' (float32 only, see the module).  Dropout ratio 0.5,
     masks drawn from ``np.random.rand`` as the book's ``Dropout`` draws them.
 
     Twin: :class:`fastnn.reference.convnets.DeepConvNet`.
@@ -419,7 +442,7 @@ class DeepConvNet(_ConvNet):
                  conv_param_4={'filter_num': 32, 'filter_size': 3, 'pad': 2, 'stride': 1},
                  conv_param_5={'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
                  conv_param_6={'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
-                 hidden_size=50, output_size=10, dtype=np.float64):
+                 hidden_size=50, output_size=10, dtype=np.float64, precision=None):
         input_dim = _input_dim(input_dim)
         conv_params = [conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
                        conv_param_6]
@@ -430,7 +453,7 @@ class DeepConvNet(_ConvNet):
         hidden_size = v.check_count(hidden_size, "hidden_size")
         output_size = v.check_count(output_size, "output_size")
         self._setup(input_dim, [(*p, i % 2 == 1) for i, p in enumerate(parsed)],
-                    [hidden_size, output_size], dtype)
+                    [hidden_size, output_size], dtype, precision)
         self._check_features(64 * 4 * 4, "W7 (the book's 64*4*4)")
 
         # the book's initial scales (He), with its fixed fan-ins

@@ -54,20 +54,8 @@ def _bf16_weights(sizes, precision):
 
 
 def _refuse_foreign_weights(network):
-    shapes = [(getattr(layer.W, "dtype", type(layer.W).__name__), np.shape(layer.W))
-              for layer in network.affine_layers]
-    raise TypeError(f"precision='bf16' computes with the layers' own C-contiguous float32 "
-                    f"weights and biases of the network's layer sizes {network._sizes}; the "
-                    f"Affine layers hold weights of (dtype, shape) {shapes}")
-
-
-def _refuse_bf16_numerical_gradient(network):
-    if network.precision is not None:
-        raise ValueError(f"numerical_gradient: a precision={network.precision!r} network's "
-                         "loss moves in steps of its operands' rounding (2**-8 relative), "
-                         "far above the central difference's h = 1e-4: its numerical gradient "
-                         "would be noise; check the gradient on the same network with "
-                         "precision=None")
+    v.refuse_foreign_weights(network.affine_layers,
+                             f"the network's layer sizes {network._sizes}")
 
 
 class _Workspace:
@@ -369,7 +357,7 @@ class _Network:
         brute force computes them, swept in compiled code (see :mod:`fastnn.gradient`)."""
         from fastnn.gradient import network_numerical_gradient
 
-        _refuse_bf16_numerical_gradient(self)
+        v.refuse_bf16_numerical_gradient(self.precision)
         affines = self.affine_layers
         with threads.for_work(0):  # the sweep's GEMMs are small: one thread, under a cap
             dWs, dbs = network_numerical_gradient(
@@ -868,7 +856,7 @@ class MultiLayerNetExtend:
         with dropout, draws new masks."""
         from fastnn.gradient import numerical_gradient
 
-        _refuse_bf16_numerical_gradient(self)
+        v.refuse_bf16_numerical_gradient(self.precision)
         loss_W = lambda W: self.loss(x, t, train_flg=True)
         grads = {}
         for idx in range(1, self.hidden_layer_num + 2):

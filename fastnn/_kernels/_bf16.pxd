@@ -7,6 +7,9 @@
 # 4 bytes per element, enough for either, and never read the buffers.
 
 cdef void round_operand(const float *x, Py_ssize_t size, void *out) noexcept nogil
+# bfloat16 values in float32 storage whatever gemm takes: the operands of fastnn's own float32
+# kernels (the convnets' direct convolution), which then compute the bf16 products exactly
+cdef void round_values(const float *x, Py_ssize_t size, float *out) noexcept nogil
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, float alpha, const void *a,
                int lda, const void *b, int ldb, float beta, float *c, int ldc) noexcept nogil
 

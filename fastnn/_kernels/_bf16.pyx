@@ -13,6 +13,10 @@
 # once per GEMM that reads it: forward and backward share it), each layer's input once (the
 # forward's copy serves the weight gradient), each delta once (its two GEMMs share it).
 #
+# The convnets' direct convolution (fastnn/_kernels/_convnet.pyx) is fastnn's own float32
+# kernel, not a GEMM: its operands are rounded by round_values (the same rounding, always into
+# float32 storage), and the kernel's float32 products and sums are then the bf16 ones.
+#
 # Every bf16 GEMM goes through round_operand and gemm below: the native bfloat16 GEMM is one
 # branch in each (fnn_pack_bf16 writes the uint16 operands it takes; the buffers are sized for
 # either).
@@ -65,6 +69,13 @@ cdef void round_operand(const float *x, Py_ssize_t size, void *out) noexcept nog
         fnn_pack_bf16(x, <uint16_t *> out, size)
     else:
         fnn_round_bf16(x, <float *> out, size)
+
+
+cdef void round_values(const float *x, Py_ssize_t size, float *out) noexcept nogil:
+    """``size`` contiguous floats of ``x`` rounded to bfloat16 in float32 storage (``out`` may
+    be ``x``), for a float32 kernel of fastnn's own rather than for gemm: the same rounding as
+    round_operand's portable path, on either path."""
+    fnn_round_bf16(x, out, size)
 
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, float alpha, const void *a,

@@ -70,6 +70,18 @@
 # summed in double and rounded once, so float32 sums stay within the twin's tolerance at any
 # batch size.
 #
+# precision="bf16" (float32 Plans): every product of a convolution (forward, dW, dx) and of a
+# dense layer takes bfloat16-rounded operands and sums in float32, as the dense bf16 networks
+# (fastnn/_kernels/_bf16.pyx) do; weights, gradients and activations stay float32.  The dense
+# layers and the im2col path's convolutions are GEMMs: their operands (the column matrix, W,
+# dz; a layer's input, its weights, its delta) go through _bf16.round_operand and _bf16.gemm,
+# each rounded once per call where a pass reads it twice (the weights, a dense layer's input,
+# a delta).  The direct path's convolution is fastnn's own float32 kernel: its operands (the
+# padded input image, the filters before they are packed, the padded gradient image) are
+# rounded to bfloat16 values in float32 storage (_bf16.round_values), and since a product of
+# two bfloat16 values is exact in float32, the unchanged kernel computes the bf16 products with
+# float32 sums.  The rounded buffers are the Plan's, sized once: a step allocates nothing.
+#
 # Every array's dtype, layout and exact dimensions are checked (fastnn/_kernels/_arrays.pxd)
 # before the GIL is released; the nogil code walks only buffers the Plan sized itself.
 #
@@ -82,6 +94,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from fastnn._kernels._arrays cimport _describe, dim, flat_data, float_type
+from fastnn._kernels cimport _bf16
 from fastnn._kernels._blas cimport gemm
 from fastnn._kernels._cconv cimport (
     fnn_col2im_t_add_f32, fnn_col2im_t_add_f64, fnn_im2col_t_f32, fnn_im2col_t_f64,
@@ -182,6 +195,14 @@ cdef struct _Net:
     void *dWd[MAX_DENSE]
     void *dbd[MAX_DENSE]
     void *mask[MAX_DENSE]
+    # precision="bf16" (float32 only): the operands, rounded (see the design)
+    int bf16
+    void *Wq[MAX_CONV]       # the filters: direct path float32 values, im2col gemm operands
+    void *colq               # im2col path: a block's column matrix
+    void *zq                 # im2col path: a block's output gradient
+    void *Wdq[MAX_DENSE]     # the dense weights
+    void *inq[MAX_DENSE]     # (n, sizes[j]) the dense layers' inputs, kept for dW
+    void *dq                 # (n, widest of sizes[1:]) the delta of the dense layer walked
 
 
 cdef class Plan:
@@ -207,6 +228,9 @@ cdef class Plan:
         path wherever it applies (every convolution of stride 1 with ``pad < FH, FW``, and the
         input channels of every convolution but the first multiples of 16 in float32 or 8 in
         float64).
+    precision : None or 'bf16'
+        None: the dtype's own; 'bf16' (float32 only): every product of the convolutions and
+        the dense layers on bfloat16-rounded operands, summed in float32.
     """
     cdef _Net net
     cdef readonly int n
@@ -215,11 +239,12 @@ cdef class Plan:
     cdef readonly Py_ssize_t conv_work
     cdef readonly object dtype
     cdef readonly Py_ssize_t largest_gemm
+    cdef readonly object precision
     cdef int typenum
     cdef list _buffers
 
     def __init__(self, list convs, list sizes, list dropout, int n, dtype, direct=None,
-                 int max_shares=1):
+                 int max_shares=1, precision=None):
         cdef _Net *net = &self.net
         cdef int l, j
         cdef Py_ssize_t col_size = 1, z_size = 1, widest = 1, hidden = 1, K, P
@@ -368,6 +393,43 @@ cdef class Plan:
         self._buffers += rest
         net.z = cnp.PyArray_DATA(<cnp.ndarray> rest[0])
         net.dbacc = <double *> cnp.PyArray_DATA(<cnp.ndarray> rest[1])
+        self._bf16_buffers(precision, col_size, z_size)
+
+    cdef int _bf16_buffers(self, precision, Py_ssize_t col_size, Py_ssize_t z_size) except -1:
+        """The rounded operands of a precision='bf16' Plan (none for None); ``col_size`` and
+        ``z_size`` are the im2col path's column and output blocks."""
+        cdef _Net *net = &self.net
+        cdef int l, j
+        cdef Py_ssize_t widest = 1
+        if precision is not None and precision != "bf16":
+            raise ValueError(f"precision must be None (the dtype's own) or 'bf16', got "
+                             f"{precision!r}")
+        net.bf16 = precision == "bf16"
+        self.precision = precision
+        if not net.bf16:
+            return 0
+        if self.typenum != cnp.NPY_FLOAT32:
+            raise TypeError(f"precision='bf16' needs dtype=float32, got dtype {self.dtype}")
+        # 4 bytes per element: enough for either representation of a gemm operand (_bf16.pxd)
+        buffers = [np.empty(net.F[l] * net.C[l] * net.FH[l] * net.FW[l], np.float32)
+                   for l in range(net.L)]
+        buffers += [np.empty(net.sizes[j] * net.sizes[j + 1], np.float32) for j in range(net.D)]
+        buffers += [np.empty(net.n * net.sizes[j], np.float32) for j in range(net.D)]
+        for j in range(net.D):
+            widest = max(widest, net.sizes[j + 1])
+        buffers += [np.empty(net.n * widest, np.float32),
+                    np.empty(1 if net.direct else col_size, np.float32),
+                    np.empty(1 if net.direct else z_size, np.float32)]
+        self._buffers += buffers
+        for l in range(net.L):
+            net.Wq[l] = cnp.PyArray_DATA(<cnp.ndarray> buffers[l])
+        for j in range(net.D):
+            net.Wdq[j] = cnp.PyArray_DATA(<cnp.ndarray> buffers[net.L + j])
+            net.inq[j] = cnp.PyArray_DATA(<cnp.ndarray> buffers[net.L + net.D + j])
+        net.dq = cnp.PyArray_DATA(<cnp.ndarray> buffers[net.L + 2 * net.D])
+        net.colq = cnp.PyArray_DATA(<cnp.ndarray> buffers[net.L + 2 * net.D + 1])
+        net.zq = cnp.PyArray_DATA(<cnp.ndarray> buffers[net.L + 2 * net.D + 2])
+        return 0
 
     cdef int _take(self, list Wc, list bc, list Wd, list bd, x, list masks) except -1:
         """Check the arrays of one call and gather their pointers."""
@@ -527,7 +589,10 @@ cdef void _conv_forward(_Net *net, int l, const floating *inp) noexcept nogil:
         ld = bn * P
         for q in range(bn):
             _im2col(inp + (s + q) * insz, net, l, col + q * P, ld)
-        gemm(False, False, F, <int> ld, K, 1, W, K, col, <int> ld, 0, z, <int> ld)
+        if floating is float and net.bf16:
+            _bf16_conv_forward(net, l, col, ld, z)
+        else:
+            gemm(False, False, F, <int> ld, K, 1, W, K, col, <int> ld, 0, z, <int> ld)
         for q in range(bn):
             if floating is float:
                 if net.pool[l]:
@@ -558,6 +623,9 @@ cdef void _pad_input(_Net *net, _Share *w, int l, const floating *x, int img) no
     if floating is float:
         fnn_cn_pad_nhwc_f32(src, sh, sw, sc, net.H[l], net.W[l], net.C[l], net.PAD[l],
                             net.PAD[l], <float *> w.xp)
+        if net.bf16:  # the convolution's input operand (forward and dW)
+            _bf16.round_values(<const float *> w.xp, net.Hpad[l] * <Py_ssize_t> net.Wpad[l]
+                               * net.C[l], <float *> w.xp)
     else:
         fnn_cn_pad_nhwc_f64(src, sh, sw, sc, net.H[l], net.W[l], net.C[l], net.PAD[l],
                             net.PAD[l], <double *> w.xp)
@@ -650,6 +718,8 @@ cdef void _share_backward(_Share *w, const floating *x) noexcept nogil:
                 else:
                     fnn_cn_relu_mask_nhwc_f32(dout + img * row, store + img * outsz, OH, OW,
                                               F, dz, Fp, ldr, db, nchw)
+                if net.bf16:  # the gradient operand of dW and dx (db took it unrounded)
+                    _bf16.round_values(dzp, dzp_size if l > 0 else OH * ldr, dzp)
                 fnn_cn_direct_dw_f32(<const float *> w.xp, net.Wpad[l], C, FH, FW, dz, ldr, Fp,
                                      OH, OW, dWk)
                 if l > 0:
@@ -730,6 +800,9 @@ cdef void _forward(_Net *net, const floating *x, bint train) noexcept nogil:
     cdef const floating *inp = x
     cdef floating *a
     cdef Py_ssize_t size
+    if floating is float:
+        if net.bf16:
+            _bf16_round_weights(net)
     if net.direct:
         _pack_filters(net, 0)
         _run_shares(net, x, 0)
@@ -741,8 +814,11 @@ cdef void _forward(_Net *net, const floating *x, bint train) noexcept nogil:
     for j in range(net.D):
         a = <floating *> (net.logits if j == net.D - 1 else net.a[j])
         size = n * <Py_ssize_t> net.sizes[j + 1]
-        gemm(False, False, n, net.sizes[j + 1], net.sizes[j], 1, inp, net.sizes[j],
-             <const floating *> net.Wd[j], net.sizes[j + 1], 0, a, net.sizes[j + 1])
+        if floating is float and net.bf16:
+            _bf16_dense_forward(net, j, inp, a)
+        else:
+            gemm(False, False, n, net.sizes[j + 1], net.sizes[j], 1, inp, net.sizes[j],
+                 <const floating *> net.Wd[j], net.sizes[j + 1], 0, a, net.sizes[j + 1])
         if floating is float:
             fnn_bias_activation_f32(a, <const float *> net.bd[j], n, net.sizes[j + 1],
                                     FNN_RELU if j < net.D - 1 else FNN_IDENTITY)
@@ -790,8 +866,11 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
             fnn_cn_mul_f64(delta, <const double *> net.mask[D - 1], n * <Py_ssize_t> net.sizes[D])
     for j in range(D - 1, -1, -1):
         hin = <const floating *> (net.a[j - 1] if j > 0 else net.store[L - 1])
-        gemm(True, False, net.sizes[j], net.sizes[j + 1], n, 1, hin, net.sizes[j], delta,
-             net.sizes[j + 1], 0, <floating *> net.dWd[j], net.sizes[j + 1])
+        if floating is float and net.bf16:  # hin is the forward's input: rounded there
+            _bf16_dense_dw(net, j, delta, <float *> net.dWd[j])
+        else:
+            gemm(True, False, net.sizes[j], net.sizes[j + 1], n, 1, hin, net.sizes[j], delta,
+                 net.sizes[j + 1], 0, <floating *> net.dWd[j], net.sizes[j + 1])
         if floating is float:
             fnn_column_sum_f32(delta, <float *> net.dbd[j], n, net.sizes[j + 1])
         else:
@@ -800,9 +879,13 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
         # net.widest, where the shares' convolutions take it (see _share_backward)
         nxt = <floating *> ((net.dB if net.direct else net.dA) if j == 0 else
                             (net.s1 if delta == <floating *> net.s0 else net.s0))
-        gemm(False, True, n, net.sizes[j], net.sizes[j + 1], 1, delta, net.sizes[j + 1],
-             <const floating *> net.Wd[j], net.sizes[j + 1], 0, nxt,
-             <int> net.widest if j == 0 and net.direct else net.sizes[j])
+        if floating is float and net.bf16:
+            _bf16_dense_dx(net, j, nxt, <int> net.widest if j == 0 and net.direct
+                           else net.sizes[j])
+        else:
+            gemm(False, True, n, net.sizes[j], net.sizes[j + 1], 1, delta, net.sizes[j + 1],
+                 <const floating *> net.Wd[j], net.sizes[j + 1], 0, nxt,
+                 <int> net.widest if j == 0 and net.direct else net.sizes[j])
         if j > 0:
             # ReLU and dropout at once: the stored output is relu(z) * mask, positive exactly
             # where both let the gradient through
@@ -891,12 +974,18 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
                 fnn_cn_row_sum_add_f32(z, ld, F, ld, net.dbacc)
             else:
                 fnn_cn_row_sum_add_f64(z, ld, F, ld, net.dbacc)
-            gemm(False, True, F, K, <int> ld, 1, z, <int> ld, col, <int> ld, 0 if s == 0 else 1,
-                 dW, K)
+            if floating is float and net.bf16:
+                _bf16_conv_dw(net, l, z, col, ld, 0 if s == 0 else 1, dW)
+            else:
+                gemm(False, True, F, K, <int> ld, 1, z, <int> ld, col, <int> ld,
+                     0 if s == 0 else 1, dW, K)
             if l == 0:
                 s += bn
                 continue  # the input's gradient: nobody needs it
-            gemm(True, False, K, <int> ld, F, 1, W, K, z, <int> ld, 0, col, <int> ld)
+            if floating is float and net.bf16:
+                _bf16_conv_dcol(net, l, ld, col)
+            else:
+                gemm(True, False, K, <int> ld, F, 1, W, K, z, <int> ld, 0, col, <int> ld)
             for q in range(bn):
                 _col2im(col + q * P, ld, net, l, dnext + (s + q) * insz)
             s += bn
@@ -907,3 +996,68 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
         tmp = dcur
         dcur = dnext
         dnext = tmp
+
+
+# --- precision="bf16": the rounded operands of each product (see the design) ------------------
+
+cdef void _bf16_round_weights(_Net *net) noexcept nogil:
+    """Every weight as a bf16 operand, once per call (the forward and backward passes share
+    them).  The direct path's filters are rounded into float32 storage and net.Wc points at
+    the rounded copies for the rest of the call, so that both packings (the forward's, the
+    input gradient's flipped one) pack bfloat16 values; the im2col path's are gemm operands."""
+    cdef int l, j
+    cdef Py_ssize_t size
+    for l in range(net.L):
+        size = net.F[l] * <Py_ssize_t> net.C[l] * net.FH[l] * net.FW[l]
+        if net.direct:
+            _bf16.round_values(<const float *> net.Wc[l], size, <float *> net.Wq[l])
+            net.Wc[l] = net.Wq[l]
+        else:
+            _bf16.round_operand(<const float *> net.Wc[l], size, net.Wq[l])
+    for j in range(net.D):
+        _bf16.round_operand(<const float *> net.Wd[j], net.sizes[j] * <Py_ssize_t> net.sizes[j + 1],
+                            net.Wdq[j])
+
+
+cdef void _bf16_conv_forward(_Net *net, int l, const float *col, Py_ssize_t ld,
+                             float *z) noexcept nogil:
+    """z (F, ld) = W (F, K) @ col (K, ld), the block's columns rounded (the im2col path)."""
+    cdef int F = net.F[l], K = net.C[l] * net.FH[l] * net.FW[l]
+    _bf16.round_operand(col, K * ld, net.colq)
+    _bf16.gemm(False, False, F, <int> ld, K, 1, net.Wq[l], K, net.colq, <int> ld, 0, z, <int> ld)
+
+
+cdef void _bf16_conv_dw(_Net *net, int l, const float *z, const float *col, Py_ssize_t ld,
+                        float beta, float *dW) noexcept nogil:
+    """dW (F, K) = dz (F, ld) @ col^T + beta dW, both rounded; the rounded dz stays in net.zq
+    for the input gradient (the im2col path)."""
+    cdef int F = net.F[l], K = net.C[l] * net.FH[l] * net.FW[l]
+    _bf16.round_operand(z, F * ld, net.zq)
+    _bf16.round_operand(col, K * ld, net.colq)
+    _bf16.gemm(False, True, F, K, <int> ld, 1, net.zq, <int> ld, net.colq, <int> ld, beta, dW, K)
+
+
+cdef void _bf16_conv_dcol(_Net *net, int l, Py_ssize_t ld, float *col) noexcept nogil:
+    """The column gradient col (K, ld) = W^T @ dz on the rounded W and dz (the im2col path)."""
+    cdef int F = net.F[l], K = net.C[l] * net.FH[l] * net.FW[l]
+    _bf16.gemm(True, False, K, <int> ld, F, 1, net.Wq[l], K, net.zq, <int> ld, 0, col, <int> ld)
+
+
+cdef void _bf16_dense_forward(_Net *net, int j, const float *inp, float *a) noexcept nogil:
+    """a = inp @ Wd[j] on rounded operands; the rounded input stays in net.inq[j] for dW."""
+    cdef int n = net.n, k = net.sizes[j], m = net.sizes[j + 1]
+    _bf16.round_operand(inp, n * <Py_ssize_t> k, net.inq[j])
+    _bf16.gemm(False, False, n, m, k, 1, net.inq[j], k, net.Wdq[j], m, 0, a, m)
+
+
+cdef void _bf16_dense_dw(_Net *net, int j, const float *delta, float *dW) noexcept nogil:
+    """dW = inp^T @ delta, delta rounded into net.dq (for the input gradient too)."""
+    cdef int n = net.n, k = net.sizes[j], m = net.sizes[j + 1]
+    _bf16.round_operand(delta, n * <Py_ssize_t> m, net.dq)
+    _bf16.gemm(True, False, k, m, n, 1, net.inq[j], k, net.dq, m, 0, dW, m)
+
+
+cdef void _bf16_dense_dx(_Net *net, int j, float *dx, int ldx) noexcept nogil:
+    """dx (rows ldx apart) = delta @ Wd[j]^T on the rounded delta (net.dq) and weights."""
+    cdef int n = net.n, k = net.sizes[j], m = net.sizes[j + 1]
+    _bf16.gemm(False, True, n, k, m, 1, net.dq, m, net.Wdq[j], m, 0, dx, ldx)

@@ -13,6 +13,8 @@ Padding is by zeros everywhere, pooling included, as the book's ``im2col`` pads.
 """
 import numpy as np
 
+from fastnn.reference.functions import matmul_bf16
+
 
 def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     N, C, H, W = input_data.shape
@@ -88,6 +90,42 @@ class Convolution:
         dcol = np.dot(dout, self.col_W.T)
         dx = col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
         return dx
+
+
+class Bf16Convolution(Convolution):
+    """The book's Convolution with the operands of its three GEMMs rounded to bfloat16:
+    col @ col_W, col.T @ dout and dout @ col_W.T (the twin of a precision='bf16' convnet's
+    convolution).  It computes in float32, whatever its input's dtype, as such a network does;
+    the bias gradient is the plain sum, as no product is in it."""
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        FN, C, FH, FW = self.W.shape
+        N, C, H, W = x.shape
+        out_h = 1 + int((H + 2*self.pad - FH) / self.stride)
+        out_w = 1 + int((W + 2*self.pad - FW) / self.stride)
+
+        col = im2col(x, FH, FW, self.stride, self.pad)
+        col_W = self.W.reshape(FN, -1).T
+
+        out = matmul_bf16(col, col_W) + self.b
+        out = out.reshape(N, out_h, out_w, -1).transpose(0, 3, 1, 2)
+
+        self.x = x
+        self.col = col
+        self.col_W = col_W
+        return out
+
+    def backward(self, dout):
+        FN, C, FH, FW = self.W.shape
+        dout = np.asarray(dout, dtype=np.float32).transpose(0, 2, 3, 1).reshape(-1, FN)
+
+        self.db = np.sum(dout, axis=0)
+        self.dW = matmul_bf16(self.col.T, dout)
+        self.dW = self.dW.transpose(1, 0).reshape(FN, C, FH, FW)
+
+        dcol = matmul_bf16(dout, self.col_W.T)
+        return col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
 
 
 class Pooling:

@@ -7,17 +7,35 @@ in float64 from ``np.random.randn``, then cast); the layers are the twins of
 dtype of their input (the book's ``im2col`` allocates float64 whatever it is given).  Dropout draws its
 masks from ``np.random.rand`` exactly as the book's, so under one ``np.random.seed`` twin and
 fastnn drop the same units.
+
+``precision='bf16'`` (float32 only) replaces the Convolution and Affine layers by
+:class:`fastnn.reference.conv.Bf16Convolution` and :class:`fastnn.reference.layers.Bf16Affine`,
+whose products take bfloat16-rounded operands and sum in float32, and computes in float32
+whatever the images' dtype.
 """
 from collections import OrderedDict
 
 import numpy as np
 
-from fastnn.reference.conv import Convolution, Pooling
+from fastnn.reference.conv import Bf16Convolution, Convolution, Pooling
 from fastnn.reference.gradient import numerical_gradient
-from fastnn.reference.layers import Affine, Relu, SoftmaxWithLoss
+from fastnn.reference.layers import Affine, Bf16Affine, Relu, SoftmaxWithLoss, bf16_precision
 from fastnn.reference.normalization import Dropout
 
 __all__ = ["SimpleConvNet", "DeepConvNet"]
+
+
+def _layer_classes(precision, dtype):
+    """(Convolution, Affine) of a network of ``precision`` and ``dtype``."""
+    if bf16_precision(precision, dtype):
+        return Bf16Convolution, Bf16Affine
+    return Convolution, Affine
+
+
+def _compute(a, precision):
+    """A bf16 network computes in float32: its images, and float (one-hot) targets."""
+    a = np.asarray(a)
+    return a if precision is None or a.dtype.kind != 'f' else a.astype(np.float32)
 
 
 # --- the networks ---------------------------------------------------------------------------
@@ -25,7 +43,10 @@ __all__ = ["SimpleConvNet", "DeepConvNet"]
 class SimpleConvNet:
     def __init__(self, input_dim=(1, 28, 28),
                  conv_param={'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1},
-                 hidden_size=100, output_size=10, weight_init_std=0.01, dtype=np.float64):
+                 hidden_size=100, output_size=10, weight_init_std=0.01, dtype=np.float64,
+                 precision=None):
+        Convolution, Affine = _layer_classes(precision, dtype)
+        self.precision = precision
         filter_num = conv_param['filter_num']
         filter_size = conv_param['filter_size']
         filter_pad = conv_param['pad']
@@ -54,13 +75,14 @@ class SimpleConvNet:
         self.last_layer = SoftmaxWithLoss()
 
     def predict(self, x):
+        x = _compute(x, self.precision)
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
     def loss(self, x, t):
         y = self.predict(x)
-        return self.last_layer.forward(y, t)
+        return self.last_layer.forward(y, _compute(t, self.precision))
 
     def accuracy(self, x, t, batch_size=100):
         if t.ndim != 1:
@@ -105,7 +127,9 @@ class DeepConvNet:
                  conv_param_4={'filter_num': 32, 'filter_size': 3, 'pad': 2, 'stride': 1},
                  conv_param_5={'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
                  conv_param_6={'filter_num': 64, 'filter_size': 3, 'pad': 1, 'stride': 1},
-                 hidden_size=50, output_size=10, dtype=np.float64):
+                 hidden_size=50, output_size=10, dtype=np.float64, precision=None):
+        Convolution, Affine = _layer_classes(precision, dtype)
+        self.precision = precision
         pre_node_nums = np.array([1*3*3, 16*3*3, 16*3*3, 32*3*3, 32*3*3, 64*3*3, 64*4*4, hidden_size])
         weight_init_scales = np.sqrt(2.0 / pre_node_nums)
 
@@ -140,6 +164,7 @@ class DeepConvNet:
         self.last_layer = SoftmaxWithLoss()
 
     def predict(self, x, train_flg=False):
+        x = _compute(x, self.precision)
         for layer in self.layers:
             if isinstance(layer, Dropout):
                 x = layer.forward(x, train_flg)
@@ -149,7 +174,7 @@ class DeepConvNet:
 
     def loss(self, x, t):
         y = self.predict(x, train_flg=True)
-        return self.last_layer.forward(y, t)
+        return self.last_layer.forward(y, _compute(t, self.precision))
 
     def accuracy(self, x, t, batch_size=100):
         if t.ndim != 1:

@@ -6,7 +6,8 @@ overwrite the caller's ``dout`` (fastnn's documented behaviour).
 """
 import numpy as np
 
-from fastnn.reference.functions import cross_entropy_error, sigmoid, softmax, softmax_loss_backward
+from fastnn.reference.functions import (cross_entropy_error, matmul_bf16, sigmoid, softmax,
+                                        softmax_loss_backward)
 from fastnn.reference.normalization import BatchNormalization, Dropout  # noqa: F401 (chapter 6)
 
 
@@ -105,6 +106,41 @@ class Affine:
         self.dW = np.dot(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
         return dx.reshape(*self.original_x_shape)
+
+
+class Bf16Affine(Affine):
+    """The book's Affine with the operands of its three GEMMs rounded to bfloat16: x @ W,
+    dout @ W.T and x.T @ dout (the twin of a precision='bf16' network's layer).  Its inputs
+    are float32 as the network's activations are (the book's test-mode BatchNormalization
+    gives float64 from its float64 running statistics; the compiled pass writes float32)."""
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
+        self.x = x
+        out = matmul_bf16(self.x, self.W) + self.b
+        return out.reshape(-1) if len(self.original_x_shape) == 1 else out
+
+    def backward(self, dout):
+        dout = np.asarray(dout, dtype=np.float32).reshape(self.x.shape[0], -1)
+        dx = matmul_bf16(dout, self.W.T)
+        self.dW = matmul_bf16(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+def bf16_precision(precision, dtype):
+    """Whether a twin network of ``dtype`` computes with ``precision='bf16'`` (True) or its
+    dtype's own precision (``precision=None``: False); anything else is refused, as fastnn's
+    networks refuse it."""
+    if precision is None:
+        return False
+    if precision != 'bf16':
+        raise ValueError(f"precision must be None (the dtype's own) or 'bf16', got {precision!r}")
+    if np.dtype(dtype) != np.float32:
+        raise TypeError(f"precision='bf16' needs dtype=float32, got dtype {np.dtype(dtype)}")
+    return True
 
 
 class Linear:

@@ -2,7 +2,8 @@
 
 Same constructors as ``fastnn.nets`` (``dtype``, ``rng``, ``exact_loss`` and ``precision``
 included), so a test can build both from one seed; the numerical gradient is the book's brute
-force.  ``precision='bf16'`` replaces each Affine layer by :class:`Bf16Affine`, whose GEMMs
+force.  ``precision='bf16'`` replaces each Affine layer by
+:class:`fastnn.reference.layers.Bf16Affine`, whose GEMMs
 round both operands to bfloat16 (:func:`fastnn.reference.functions.round_bf16`) and sum in
 float32, and computes in float32 whatever the input's dtype.
 """
@@ -10,41 +11,13 @@ from collections import OrderedDict
 
 import numpy as np
 
-from fastnn.reference.functions import matmul_bf16
 from fastnn.reference.gradient import numerical_gradient
-from fastnn.reference.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
-
-
-class Bf16Affine(Affine):
-    """The book's Affine with the operands of its three GEMMs rounded to bfloat16: x @ W,
-    dout @ W.T and x.T @ dout (the twin of a precision='bf16' network's layer).  Its inputs
-    are float32 as the network's activations are (the book's test-mode BatchNormalization
-    gives float64 from its float64 running statistics; the compiled pass writes float32)."""
-
-    def forward(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        self.original_x_shape = x.shape
-        x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
-        self.x = x
-        out = matmul_bf16(self.x, self.W) + self.b
-        return out.reshape(-1) if len(self.original_x_shape) == 1 else out
-
-    def backward(self, dout):
-        dout = np.asarray(dout, dtype=np.float32).reshape(self.x.shape[0], -1)
-        dx = matmul_bf16(dout, self.W.T)
-        self.dW = matmul_bf16(self.x.T, dout)
-        self.db = np.sum(dout, axis=0)
-        return dx.reshape(*self.original_x_shape)
+from fastnn.reference.layers import (Affine, Bf16Affine, Identity, Relu, Sigmoid,  # noqa: F401
+                                     SoftmaxWithLoss, bf16_precision)
 
 
 def _affine_class(precision, dtype):
-    if precision is None:
-        return Affine
-    if precision != 'bf16':
-        raise ValueError(f"precision must be None (the dtype's own) or 'bf16', got {precision!r}")
-    if np.dtype(dtype) != np.float32:
-        raise TypeError(f"precision='bf16' needs dtype=float32, got dtype {np.dtype(dtype)}")
-    return Bf16Affine
+    return Bf16Affine if bf16_precision(precision, dtype) else Affine
 
 
 def _as_compute(x, precision):
