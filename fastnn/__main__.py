@@ -266,9 +266,9 @@ def _train_arguments(p):
                    help="of the network (default float64 as the book; float32 with "
                         "--precision bf16)")
     p.add_argument("--precision", choices=["bf16"], default=None,
-                   help="bf16: the operands of every GEMM rounded to bfloat16, products "
-                        "summed in float32; weights, gradients and activations stay float32 "
-                        "(dense networks, float32)")
+                   help="bf16: the operands of every GEMM and convolution rounded to "
+                        "bfloat16, products summed in float32; weights, gradients and "
+                        "activations stay float32 (float32 networks)")
     p.add_argument("--seed", type=seed, default=0, help="of the weights and the batches")
     _add_data(p)
     p.add_argument("--digits", action="store_true",
@@ -344,11 +344,12 @@ def _make_network(args, input_size, output_size, dtype):
         side = math.isqrt(input_size)
         if args.net == "simpleconv":
             return SimpleConvNet(input_dim=(1, side, side), hidden_size=args.hidden[0],
-                                 output_size=output_size, dtype=dtype)
+                                 output_size=output_size, dtype=dtype, precision=precision)
         if side != 28:
             raise UsageError(f"--net deepconv is the book's network for 28x28 images; these "
                              f"are {side}x{side}")
-        return DeepConvNet(hidden_size=args.hidden[0], output_size=output_size, dtype=dtype)
+        return DeepConvNet(hidden_size=args.hidden[0], output_size=output_size, dtype=dtype,
+                           precision=precision)
 
     if args.batchnorm or args.dropout is not None:
         return MultiLayerNetExtend(input_size, args.hidden, output_size,
@@ -395,9 +396,6 @@ def _train_defaults(args):
                          "batch normalization or extra dropout, one hidden affine layer "
                          "(--hidden takes one size)")
     if args.precision is not None:
-        if conv:
-            raise UsageError(f"--precision {args.precision} is for the dense networks; "
-                             f"--net {args.net} computes in its dtype's own precision")
         if args.dtype == "float64":
             raise UsageError(f"--precision {args.precision} trains a float32 network (only "
                              "the GEMM operands are rounded); drop --dtype float64")

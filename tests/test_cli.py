@@ -78,7 +78,8 @@ TRAIN_BAD = [
     (["--compare-reference", "--batchnorm"], "not be the same run"),
     (["--compare-reference", "--dropout", "0.2"], "not be the same run"),
     (["--precision", "bf16", "--dtype", "float64"], "drop --dtype float64"),
-    (["--precision", "bf16", "--net", "simpleconv"], "for the dense networks"),
+    (["--precision", "bf16", "--net", "deepconv", "--dtype", "float64"],
+     "drop --dtype float64"),
     (["--precision", "bf16", "--compare-reference"], "not be the same run"),
     (["--precision", "fp16"], "invalid choice"),
 ]
@@ -340,6 +341,28 @@ def test_train_precision_bf16(capsys, extra):
     assert network.precision == "bf16" and network.dtype == np.float32
     code, out, err = run(capsys, "predict", "b.npz")
     assert code == 0 and predicted_accuracy(out, "b.npz") == accuracy
+
+
+@needs_sklearn
+def test_train_convnet_precision_bf16(capsys):
+    """--net simpleconv --precision bf16: the book's SimpleConvNet (on the 8x8 digits) with
+    its convolution's and dense layers' operands rounded learns as the float32 one does
+    (measured: 0.730 against 0.727 after 600 steps), and is saved with its precision."""
+    common = ["train", "--digits", "--net", "simpleconv", "--iters", "600", "--quiet"]
+    code, out, err = run(capsys, *common, "--dtype", "float32", "--save", "f.npz")
+    assert code == 0, err
+    reference = float(train_accuracy(out))
+    code, out, err = run(capsys, *common, "--save", "c.npz", "--precision", "bf16")
+    assert code == 0, err
+    assert "float32 (bf16 GEMM operands)" in out.splitlines()[0]
+    accuracy = train_accuracy(out)
+    assert float(accuracy) > 0.6 and abs(float(accuracy) - reference) < 0.05, (accuracy,
+                                                                              reference)
+    network = io.load_network("c.npz")
+    assert type(network).__name__ == "SimpleConvNet"
+    assert network.precision == "bf16" and network.dtype == np.float32
+    code, out, err = run(capsys, "predict", "c.npz")
+    assert code == 0 and predicted_accuracy(out, "c.npz") == accuracy
 
 
 @needs_sklearn
