@@ -144,15 +144,15 @@ def _convnet_step(make_net):
     return run
 
 
-def _small_convnet(api, channels, dtype):
+def _small_convnet(api, channels, dtype, filter_num=4, **options):
     np.random.seed(0)
     net = api.N.SimpleConvNet(input_dim=(channels, 8, 8), conv_param={
-        'filter_num': 4, 'filter_size': 3, 'pad': 1, 'stride': 1}, hidden_size=9,
-        output_size=10, weight_init_std=0.3, dtype=dtype)
+        'filter_num': filter_num, 'filter_size': 3, 'pad': 1, 'stride': 1}, hidden_size=9,
+        output_size=10, weight_init_std=0.3, dtype=dtype, **options)
     return net
 
 
-def _small_deep_convnet(api, channels, dtype):
+def _small_deep_convnet(api, channels, dtype, **options):
     np.random.seed(0)
     # the book's DeepConvNet is built for 28x28 images; a narrower one keeps the test quick
     narrow = [{'filter_num': f, 'filter_size': 3, 'pad': p, 'stride': 1}
@@ -160,7 +160,7 @@ def _small_deep_convnet(api, channels, dtype):
     return api.N.DeepConvNet(input_dim=(channels, 28, 28), conv_param_1=narrow[0],
                              conv_param_2=narrow[1], conv_param_3=narrow[2],
                              conv_param_4=narrow[3], conv_param_5=narrow[4],
-                             conv_param_6=narrow[5], hidden_size=6, dtype=dtype)
+                             conv_param_6=narrow[5], hidden_size=6, dtype=dtype, **options)
 
 
 def _image_inputs(size):
@@ -291,6 +291,24 @@ PAIRS += [
                                                           dtype=np.float32, rng=2,
                                                           precision="bf16")),
          _net_inputs, BF16_STEP_TOLERANCE),
+]
+
+
+# the convnets in bf16: the im2col path (SimpleConvNet's 4 filters, the narrow DeepConvNet) and
+# the direct path (16 filters, stride 1: fastnn/_kernels/_convnet.pyx)
+PAIRS += [
+    Pair("SimpleConvNet[bf16]", "convnet", "fastnn.reference.convnets.SimpleConvNet",
+         _convnet_step(lambda api, c, dt: _small_convnet(api, c, np.float32, precision="bf16")),
+         _image_inputs(8), BF16_STEP_TOLERANCE),
+    Pair("SimpleConvNet[16 filters: direct, bf16]", "convnet",
+         "fastnn.reference.convnets.SimpleConvNet",
+         _convnet_step(lambda api, c, dt: _small_convnet(api, c, np.float32, 16,
+                                                         precision="bf16")),
+         _image_inputs(8), BF16_STEP_TOLERANCE),
+    Pair("DeepConvNet[narrow, bf16]", "convnet", "fastnn.reference.convnets.DeepConvNet",
+         _convnet_step(lambda api, c, dt: _small_deep_convnet(api, c, np.float32,
+                                                              precision="bf16")),
+         _image_inputs(28), BF16_STEP_TOLERANCE),
 ]
 
 
