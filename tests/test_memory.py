@@ -184,6 +184,9 @@ CONVNETS = {
     "SimpleConvNet-f32": (lambda: N.SimpleConvNet(dtype=np.float32), 100),
     "SimpleConvNet-f64": (lambda: N.SimpleConvNet(dtype=np.float64), 20),
     "DeepConvNet-f32": (lambda: N.DeepConvNet(dtype=np.float32), 10),
+    # precision="bf16": the rounded operands are the Plan's buffers too (im2col and direct)
+    "SimpleConvNet-bf16": (lambda: N.SimpleConvNet(dtype=np.float32, precision="bf16"), 100),
+    "DeepConvNet-bf16": (lambda: N.DeepConvNet(dtype=np.float32, precision="bf16"), 10),
 }
 
 
