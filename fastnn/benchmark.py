@@ -392,6 +392,23 @@ def _convnet_step_case(name, n, dtype, rng):
                 _torch_convnet_step(name, x_fast, t, dtype), rounds=3)
 
 
+def _convnet_bf16(name, n, rng):
+    """The convnet step of the float32 row (gradient + Adam) with precision='bf16', beside the
+    same network's float32 step (the 'reference' column): speed-up = float32 / bf16 time."""
+    from fastnn.optim import Adam
+
+    x32, t = _mnist_like(rng, n)
+    x32 = x32.reshape(n, 1, 28, 28)
+    steps = {}
+    for precision in (None, "bf16"):
+        np.random.seed(0)
+        net = _CONVNETS[name][0](dtype=np.float32, precision=precision)
+        opt = Adam(lr=0.001)
+        steps[precision] = lambda net=net, opt=opt: opt.update(net.params, net.gradient(x32, t))
+    return Case(f"{name} step (Adam)", f"batch {n}", "bf16", steps["bf16"], steps[None],
+                _torch_convnet_step(name, x32, t, np.float32, autocast=True), rounds=3)
+
+
 def _convnet_predict_case(name, dtype, rng):
     x32, t = _mnist_like(rng, 10000)
     x32 = x32.reshape(-1, 1, 28, 28)
@@ -470,8 +487,12 @@ def cases(quick=False):
             out.append(_conv_case((100, 16, 14, 14), 32, 3, 1, dtype, rng))
     for dtype in (np.float32, np.float64):
         out.append(_convnet_step_case("SimpleConvNet", 100, dtype, rng))
+        if dtype == np.float32:
+            out.append(_convnet_bf16("SimpleConvNet", 100, rng))
         if not quick:
             out.append(_convnet_step_case("DeepConvNet", 100, dtype, rng))
+            if dtype == np.float32:
+                out.append(_convnet_bf16("DeepConvNet", 100, rng))
     if not quick:
         out.append(_convnet_predict_case("SimpleConvNet", np.float32, rng))
         out.append(_numerical_gradient_case(rng))
@@ -587,7 +608,7 @@ def _torch_convnet(name, dtype):
     return nn.Sequential(*layers).to(torch_dtype)
 
 
-def _torch_convnet_step(name, x, t, dtype):
+def _torch_convnet_step(name, x, t, dtype, autocast=False):
     torch = _torch()
     if torch is None:
         return None
@@ -597,7 +618,9 @@ def _torch_convnet_step(name, x, t, dtype):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(xt), tt).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = torch.nn.functional.cross_entropy(model(xt), tt)
+        loss.backward()
         opt.step()
     return step
 

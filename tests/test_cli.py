@@ -441,6 +441,8 @@ def test_bench_writes_its_table_and_json(capsys, tmp_path):
     assert {r["op"] for r in record["results"]} >= {"TwoLayerNet step", "Affine fwd+bwd"}
     # the bf16 step beside the float32 one, and which bf16 kernel ran, on which CPU
     assert any(r["dtype"] == "bf16" and r["op"] == "TwoLayerNet step" for r in record["results"])
+    assert any(r["dtype"] == "bf16" and r["op"] == "SimpleConvNet step (Adam)"
+               for r in record["results"])
     from fastnn._kernels import _bf16
 
     bf16_line, = [line for line in out.splitlines() if line.startswith("bf16: ")]
