@@ -842,6 +842,47 @@ def test_convnets(name, data, n, c, k, f32, use_labels, seed):
              check_dtype=False)
 
 
+BF16_CONVNETS = {  # precision="bf16" on both paths: im2col (2 filters), direct (16, stride 1)
+    "SimpleConvNet[bf16]": lambda c, k: N.SimpleConvNet(
+        input_dim=(c, 4, 4), conv_param={'filter_num': 2, 'filter_size': 3, 'pad': 1,
+                                         'stride': 1},
+        hidden_size=3, output_size=k, weight_init_std=0.5, dtype=np.float32, precision="bf16"),
+    "SimpleConvNet[16 filters, bf16]": lambda c, k: N.SimpleConvNet(
+        input_dim=(c, 4, 4), conv_param={'filter_num': 16, 'filter_size': 3, 'pad': 1,
+                                         'stride': 1},
+        hidden_size=3, output_size=k, weight_init_std=0.5, dtype=np.float32, precision="bf16"),
+}
+
+
+@pytest.mark.parametrize("name", list(BF16_CONVNETS))
+@settings(FUZZ, max_examples=15)
+@given(data=st.data(), n=st.integers(1, 3), c=st.integers(1, 2), k=st.integers(1, 4),
+       use_labels=st.booleans(), seed=st.integers(0, 1000))
+def test_bf16_convnets(name, data, n, c, k, use_labels, seed):
+    """A bf16 convnet computes in float32 whatever it is given: on every drawn dtype, layout
+    and shape, exactly what it computes on the values' C-contiguous float32 copy (NaN and inf
+    included), or a clean error (TypeError for a refused dtype)."""
+    np.random.seed(seed)
+    net = BF16_CONVNETS[name](c, k)
+    x = data.draw(args((n, c, 4, 4)), "x")
+    t = data.draw(labels(n, k) if use_labels else args((n, k)), "t")
+    t_ref = t.ref_labels(np.float32, (n, k)) if use_labels else None if t.refused \
+        else t.ref(np.float32)
+    inputs = [x.value, t.value]
+    ok, scores = run_fast(lambda: net.predict(x.value), inputs, **expect(x))
+    if ok:
+        np.testing.assert_array_equal(scores, net.predict(x.ref(np.float32)))
+        assert scores.dtype == np.float32
+
+    def gradient(images, targets):
+        return [np.array(g) for g in net.gradient(images, targets).values()]
+
+    ok, grads = run_fast(lambda: gradient(x.value, t.value), inputs, **expect(x, t))
+    if ok:
+        for got, ref in zip(grads, gradient(x.ref(np.float32), t_ref)):
+            np.testing.assert_array_equal(got, ref)
+
+
 # --- the normalization family (chapter 6) ----------------------------------------------------
 
 covers("Dropout")
