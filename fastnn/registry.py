@@ -144,10 +144,12 @@ def _convnet_step(make_net):
     return run
 
 
-def _small_convnet(api, channels, dtype, filter_num=4, **options):
+def _small_convnet(api, channels, dtype, filter_num=4, filter_size=3, pad=1, stride=1,
+                   **options):
     np.random.seed(0)
     net = api.N.SimpleConvNet(input_dim=(channels, 8, 8), conv_param={
-        'filter_num': filter_num, 'filter_size': 3, 'pad': 1, 'stride': 1}, hidden_size=9,
+        'filter_num': filter_num, 'filter_size': filter_size, 'pad': pad, 'stride': stride},
+        hidden_size=9,
         output_size=10, weight_init_std=0.3, dtype=dtype, **options)
     return net
 
@@ -294,15 +296,20 @@ PAIRS += [
 ]
 
 
-# the convnets in bf16: the im2col path (SimpleConvNet's 4 filters, the narrow DeepConvNet) and
-# the direct path (16 filters, stride 1: fastnn/_kernels/_convnet.pyx)
+# the convnets in bf16 on both paths (fastnn/_kernels/_convnet.pyx): direct (stride 1: 4
+# filters, rounded up inside, and 16), im2col + GEMM (stride 2; the narrow DeepConvNet's 2 and
+# 3 filters before its last convolution)
 PAIRS += [
     Pair("SimpleConvNet[bf16]", "convnet", "fastnn.reference.convnets.SimpleConvNet",
          _convnet_step(lambda api, c, dt: _small_convnet(api, c, np.float32, precision="bf16")),
          _image_inputs(8), BF16_STEP_TOLERANCE),
-    Pair("SimpleConvNet[16 filters: direct, bf16]", "convnet",
-         "fastnn.reference.convnets.SimpleConvNet",
+    Pair("SimpleConvNet[16 filters, bf16]", "convnet", "fastnn.reference.convnets.SimpleConvNet",
          _convnet_step(lambda api, c, dt: _small_convnet(api, c, np.float32, 16,
+                                                         precision="bf16")),
+         _image_inputs(8), BF16_STEP_TOLERANCE),
+    Pair("SimpleConvNet[stride 2: im2col, bf16]", "convnet",
+         "fastnn.reference.convnets.SimpleConvNet",
+         _convnet_step(lambda api, c, dt: _small_convnet(api, c, np.float32, 4, 2, 0, 2,
                                                          precision="bf16")),
          _image_inputs(8), BF16_STEP_TOLERANCE),
     Pair("DeepConvNet[narrow, bf16]", "convnet", "fastnn.reference.convnets.DeepConvNet",

@@ -119,7 +119,10 @@ def test_both_paths_are_the_twins_bf16_products(name):
 
 NETWORKS = {  # name: (make(api, precision), batch, the direct path)
     "SimpleConvNet": (lambda api, p: api.SimpleConvNet(dtype=np.float32, precision=p), 100,
-                      False),
+                      True),
+    "SimpleConvNet[6x6 filters, stride 2]": (lambda api, p: api.SimpleConvNet(
+        conv_param={'filter_num': 30, 'filter_size': 6, 'pad': 0, 'stride': 2},
+        dtype=np.float32, precision=p), 100, False),
     "SimpleConvNet[16 filters, pad 1]": (lambda api, p: api.SimpleConvNet(
         conv_param={'filter_num': 16, 'filter_size': 3, 'pad': 1, 'stride': 1},
         dtype=np.float32, precision=p), 20, True),
@@ -166,7 +169,8 @@ def test_step_is_the_twins_bf16_step(name):
     assert grads[next(iter(grads))].dtype == np.float32
 
 
-@pytest.mark.parametrize("name", ["SimpleConvNet", "DeepConvNet"])
+@pytest.mark.parametrize("name", ["SimpleConvNet", "SimpleConvNet[6x6 filters, stride 2]",
+                                  "DeepConvNet"])
 def test_any_layout_and_dtype_computes_as_its_float32_copy(name):
     """Non-contiguous, Fortran-ordered and float64 images: a bf16 network computes in float32,
     exactly what it computes on the C-contiguous float32 copy."""
@@ -190,7 +194,7 @@ def test_weights_stay_float32_and_are_rounded_per_call():
     is seen by the next call, on both paths (the direct path packs the rounded filters of each
     call); predict between steps changes nothing."""
     x, t = _mnist_like(np.random.default_rng(7), 6)
-    for name in ("SimpleConvNet", "DeepConvNet"):
+    for name in ("SimpleConvNet", "SimpleConvNet[6x6 filters, stride 2]", "DeepConvNet"):
         net = _build(name, N)
         before = {k: a.copy() for k, a in net.params.items()}
         first = _gradient(net, x, t)
@@ -255,11 +259,14 @@ def _separable(rng, n):
     return x, t
 
 
-@pytest.mark.parametrize("name, steps", [("SimpleConvNet", 60), ("DeepConvNet", 40)])
+@pytest.mark.parametrize("name, steps", [("SimpleConvNet", 60),
+                                         ("SimpleConvNet[6x6 filters, stride 2]", 60),
+                                         ("DeepConvNet", 40)])
 def test_a_short_training_run_learns(name, steps):
     """Adam on a separable problem: the bf16 network learns it as the float32 one does
-    (measured, SimpleConvNet: test loss 2.31 -> 1.38 in 60 steps, accuracy 1.0, float32
-    1.37 and 1.0)."""
+    (measured: SimpleConvNet's test loss 2.30 -> below 1e-3 on both paths, DeepConvNet's, its
+    dropout on as the book's loss has it, 2.31 -> 1.38 against 1.37 in float32; test accuracy
+    1.0 each)."""
     rng = np.random.default_rng(10)
     x, t = _separable(rng, 400)
     x_test, t_test = _separable(rng, 200)

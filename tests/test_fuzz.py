@@ -842,10 +842,10 @@ def test_convnets(name, data, n, c, k, f32, use_labels, seed):
              check_dtype=False)
 
 
-BF16_CONVNETS = {  # precision="bf16" on both paths: im2col (2 filters), direct (16, stride 1)
-    "SimpleConvNet[bf16]": lambda c, k: N.SimpleConvNet(
-        input_dim=(c, 4, 4), conv_param={'filter_num': 2, 'filter_size': 3, 'pad': 1,
-                                         'stride': 1},
+BF16_CONVNETS = {  # precision="bf16" on both paths: im2col (stride 2), direct (stride 1)
+    "SimpleConvNet[stride 2, bf16]": lambda c, k: N.SimpleConvNet(
+        input_dim=(c, 4, 4), conv_param={'filter_num': 2, 'filter_size': 2, 'pad': 0,
+                                         'stride': 2},
         hidden_size=3, output_size=k, weight_init_std=0.5, dtype=np.float32, precision="bf16"),
     "SimpleConvNet[16 filters, bf16]": lambda c, k: N.SimpleConvNet(
         input_dim=(c, 4, 4), conv_param={'filter_num': 16, 'filter_size': 3, 'pad': 1,
