@@ -3,6 +3,9 @@
 Twins of ``fastnn.layers``.  Two deliberate differences from the book, because the twins are
 also oracles: ``Affine`` treats a 1-D input as a batch of one, and ``Relu.backward`` does not
 overwrite the caller's ``dout`` (fastnn's documented behaviour).
+
+``Bf16Affine`` is the layer of a ``precision='bf16'`` twin network (fastnn.reference.nets and
+fastnn.reference.convnets): the book's Affine on bfloat16-rounded operands.
 """
 import numpy as np
 
