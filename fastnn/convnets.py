@@ -140,9 +140,9 @@ class _ConvNet:
         for a bf16 network, which has only the compiled path, a TypeError)."""
         weights = self._own_weights(dtype)
         if weights is None and self.precision is not None:
+            shapes = {key: g.shape for key, g in self._grads.items()}
             v.refuse_foreign_weights(self._conv_layers + self._dense_layers,
-                                     f"the shapes of {sorted(self.params)} at the network's "
-                                     f"construction")
+                                     f"the network's parameter shapes {shapes}")
         return weights
 
     def _own_weights(self, dtype):
