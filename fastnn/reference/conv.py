@@ -51,6 +51,9 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
 
 
 class Convolution:
+    # the layer's matrix products: the book's np.dot (Bf16Convolution rounds their operands)
+    _dot = staticmethod(np.dot)
+
     def __init__(self, W, b, stride=1, pad=0):
         self.W = W
         self.b = b
@@ -71,7 +74,7 @@ class Convolution:
         col = im2col(x, FH, FW, self.stride, self.pad)
         col_W = self.W.reshape(FN, -1).T
 
-        out = np.dot(col, col_W) + self.b
+        out = self._dot(col, col_W) + self.b
         out = out.reshape(N, out_h, out_w, -1).transpose(0, 3, 1, 2)
 
         self.x = x
@@ -84,10 +87,10 @@ class Convolution:
         dout = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
 
         self.db = np.sum(dout, axis=0)
-        self.dW = np.dot(self.col.T, dout)
+        self.dW = self._dot(self.col.T, dout)
         self.dW = self.dW.transpose(1, 0).reshape(FN, C, FH, FW)
 
-        dcol = np.dot(dout, self.col_W.T)
+        dcol = self._dot(dout, self.col_W.T)
         dx = col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
         return dx
 
@@ -98,34 +101,13 @@ class Bf16Convolution(Convolution):
     convolution).  It computes in float32, whatever its input's dtype, as such a network does;
     the bias gradient is the plain sum, as no product is in it."""
 
+    _dot = staticmethod(matmul_bf16)
+
     def forward(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        FN, C, FH, FW = self.W.shape
-        N, C, H, W = x.shape
-        out_h = 1 + int((H + 2*self.pad - FH) / self.stride)
-        out_w = 1 + int((W + 2*self.pad - FW) / self.stride)
-
-        col = im2col(x, FH, FW, self.stride, self.pad)
-        col_W = self.W.reshape(FN, -1).T
-
-        out = matmul_bf16(col, col_W) + self.b
-        out = out.reshape(N, out_h, out_w, -1).transpose(0, 3, 1, 2)
-
-        self.x = x
-        self.col = col
-        self.col_W = col_W
-        return out
+        return super().forward(np.asarray(x, dtype=np.float32))
 
     def backward(self, dout):
-        FN, C, FH, FW = self.W.shape
-        dout = np.asarray(dout, dtype=np.float32).transpose(0, 2, 3, 1).reshape(-1, FN)
-
-        self.db = np.sum(dout, axis=0)
-        self.dW = matmul_bf16(self.col.T, dout)
-        self.dW = self.dW.transpose(1, 0).reshape(FN, C, FH, FW)
-
-        dcol = matmul_bf16(dout, self.col_W.T)
-        return col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
+        return super().backward(np.asarray(dout, dtype=np.float32))
 
 
 class Pooling:

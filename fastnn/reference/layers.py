@@ -88,6 +88,9 @@ class Sigmoid:
 
 
 class Affine:
+    # the layer's matrix products: the book's np.dot (Bf16Affine rounds their operands)
+    _dot = staticmethod(np.dot)
+
     def __init__(self, W, b):
         self.W = W
         self.b = b
@@ -100,13 +103,13 @@ class Affine:
         self.original_x_shape = x.shape
         x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
         self.x = x
-        out = np.dot(self.x, self.W) + self.b
+        out = self._dot(self.x, self.W) + self.b
         return out.reshape(-1) if len(self.original_x_shape) == 1 else out
 
     def backward(self, dout):
         dout = dout.reshape(self.x.shape[0], -1)
-        dx = np.dot(dout, self.W.T)
-        self.dW = np.dot(self.x.T, dout)
+        dx = self._dot(dout, self.W.T)
+        self.dW = self._dot(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
         return dx.reshape(*self.original_x_shape)
 
@@ -117,20 +120,13 @@ class Bf16Affine(Affine):
     are float32 as the network's activations are (the book's test-mode BatchNormalization
     gives float64 from its float64 running statistics; the compiled pass writes float32)."""
 
+    _dot = staticmethod(matmul_bf16)
+
     def forward(self, x):
-        x = np.asarray(x, dtype=np.float32)
-        self.original_x_shape = x.shape
-        x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
-        self.x = x
-        out = matmul_bf16(self.x, self.W) + self.b
-        return out.reshape(-1) if len(self.original_x_shape) == 1 else out
+        return super().forward(np.asarray(x, dtype=np.float32))
 
     def backward(self, dout):
-        dout = np.asarray(dout, dtype=np.float32).reshape(self.x.shape[0], -1)
-        dx = matmul_bf16(dout, self.W.T)
-        self.dW = matmul_bf16(self.x.T, dout)
-        self.db = np.sum(dout, axis=0)
-        return dx.reshape(*self.original_x_shape)
+        return super().backward(np.asarray(dout, dtype=np.float32))
 
 
 def bf16_precision(precision, dtype):
