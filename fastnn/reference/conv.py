@@ -51,8 +51,11 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
 
 
 class Convolution:
-    # the layer's matrix products: the book's np.dot (Bf16Convolution rounds their operands)
-    _dot = staticmethod(np.dot)
+    # the layer's matrix products: the book's np.dot (Bf16Convolution rounds their operands), looked
+    # up at each call, as the book's code does
+    @staticmethod
+    def _dot(a, b):
+        return np.dot(a, b)
 
     def __init__(self, W, b, stride=1, pad=0):
         self.W = W

@@ -88,8 +88,11 @@ class Sigmoid:
 
 
 class Affine:
-    # the layer's matrix products: the book's np.dot (Bf16Affine rounds their operands)
-    _dot = staticmethod(np.dot)
+    # the layer's matrix products: the book's np.dot (Bf16Affine rounds their operands), looked
+    # up at each call, as the book's code does
+    @staticmethod
+    def _dot(a, b):
+        return np.dot(a, b)
 
     def __init__(self, W, b):
         self.W = W
