@@ -93,6 +93,8 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
+from fastnn._validation import check_precision
+
 from fastnn._kernels._arrays cimport _describe, dim, flat_data, float_type
 from fastnn._kernels cimport _bf16
 from fastnn._kernels._blas cimport gemm
@@ -401,15 +403,10 @@ cdef class Plan:
         cdef _Net *net = &self.net
         cdef int l, j
         cdef Py_ssize_t widest = 1
-        if precision is not None and precision != "bf16":
-            raise ValueError(f"precision must be None (the dtype's own) or 'bf16', got "
-                             f"{precision!r}")
-        net.bf16 = precision == "bf16"
-        self.precision = precision
+        self.precision = check_precision(precision, self.dtype)
+        net.bf16 = self.precision is not None
         if not net.bf16:
             return 0
-        if self.typenum != cnp.NPY_FLOAT32:
-            raise TypeError(f"precision='bf16' needs dtype=float32, got dtype {self.dtype}")
         # 4 bytes per element: enough for either representation of a gemm operand (_bf16.pxd)
         buffers = [np.empty(net.F[l] * net.C[l] * net.FH[l] * net.FW[l], np.float32)
                    for l in range(net.L)]
@@ -854,7 +851,7 @@ cdef double _loss_grad(floating *z, const void *t, bint labels, double *row_loss
 
 
 cdef void _backward(_Net *net, const floating *x) noexcept nogil:
-    cdef int n = net.n, D = net.D, L = net.L, j, l, s, q, bn, F, K
+    cdef int n = net.n, D = net.D, L = net.L, j, l, s, q, bn, F, K, ldx
     cdef floating *delta = <floating *> net.a[D - 1]  # d loss / d logits, from the loss pass
     cdef floating *nxt
     cdef const floating *hin
@@ -879,13 +876,12 @@ cdef void _backward(_Net *net, const floating *x) noexcept nogil:
         # net.widest, where the shares' convolutions take it (see _share_backward)
         nxt = <floating *> ((net.dB if net.direct else net.dA) if j == 0 else
                             (net.s1 if delta == <floating *> net.s0 else net.s0))
+        ldx = <int> net.widest if j == 0 and net.direct else net.sizes[j]
         if floating is float and net.bf16:
-            _bf16_dense_dx(net, j, nxt, <int> net.widest if j == 0 and net.direct
-                           else net.sizes[j])
+            _bf16_dense_dx(net, j, nxt, ldx)
         else:
             gemm(False, True, n, net.sizes[j], net.sizes[j + 1], 1, delta, net.sizes[j + 1],
-                 <const floating *> net.Wd[j], net.sizes[j + 1], 0, nxt,
-                 <int> net.widest if j == 0 and net.direct else net.sizes[j])
+                 <const floating *> net.Wd[j], net.sizes[j + 1], 0, nxt, ldx)
         if j > 0:
             # ReLU and dropout at once: the stored output is relu(z) * mask, positive exactly
             # where both let the gradient through
@@ -1015,8 +1011,8 @@ cdef void _bf16_round_weights(_Net *net) noexcept nogil:
         else:
             _bf16.round_operand(<const float *> net.Wc[l], size, net.Wq[l])
     for j in range(net.D):
-        _bf16.round_operand(<const float *> net.Wd[j], net.sizes[j] * <Py_ssize_t> net.sizes[j + 1],
-                            net.Wdq[j])
+        _bf16.round_operand(<const float *> net.Wd[j],
+                            net.sizes[j] * <Py_ssize_t> net.sizes[j + 1], net.Wdq[j])
 
 
 cdef void _bf16_conv_forward(_Net *net, int l, const float *col, Py_ssize_t ld,
