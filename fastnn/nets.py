@@ -18,7 +18,7 @@ import numpy as np
 
 from fastnn import _validation as v
 from fastnn import threads
-from fastnn._kernels import _bf16, _network, _network_extend, _normalization
+from fastnn._kernels import _bf16, _network, _network_extend, _normalization, _sparse
 from fastnn._kernels._network import ACTIVATION_CODES, count_argmax_hits
 from fastnn.layers import Affine, Identity, Relu, Sigmoid, SoftmaxWithLoss
 
@@ -72,6 +72,8 @@ class _Workspace:
         self.s1 = np.empty((n, width), dtype)
         self.row_loss = np.empty(n)
         self.bf16 = _Bf16Buffers(sizes, n) if precision == "bf16" else None
+        # the first layer over a sparse batch's nonzeros (never in bf16: _network.pyx)
+        self.sparse = _sparse.Buffers(n, sizes[0], dtype) if self.bf16 is None else None
 
     def rows(self, m):
         """The layer buffers cut to the first ``m`` rows (C-contiguous views)."""
@@ -219,7 +221,11 @@ class _Network:
         if self.precision is not None:
             dtype = self.dtype
         if cast:
-            x2, single = v.as_batch(x, "x", dtype)
+            # float32 images stay float32 for a float64 network: the compiled pass widens
+            # them itself (_network.pyx), as the GEMM's float64 copy or not at all
+            widen = (dtype == np.float64 and self.precision is None
+                     and getattr(x, "dtype", None) == np.float32)
+            x2, single = v.as_batch(x, "x", np.float32 if widen else dtype)
         else:
             x2, single = v.batch_view(x)
         if x2.shape[1] != self._sizes[0]:
@@ -234,19 +240,22 @@ class _Network:
 
     def _blocks(self, x2):
         """(start, stop, workspace, block) over blocks of rows of x2, each block C-contiguous
-        in the network's dtype (cast into the workspace where it is not)."""
+        in the network's dtype (cast into the workspace where it is not), or float32 for a
+        float64 network, which widens it itself."""
         n = x2.shape[0]
         ws = self._workspace(min(_BLOCK_ROWS, n))
+        ok = (self.dtype, np.float32) if ws.sparse is not None else (self.dtype,)
         for start in range(0, n, _BLOCK_ROWS):
             stop = min(start + _BLOCK_ROWS, n)
             block = x2[start:stop]
-            if block.dtype != self.dtype or not block.flags.c_contiguous:
+            if block.dtype not in ok or not block.flags.c_contiguous:
                 np.copyto(ws.x[:stop - start], block, casting="unsafe")
                 block = ws.x[:stop - start]
             yield start, stop, ws, block
 
     def _targets(self, x2, t):
-        return v.resolve_targets(t, (x2.shape[0], self._sizes[-1]), x2.dtype)
+        # in the network's dtype: the compiled pass's, whatever x2's (widened float32 images)
+        return v.resolve_targets(t, (x2.shape[0], self._sizes[-1]), self.dtype)
 
     def predict(self, x):
         """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,)."""
@@ -260,7 +269,7 @@ class _Network:
             ops = self._bf16_operands(ws, stop - start, round_weights=start == 0)
             with threads.for_work(ws.work):
                 _network.forward(*weights, block, ws.rows(stop - start)[:-1] + [out[start:stop]],
-                                 self._code, ops)
+                                 self._code, ops, ws.sparse)
         return out[0] if single else out
 
     def _weight_decay(self):
@@ -281,7 +290,7 @@ class _Network:
         ops = self._bf16_operands(ws, x2.shape[0])
         with threads.for_work(ws.work):
             loss = _network.loss(*weights, x2, t, labels, ws.a, ws.row_loss, self._code,
-                                 self.exact_loss, ops)
+                                 self.exact_loss, ops, ws.sparse)
         return self.dtype.type(loss) + self._weight_decay()
 
     def accuracy(self, x, t):
@@ -297,7 +306,7 @@ class _Network:
             buffers = ws.rows(stop - start)
             ops = self._bf16_operands(ws, stop - start, round_weights=start == 0)
             with threads.for_work(ws.work):
-                _network.forward(*weights, block, buffers, self._code, ops)
+                _network.forward(*weights, block, buffers, self._code, ops, ws.sparse)
             hits += count_argmax_hits(buffers[-1], t[start:stop])
         return hits / float(n)
 
@@ -322,7 +331,7 @@ class _Network:
         with threads.for_work(ws.work):
             loss = _network.gradient(
                 *weights, x2, t, labels, ws.a, self._dW, self._db, ws.s0, ws.s1, ws.row_loss,
-                self._code, self.exact_loss, self.weight_decay_lambda, ops)
+                self._code, self.exact_loss, self.weight_decay_lambda, ops, ws.sparse)
         self.last_loss = self.dtype.type(loss) + self._weight_decay()
         for layer, dW, db in zip(self.affine_layers, self._dW, self._db):
             layer.dW, layer.db = dW, db
@@ -462,6 +471,8 @@ class _ExtendWorkspace:
         self.row_loss = np.empty(n)
         self.masks = [np.empty((n, s), bool) for s in hidden] if dropout else None
         self.bf16 = _Bf16Buffers(sizes, n) if precision == "bf16" else None
+        # the first layer over a sparse batch's nonzeros (never in bf16: _network.pyx)
+        self.sparse = _sparse.Buffers(n, sizes[0], dtype) if self.bf16 is None else None
         self.bn = None
         if batchnorm:
             self.bn = {

@@ -204,8 +204,10 @@ def _relayout(a, layout):
     return np.ascontiguousarray(a)
 
 
-def values(specials=True, scales=SCALES):
-    """A float64 array strategy factory: moderate values times a drawn scale, with specials."""
+def values(specials=True, scales=SCALES, sparse=False):
+    """A float64 array strategy factory: moderate values times a drawn scale, with specials;
+    with ``sparse``, sometimes mostly zeros (as images are: the networks' sparse first
+    layer)."""
     elements = st.floats(-4, 4, width=64)
     if specials:
         elements = st.one_of(elements, elements, st.sampled_from(SPECIALS))
@@ -213,6 +215,10 @@ def values(specials=True, scales=SCALES):
     @st.composite
     def draw_values(draw, shape):
         base = draw(hnp.arrays(np.float64, shape, elements=elements))
+        if sparse and draw(st.booleans()):
+            keep = draw(hnp.arrays(np.bool_, shape,
+                                   elements=st.sampled_from([True, False, False, False, False])))
+            base = np.where(keep, base, 0.0)
         with np.errstate(all="ignore"):
             return np.asarray(base * draw(st.sampled_from(scales)))
     return draw_values
@@ -711,14 +717,14 @@ covers("TwoLayerNet", "MultiLayerNet")
 
 @pytest.mark.parametrize("name", list(NETS))
 @FUZZ
-@given(data=st.data(), n=st.integers(1, 4), d=st.integers(1, 4), k=st.integers(1, 4),
+@given(data=st.data(), n=st.integers(1, 4), d=st.integers(1, 12), k=st.integers(1, 4),
        f32=st.booleans(), use_labels=st.booleans())
 def test_networks(name, data, n, d, k, f32, use_labels):
     net_dtype = np.dtype(np.float32 if f32 else np.float64)
     fast, twin, twin_abs = (NETS[name](api, d, k, net_dtype) for api in (N, RN, RN))
     for key in twin_abs.params:  # twin_abs: the terms' magnitude, for the error bound
         twin_abs.params[key][...] = np.abs(twin_abs.params[key])
-    x = data.draw(args((n, d), vals=values(scales=[1.0, 1.0, 1e4, 1e-30])), "x")
+    x = data.draw(args((n, d), vals=values(scales=[1.0, 1.0, 1e4, 1e-30], sparse=True)), "x")
     t = data.draw(labels(n, k) if use_labels else args((n, k)), "t")
     # the targets are converted to the dtype of x and the weights
     dtype = None if x.refused else policy_dtype(x.array.dtype, net_dtype)

@@ -22,6 +22,9 @@
 # forward GEMM (kept for the weight gradient), each delta before its two backward GEMMs.  The
 # bias, activation, loss, column sums and weight decay read the float32 values as before.
 #
+# Otherwise the caller adds a _sparse.Buffers, and the first layer's forward GEMM and weight
+# gradient run over the batch's nonzeros where it is sparse enough (_sparse.pyx says when).
+#
 # Twins: fastnn.reference.nets.TwoLayerNet / MultiLayerNet (predict, loss, gradient).
 cimport numpy as cnp
 from cython cimport floating
@@ -33,6 +36,8 @@ from fastnn._kernels._arrays cimport data_2d, dim, flat_data, float_type
 from fastnn._kernels cimport _bf16
 from fastnn._kernels._bf16 cimport Bf16Ops, Operands
 from fastnn._kernels._blas cimport gemm
+from fastnn._kernels cimport _sparse
+from fastnn._kernels._sparse cimport Buffers, SparseOps
 from fastnn._kernels._cfnn cimport *
 
 cnp.import_array()
@@ -97,22 +102,23 @@ cdef inline void _bias_activation(floating *z, const floating *b, Py_ssize_t n, 
 
 
 cdef void _forward(int L, const int *sizes, int n, const floating *x, floating **W,
-                   floating **b, floating **a, int activation, Bf16Ops *bf) noexcept nogil:
+                   floating **b, floating **a, int activation, Bf16Ops *bf,
+                   SparseOps *sp) noexcept nogil:
     cdef const floating *inp = x
     cdef int l
     if floating is float:
         if bf != NULL:
             _bf16.round_weights(bf, W)
     for l in range(L):
-        if floating is float:
-            if bf != NULL:
-                _bf16.round_operand(inp, n * <Py_ssize_t> sizes[l], bf.inp[l])
-                _bf16.gemm(False, False, n, sizes[l + 1], sizes[l], 1, bf.inp[l], sizes[l],
-                           bf.W[l], sizes[l + 1], 0, a[l], sizes[l + 1])
-            else:
-                gemm(False, False, n, sizes[l + 1], sizes[l], 1, inp, sizes[l], W[l],
-                     sizes[l + 1], 0, a[l], sizes[l + 1])
+        if l == 0 and sp != NULL and _sparse.forward(sp, x, n, sizes[0], sizes[1], W[0], a[0]):
+            pass
+        elif floating is float and bf != NULL:
+            _bf16.round_operand(inp, n * <Py_ssize_t> sizes[l], bf.inp[l])
+            _bf16.gemm(False, False, n, sizes[l + 1], sizes[l], 1, bf.inp[l], sizes[l],
+                       bf.W[l], sizes[l + 1], 0, a[l], sizes[l + 1])
         else:
+            if l == 0:
+                inp = <const floating *> _sparse.dense_input(sp, x, n * <Py_ssize_t> sizes[0])
             gemm(False, False, n, sizes[l + 1], sizes[l], 1, inp, sizes[l], W[l], sizes[l + 1],
                  0, a[l], sizes[l + 1])
         _bias_activation(a[l], b[l], n, sizes[l + 1],
@@ -122,24 +128,26 @@ cdef void _forward(int L, const int *sizes, int n, const floating *x, floating *
 
 cdef void _backward(int L, const int *sizes, int n, const floating *x, floating **W,
                     floating **a, floating **dW, floating **db, floating *s0, floating *s1,
-                    int activation, floating decay, Bf16Ops *bf) noexcept nogil:
+                    int activation, floating decay, Bf16Ops *bf, SparseOps *sp) noexcept nogil:
     # on entry a[L-1] holds d loss / d logits
     cdef floating *delta = a[L - 1]
     cdef floating *nxt
+    cdef const floating *inp
     cdef int l
     for l in range(L - 1, -1, -1):
-        if floating is float:
-            if bf != NULL:
-                # the layer's input was rounded by the forward pass; the delta is, once, here
-                _bf16.round_operand(delta, n * <Py_ssize_t> sizes[l + 1], bf.delta)
-                _bf16.gemm(True, False, sizes[l], sizes[l + 1], n, 1, bf.inp[l], sizes[l],
-                           bf.delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
-            else:
-                gemm(True, False, sizes[l], sizes[l + 1], n, 1, x if l == 0 else a[l - 1],
-                     sizes[l], delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
+        if l == 0 and sp != NULL and _sparse.weight_gradient(sp, n, sizes[0], sizes[1], delta,
+                                                             dW[0]):
+            pass
+        elif floating is float and bf != NULL:
+            # the layer's input was rounded by the forward pass; the delta is, once, here
+            _bf16.round_operand(delta, n * <Py_ssize_t> sizes[l + 1], bf.delta)
+            _bf16.gemm(True, False, sizes[l], sizes[l + 1], n, 1, bf.inp[l], sizes[l],
+                       bf.delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
         else:
-            gemm(True, False, sizes[l], sizes[l + 1], n, 1, x if l == 0 else a[l - 1],
-                 sizes[l], delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
+            inp = a[l - 1] if l else <const floating *> _sparse.dense_input(
+                sp, x, n * <Py_ssize_t> sizes[0])
+            gemm(True, False, sizes[l], sizes[l + 1], n, 1, inp, sizes[l], delta, sizes[l + 1],
+                 0, dW[l], sizes[l + 1])
         if floating is float:
             fnn_column_sum_f32(delta, db[l], n, sizes[l + 1])
             if decay != 0:
@@ -188,25 +196,27 @@ def forward(list Ws,      # IN  L weights (sizes[l], sizes[l+1])
             x,            # IN  (n, sizes[0])
             list a_out,   # OUT L layer outputs (n, sizes[l+1]); the last gets the logits
             int activation,
-            bf16=None):   # OUT _bf16.Operands (precision="bf16", float32), or None
+            bf16=None,    # OUT _bf16.Operands (precision="bf16", float32), or None
+            sparse=None): # OUT _sparse.Buffers (the first layer on a sparse x), or None
     """Logits of the network for the rows of ``x``, into ``a_out[-1]``."""
-    cdef int typenum = float_type(x, "x")
+    cdef int xtype = float_type(x, "x"), typenum = _pass_type(xtype, Ws, sparse)
     cdef _Sizes sz = _Sizes(Ws)
     cdef int n = dim(x, "x", 2, 0)
-    cdef const void *xp = data_2d(x, "x", typenum, n, sz.s[0])
+    cdef const void *xp = data_2d(x, "x", xtype, n, sz.s[0])
     cdef _Pointers W = _Pointers(Ws, "Ws", typenum, sz, -1, False)
     cdef _Pointers b = _Pointers(bs, "bs", typenum, sz, 0, False)
     cdef _Pointers a = _Pointers(a_out, "a_out", typenum, sz, n, True)
     cdef Bf16Ops *bf = _operands(bf16, typenum, sz, n, False)
+    cdef SparseOps *sp = _sparse_ops(sparse, bf, typenum, sz, n, False, xtype, &xp)
     if n == 0:
         return
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
             _forward[float](sz.L, sz.s, n, <float *> xp, <float **> W.p, <float **> b.p,
-                            <float **> a.p, activation, bf)
+                            <float **> a.p, activation, bf, sp)
         else:
             _forward[double](sz.L, sz.s, n, <double *> xp, <double **> W.p, <double **> b.p,
-                             <double **> a.p, activation, NULL)
+                             <double **> a.p, activation, NULL, sp)
 
 
 cdef Bf16Ops *_operands(object bf16, int typenum, _Sizes sz, int n, bint backward) except? NULL:
@@ -221,12 +231,40 @@ cdef Bf16Ops *_operands(object bf16, int typenum, _Sizes sz, int n, bint backwar
     return &(<Operands> bf16).ops
 
 
+cdef int _pass_type(int xtype, list Ws, object sparse):
+    """The dtype a pass computes in: x's, but float64 for a float32 x given float64 weights
+    and the sparse buffers, which widen x themselves (a float64 copy only where a dense GEMM
+    needs it)."""
+    if (xtype == cnp.NPY_FLOAT32 and sparse is not None and Ws and cnp.PyArray_Check(Ws[0])
+            and cnp.PyArray_TYPE(<cnp.ndarray> Ws[0]) == cnp.NPY_FLOAT64):
+        return cnp.NPY_FLOAT64
+    return xtype
+
+
+cdef SparseOps *_sparse_ops(object sparse, Bf16Ops *bf, int typenum, _Sizes sz, int n,
+                            bint backward, int xtype, const void **xp) except? NULL:
+    """The checked buffers of the sparse first layer, or NULL for dense GEMMs only (and
+    always in bf16, whose operands are rounded).  A widening pass hands the batch to the
+    buffers and leaves ``*xp`` NULL: the passes read it through _sparse."""
+    if sparse is None or bf != NULL:
+        return NULL
+    if not isinstance(sparse, Buffers):
+        raise TypeError(f"sparse: expected a _sparse.Buffers or None, got "
+                        f"{type(sparse).__name__}")
+    if xtype == typenum:
+        return (<Buffers> sparse).check(typenum, n, sz.s[0], backward)
+    cdef SparseOps *sp = (<Buffers> sparse).check(typenum, n, sz.s[0], backward,
+                                                 <const float *> xp[0])
+    xp[0] = NULL
+    return sp
+
+
 def loss(list Ws, list bs, x, t, bint labels, list a_out, row_loss_out, int activation,
-         bint exact, bf16=None):
+         bint exact, bf16=None, sparse=None):
     """Mean loss (without weight decay) of the network on one batch; the gradient of the
     logits is left in ``a_out[-1]`` as a by-product of the fused loss pass."""
     return _run(Ws, bs, x, t, labels, a_out, None, None, None, None, row_loss_out, activation,
-                exact, 0, bf16)
+                exact, 0, bf16, sparse)
 
 
 def gradient(list Ws,            # IN  L weights
@@ -240,19 +278,21 @@ def gradient(list Ws,            # IN  L weights
              s0, s1,             # OUT (n, max hidden width) workspace
              row_loss_out,       # OUT (n,) float64
              int activation, bint exact, double weight_decay_lambda,
-             bf16=None):         # OUT _bf16.Operands (precision="bf16", float32), or None
+             bf16=None,          # OUT _bf16.Operands (precision="bf16", float32), or None
+             sparse=None):       # OUT _sparse.Buffers (the first layer on a sparse x), or None
     """Loss (without weight decay) and gradients of the network on one batch."""
     return _run(Ws, bs, x, t, labels, a_out, dW_out, db_out, s0, s1, row_loss_out, activation,
-                exact, weight_decay_lambda, bf16)
+                exact, weight_decay_lambda, bf16, sparse)
 
 
 cdef double _run(list Ws, list bs, x, t, bint labels, list a_out, list dW_out, list db_out,
-                 s0, s1, row_loss_out, int activation, bint exact, double decay, bf16):
+                 s0, s1, row_loss_out, int activation, bint exact, double decay, bf16,
+                 sparse):
     """Forward and loss, then backward unless ``dW_out`` is None."""
-    cdef int typenum = float_type(x, "x")
+    cdef int xtype = float_type(x, "x"), typenum = _pass_type(xtype, Ws, sparse)
     cdef _Sizes sz = _Sizes(Ws)
     cdef int n = dim(x, "x", 2, 0), L = sz.L, widest = 0, l
-    cdef const void *xp = data_2d(x, "x", typenum, n, sz.s[0])
+    cdef const void *xp = data_2d(x, "x", xtype, n, sz.s[0])
     cdef const void *tp
     if labels:
         dim(t, "t", 1, 0)
@@ -279,27 +319,28 @@ cdef double _run(list Ws, list bs, x, t, bint labels, list a_out, list dW_out, l
         s1p = data_2d(s1, "s1", typenum, s1.shape[0], s1.shape[1], True)
     cdef double *rl = <double *> flat_data(row_loss_out, "row_loss_out", cnp.NPY_FLOAT64, n, True)
     cdef Bf16Ops *bf = _operands(bf16, typenum, sz, n, backward)
+    cdef SparseOps *sp = _sparse_ops(sparse, bf, typenum, sz, n, backward, xtype, &xp)
     cdef double result
     if n == 0:
         raise ValueError("x: an empty batch has no mean loss")
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
             _forward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> b.p,
-                            <float **> a.p, activation, bf)
+                            <float **> a.p, activation, bf, sp)
             result = _loss_grad[float](<float *> a.p[L - 1], tp, labels, rl, n, sz.s[L], exact)
             if backward:
                 _backward[float](L, sz.s, n, <float *> xp, <float **> W.p, <float **> a.p,
                                  <float **> dW.p, <float **> db.p, <float *> s0p,
-                                 <float *> s1p, activation, <float> decay, bf)
+                                 <float *> s1p, activation, <float> decay, bf, sp)
         else:
             _forward[double](L, sz.s, n, <double *> xp, <double **> W.p, <double **> b.p,
-                             <double **> a.p, activation, NULL)
+                             <double **> a.p, activation, NULL, sp)
             result = _loss_grad[double](<double *> a.p[L - 1], tp, labels, rl, n, sz.s[L],
                                         exact)
             if backward:
                 _backward[double](L, sz.s, n, <double *> xp, <double **> W.p, <double **> a.p,
                                   <double **> dW.p, <double **> db.p, <double *> s0p,
-                                  <double *> s1p, activation, decay, NULL)
+                                  <double *> s1p, activation, decay, NULL, sp)
     return result
 
 
