@@ -270,3 +270,24 @@ def test_float64_networks_widen_float32_batches(kernel, density, bad_weight):
         np.testing.assert_allclose(scores, twin.predict(x), rtol=1e-11, atol=1e-13)
         assert fast.accuracy(x, t) == twin.accuracy(x, t)
     assert fast._workspaces[64].sparse.built == (density < 0.25)
+
+
+def test_buffers_are_reused_and_bounded():
+    """Buffers serve any batch of up to their rows; past the int32 indices of the kernels
+    (n * K > 2**31 - 1) a batch is never compressed, only multiplied densely."""
+    rng = np.random.default_rng(7)
+    buffers = _sparse.Buffers(10, 30, np.float64)
+    for n in (10, 3):
+        x = sparse_batch(rng, n, 30, np.float64)
+        W = rng.standard_normal((30, 4))
+        out = np.empty((n, 4))
+        assert _sparse.matmul(x, W, out, buffers)
+        np.testing.assert_allclose(out, x @ W, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="sparse: buffers for up to 10 rows"):
+        _sparse.matmul(np.zeros((11, 30)), np.zeros((30, 4)), np.zeros((11, 4)), buffers)
+    with pytest.raises(TypeError, match="buffers: expected"):
+        _sparse.matmul(np.zeros((2, 30)), np.zeros((30, 4)), np.zeros((2, 4)), "buffers")
+    huge = _sparse.Buffers(2**16, 2**16, np.float64)  # its entries are never allocated
+    x = np.zeros((1, 2**16))
+    x[0, 5] = 1.0
+    assert not _sparse.matmul(x, np.ones((2**16, 2)), np.zeros((1, 2)), huge)

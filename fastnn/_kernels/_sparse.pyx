@@ -3,30 +3,38 @@
 # Images are mostly background: an MNIST batch is 19% nonzero.  The first layer's two GEMMs
 # read the batch x, the forward x @ W and the weight gradient x.T @ d, and a dense GEMM
 # multiplies every zero.  Over the nonzeros only (src_c/fnn_sparse.h) they do a fifth of the
-# work: on MNIST batches of 100 and a 784-50 layer, one thread (AMD EPYC Zen 3), the float64
-# forward took 178 us against OpenBLAS's 300 (the compression included) and the weight
-# gradient 185 against 307 (with the transposition to columns); float32 98 against 138 and
-# 112 against 139.  The same x feeds both GEMMs of a step, so the batch is compressed once.
+# work.  The batch is compressed once per call (CSR), for both products; the weight gradient
+# walks it by columns (CSC, a counting sort of the CSR).  Measured on MNIST batches of 100,
+# TwoLayerNet(784, 50, 10), one thread, AMD EPYC (Zen 3), medians of 5 interleaved rounds:
+# float64 gradient 462 us against 698 with OpenBLAS's dense GEMMs, loss 256 against 400,
+# accuracy over the 10,000 test images 21 ms against 47; float32 330 against 419, 201 against
+# 239, 16 against 22 ms.
 #
-# When: a batch whose nonzeros are at most a quarter of its entries (MAX_DENSITY; below it
-# both GEMMs were faster here, in either dtype), found out while compressing it: the
-# compression gives up as soon as the count passes the quarter, or the first row alone
-# passes half, so a dense batch costs a fiftieth of a GEMM at most.  Never in bf16 (its GEMM
-# operands are rounded; the networks don't ask).
+# A float64 network given float32 images (the book's scripts: float32 images, float64
+# weights) takes them as they are: the compression widens each nonzero (exactly), and only a
+# dense GEMM (a dense batch, a non-finite operand) needs the float64 copy, made then
+# (dense_input).  NumPy, and fastnn before, copied the whole batch to float64 first.
+#
+# When: a batch whose nonzeros are at most a quarter of its entries (MAX_DENSITY; at the
+# quarter the two products with the compression cost about what OpenBLAS's GEMMs do here),
+# found out while compressing it: the compression gives up as soon as the count passes the
+# quarter, or the first row alone passes half, so a dense batch costs a row's compression.
+# Never in bf16 (its GEMM operands are rounded: the networks pass no buffers).
 #
 # Same values as the dense GEMM: a zero of x adds exactly zero to each product, except that
 # 0 * inf and 0 * NaN are NaN.  So the path is taken only while the other operand (W for the
 # forward, d for the weight gradient) is finite, which is checked each call (a pass over W, a
-# fiftieth of the GEMM).  Each output is still one sum in the features' (or rows') order,
-# with fused multiply-adds, as a GEMM's; only the blocking of OpenBLAS's sums differs, so
-# results agree to rounding (the tests hold it to the twins as every compiled path).
+# fiftieth of the GEMM).  Each output is one sum in the features' (or rows') order, with fused
+# multiply-adds, as a GEMM's inner product; only the blocking of OpenBLAS's sums differs, so
+# results agree to rounding (the tests hold them to the twins as every compiled path).
 #
 # Python: Buffers (the networks' workspaces hold one), and compress / matmul / matmul_tn (the
-# kernels on arrays, for the tests), kernel / set_kernel (which compression body runs).
+# kernels on arrays, for the tests and benchmarks), kernel / set_kernel (which compression
+# body runs).
 #
 # Twins: np.dot (the products), fastnn.reference.nets (the networks).
 cimport numpy as cnp
-from libc.stdint cimport int32_t
+from libc.stdint cimport INT32_MAX, int32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -138,15 +146,14 @@ cdef class Buffers:
     def __cinit__(self, Py_ssize_t n, Py_ssize_t K, dtype):
         if n < 0 or K < 0:
             raise ValueError(f"n, K: expected sizes >= 0, got n={n}, K={K}")
-        if n * K > 2 ** 31 - 1:
-            raise ValueError(f"n, K: a batch of {n} x {K} entries is past the int32 indices "
-                             f"of the sparse kernels")
         dtype = cnp.dtype(dtype)
         if dtype not in (cnp.dtype("float32"), cnp.dtype("float64")):
             raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
         self.ops.f32 = dtype == cnp.dtype("float32")
         self.ops.n, self.ops.K = n, K
-        self.ops.max_nnz = int(MAX_DENSITY * n * K)
+        # the kernels' indices are int32: a batch of more entries is never compressed (-1:
+        # the compression gives up before its first row), only widened
+        self.ops.max_nnz = int(MAX_DENSITY * n * K) if n * K <= INT32_MAX else -1
         room = FNN_SPARSE_ROOM(self.ops.max_nnz, K)
         self.ops.val = malloc(room * dtype.itemsize)
         self.ops.col = <int32_t *> malloc(room * sizeof(int32_t))
@@ -206,20 +213,26 @@ cdef SparseOps *_ops_for(Buffers b, x, bint backward, int *n, int *K,
     return b.check(typenum, n[0], K[0], backward)
 
 
-def _buffers(x):
+def _buffers(x, buffers):
     float_type(x, "x")
     if not (cnp.PyArray_Check(x) and cnp.PyArray_NDIM(<cnp.ndarray> x) == 2
             and x.shape[0] >= 1 and x.shape[1] >= 1):
         raise ValueError(f"x: expected a 2-D array of at least one row and one feature, got "
                          f"shape {cnp.PyArray_Check(x) and x.shape}")
-    return Buffers(x.shape[0], x.shape[1], x.dtype)
+    if buffers is None:
+        return Buffers(x.shape[0], x.shape[1], x.dtype)
+    if not isinstance(buffers, Buffers):
+        raise TypeError(f"buffers: expected a _sparse.Buffers or None, got "
+                        f"{type(buffers).__name__}")
+    return buffers
 
 
-def compress(x):
+def compress(x, buffers=None):
     """The CSR and CSC of a 2-D C-contiguous float ``x`` as two triples, ``(values, columns,
     row_starts)`` and ``(values, rows, column_starts)``, or None where the path refuses ``x``
-    (more than MAX_DENSITY of it nonzero)."""
-    cdef Buffers b = _buffers(x)
+    (more than MAX_DENSITY of it nonzero).  ``buffers``: a Buffers to compress into (fitting
+    ``x``), else new ones."""
+    cdef Buffers b = _buffers(x, buffers)
     cdef int n, K
     cdef const void *xp
     cdef SparseOps *sp = _ops_for(b, x, True, &n, &K, &xp)
@@ -248,11 +261,11 @@ cdef object _array(const void *p, Py_ssize_t size, dtype):
     return out
 
 
-def matmul(x, W, out):
+def matmul(x, W, out, buffers=None):
     """``out = x @ W`` through the networks' door (x: (n, K), W: (K, N), out: (n, N), one
     float dtype, C-contiguous); returns whether the sparse path ran (else ``out`` is as it
-    was)."""
-    cdef Buffers b = _buffers(x)
+    was).  ``buffers`` as compress's."""
+    cdef Buffers b = _buffers(x, buffers)
     cdef int n, K
     cdef const void *xp
     cdef SparseOps *sp = _ops_for(b, x, False, &n, &K, &xp)
@@ -267,11 +280,11 @@ def matmul(x, W, out):
     return ran
 
 
-def matmul_tn(x, d, out):
+def matmul_tn(x, d, out, buffers=None):
     """``out = x.T @ d`` through the networks' door (x: (n, K), d: (n, N), out: (K, N), one
     float dtype, C-contiguous); returns whether the sparse path ran (else ``out`` is as it
-    was)."""
-    cdef Buffers b = _buffers(x)
+    was).  ``buffers`` as compress's."""
+    cdef Buffers b = _buffers(x, buffers)
     cdef int n, K
     cdef const void *xp
     cdef SparseOps *sp = _ops_for(b, x, True, &n, &K, &xp)
