@@ -72,8 +72,8 @@ class _Workspace:
         self.s1 = np.empty((n, width), dtype)
         self.row_loss = np.empty(n)
         self.bf16 = _Bf16Buffers(sizes, n) if precision == "bf16" else None
-        # the first layer over a sparse batch's nonzeros (never in bf16: _network.pyx)
-        self.sparse = _sparse.Buffers(n, sizes[0], dtype) if self.bf16 is None else None
+        # the first layer over a sparse batch's nonzeros (_network.pyx)
+        self.sparse = _sparse.Buffers(n, sizes[0], dtype)
 
     def rows(self, m):
         """The layer buffers cut to the first ``m`` rows (C-contiguous views)."""
@@ -244,7 +244,7 @@ class _Network:
         float64 network, which widens it itself."""
         n = x2.shape[0]
         ws = self._workspace(min(_BLOCK_ROWS, n))
-        ok = (self.dtype, np.float32) if ws.sparse is not None else (self.dtype,)
+        ok = (self.dtype, np.float32)
         for start in range(0, n, _BLOCK_ROWS):
             stop = min(start + _BLOCK_ROWS, n)
             block = x2[start:stop]
@@ -471,8 +471,8 @@ class _ExtendWorkspace:
         self.row_loss = np.empty(n)
         self.masks = [np.empty((n, s), bool) for s in hidden] if dropout else None
         self.bf16 = _Bf16Buffers(sizes, n) if precision == "bf16" else None
-        # the first layer over a sparse batch's nonzeros (never in bf16: _network.pyx)
-        self.sparse = _sparse.Buffers(n, sizes[0], dtype) if self.bf16 is None else None
+        # the first layer over a sparse batch's nonzeros (_network.pyx)
+        self.sparse = _sparse.Buffers(n, sizes[0], dtype)
         self.bn = None
         if batchnorm:
             self.bn = {

@@ -213,10 +213,30 @@ def test_networks_with_non_finite_weights_on_sparse_batches(dtype):
     assert not _sparse.matmul(x, fast.params["W1"], np.zeros((16, 6), dtype))
 
 
-def test_a_bf16_network_keeps_its_dense_gemms():
-    net = N.TwoLayerNet(40, 6, 3, dtype=np.float32, rng=0, precision="bf16")
-    net.gradient(sparse_batch(np.random.default_rng(5), 8, 40, np.float32), np.zeros(8, int))
-    assert net._workspaces[8].sparse is None
+@pytest.mark.parametrize("sizes", [(784, 50, 10), (30, 7, 5, 3)])
+def test_bf16_networks_on_sparse_batches(kernel, sizes):
+    """In bf16 the sparse products read the rounded operands: the bf16 GEMMs' products, summed
+    in float32 in another order, so the step agrees with the network's dense bf16 GEMMs to
+    float32's rounding of those sums."""
+    rng = np.random.default_rng(5)
+    x = sparse_batch(rng, 64, sizes[0], np.float32)
+    t = rng.integers(0, sizes[-1], 64)
+    net = N.MultiLayerNet(sizes[0], list(sizes[1:-1]), sizes[-1], dtype=np.float32, rng=0,
+                          precision="bf16")
+    grads = {k: g.copy() for k, g in net.gradient(x, t).items()}
+    ws = net._workspaces[64]
+    assert ws.sparse.built
+    loss, scores = net.loss(x, t), net.predict(x)
+    sparse, ws.sparse = ws.sparse, None  # the same network on its dense bf16 GEMMs
+    try:
+        dense = net.gradient(x, t)
+        for key in grads:
+            np.testing.assert_allclose(grads[key], dense[key], rtol=1e-4,
+                                       atol=1e-5 * np.abs(dense[key]).max())
+        np.testing.assert_allclose(loss, net.loss(x, t), rtol=1e-5)
+        np.testing.assert_allclose(scores, net.predict(x), rtol=1e-5, atol=1e-5)
+    finally:
+        ws.sparse = sparse
 
 
 def test_bad_input():

@@ -12,6 +12,9 @@ cdef void round_operand(const float *x, Py_ssize_t size, void *out) noexcept nog
 cdef void round_values(const float *x, Py_ssize_t size, float *out) noexcept nogil
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, float alpha, const void *a,
                int lda, const void *b, int ldb, float beta, float *c, int ldc) noexcept nogil
+# whether round_operand writes bfloat16 values in float32 storage (the portable path), which
+# fastnn's own float32 kernels can read as they are (the sparse first layer's products)
+cdef bint float_operands() noexcept nogil
 
 
 cdef struct Bf16Ops:

@@ -71,6 +71,10 @@ cdef void round_operand(const float *x, Py_ssize_t size, void *out) noexcept nog
         fnn_round_bf16(x, <float *> out, size)
 
 
+cdef bint float_operands() noexcept nogil:
+    return not _native
+
+
 cdef void round_values(const float *x, Py_ssize_t size, float *out) noexcept nogil:
     """``size`` contiguous floats of ``x`` rounded to bfloat16 in float32 storage (``out`` may
     be ``x``), for a float32 kernel of fastnn's own rather than for gemm: the same rounding as

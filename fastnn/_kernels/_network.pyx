@@ -22,8 +22,9 @@
 # forward GEMM (kept for the weight gradient), each delta before its two backward GEMMs.  The
 # bias, activation, loss, column sums and weight decay read the float32 values as before.
 #
-# Otherwise the caller adds a _sparse.Buffers, and the first layer's forward GEMM and weight
-# gradient run over the batch's nonzeros where it is sparse enough (_sparse.pyx says when).
+# The caller may add a _sparse.Buffers: the first layer's forward GEMM and weight gradient
+# then run over the batch's nonzeros where it is sparse enough (_sparse.pyx says when); in
+# bf16, over the rounded operands' (on the portable path, whose operands are float32 values).
 #
 # Twins: fastnn.reference.nets.TwoLayerNet / MultiLayerNet (predict, loss, gradient).
 cimport numpy as cnp
@@ -110,12 +111,17 @@ cdef void _forward(int L, const int *sizes, int n, const floating *x, floating *
         if bf != NULL:
             _bf16.round_weights(bf, W)
     for l in range(L):
-        if l == 0 and sp != NULL and _sparse.forward(sp, x, n, sizes[0], sizes[1], W[0], a[0]):
-            pass
-        elif floating is float and bf != NULL:
+        if floating is float and bf != NULL:
             _bf16.round_operand(inp, n * <Py_ssize_t> sizes[l], bf.inp[l])
-            _bf16.gemm(False, False, n, sizes[l + 1], sizes[l], 1, bf.inp[l], sizes[l],
-                       bf.W[l], sizes[l + 1], 0, a[l], sizes[l + 1])
+            # the sparse product of the rounded operands (float32 storage where sp is given)
+            # is the bf16 GEMM's: bf16 products are exact in float32, summed in float32
+            if not (l == 0 and sp != NULL and _sparse.forward(sp, bf.inp[0], n, sizes[0],
+                                                              sizes[1], bf.W[0], a[0])):
+                _bf16.gemm(False, False, n, sizes[l + 1], sizes[l], 1, bf.inp[l], sizes[l],
+                           bf.W[l], sizes[l + 1], 0, a[l], sizes[l + 1])
+        elif l == 0 and sp != NULL and _sparse.forward(sp, x, n, sizes[0], sizes[1], W[0],
+                                                       a[0]):
+            pass
         else:
             if l == 0:
                 inp = <const floating *> _sparse.dense_input(sp, x, n * <Py_ssize_t> sizes[0])
@@ -135,14 +141,17 @@ cdef void _backward(int L, const int *sizes, int n, const floating *x, floating 
     cdef const floating *inp
     cdef int l
     for l in range(L - 1, -1, -1):
-        if l == 0 and sp != NULL and _sparse.weight_gradient(sp, n, sizes[0], sizes[1], delta,
-                                                             dW[0]):
-            pass
-        elif floating is float and bf != NULL:
+        if floating is float and bf != NULL:
             # the layer's input was rounded by the forward pass; the delta is, once, here
             _bf16.round_operand(delta, n * <Py_ssize_t> sizes[l + 1], bf.delta)
-            _bf16.gemm(True, False, sizes[l], sizes[l + 1], n, 1, bf.inp[l], sizes[l],
-                       bf.delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
+            if not (l == 0 and sp != NULL and _sparse.weight_gradient(sp, n, sizes[0],
+                                                                      sizes[1], bf.delta,
+                                                                      dW[0])):
+                _bf16.gemm(True, False, sizes[l], sizes[l + 1], n, 1, bf.inp[l], sizes[l],
+                           bf.delta, sizes[l + 1], 0, dW[l], sizes[l + 1])
+        elif l == 0 and sp != NULL and _sparse.weight_gradient(sp, n, sizes[0], sizes[1], delta,
+                                                               dW[0]):
+            pass
         else:
             inp = a[l - 1] if l else <const floating *> _sparse.dense_input(
                 sp, x, n * <Py_ssize_t> sizes[0])
@@ -243,10 +252,11 @@ cdef int _pass_type(int xtype, list Ws, object sparse):
 
 cdef SparseOps *_sparse_ops(object sparse, Bf16Ops *bf, int typenum, _Sizes sz, int n,
                             bint backward, int xtype, const void **xp) except? NULL:
-    """The checked buffers of the sparse first layer, or NULL for dense GEMMs only (and
-    always in bf16, whose operands are rounded).  A widening pass hands the batch to the
-    buffers and leaves ``*xp`` NULL: the passes read it through _sparse."""
-    if sparse is None or bf != NULL:
+    """The checked buffers of the sparse first layer, or NULL for dense GEMMs only (in bf16
+    also where the operands are not float32 values: the native GEMM's).  A widening pass
+    hands the batch to the buffers and leaves ``*xp`` NULL: the passes read it through
+    _sparse."""
+    if sparse is None or (bf != NULL and not _bf16.float_operands()):
         return NULL
     if not isinstance(sparse, Buffers):
         raise TypeError(f"sparse: expected a _sparse.Buffers or None, got "

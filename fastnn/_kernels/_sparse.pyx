@@ -19,7 +19,9 @@
 # quarter the two products with the compression cost about what OpenBLAS's GEMMs do here),
 # found out while compressing it: the compression gives up as soon as the count passes the
 # quarter, or the first row alone passes half, so a dense batch costs a row's compression.
-# Never in bf16 (its GEMM operands are rounded: the networks pass no buffers).
+# In bf16 (on its portable path, whose operands are bfloat16 values in float32 storage) the
+# networks hand these kernels the rounded operands: the batch, W and d as the bf16 GEMM would
+# read them, whose products are exact in float32 and summed in float32, as that GEMM's.
 #
 # Same values as the dense GEMM: a zero of x adds exactly zero to each product, except that
 # 0 * inf and 0 * NaN are NaN.  So the path is taken only while the other operand (W for the
