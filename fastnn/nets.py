@@ -471,7 +471,7 @@ class _ExtendWorkspace:
         self.row_loss = np.empty(n)
         self.masks = [np.empty((n, s), bool) for s in hidden] if dropout else None
         self.bf16 = _Bf16Buffers(sizes, n) if precision == "bf16" else None
-        # the first layer over a sparse batch's nonzeros (_network.pyx)
+        # the first layer over a sparse batch's nonzeros (_network_extend.pyx)
         self.sparse = _sparse.Buffers(n, sizes[0], dtype)
         self.bn = None
         if batchnorm:
@@ -689,7 +689,8 @@ class MultiLayerNetExtend:
                                     self._bn_arrays(ws, arrays, block.shape[0]),
                                     self._masks(ws, train_flg), out_rows, self.use_dropout,
                                     self._code,
-                                    bool(train_flg), momentum, 1.0 - self.dropout_ration, ops)
+                                    bool(train_flg), momentum, 1.0 - self.dropout_ration, ops,
+                                    ws.sparse)
 
     def predict(self, x, train_flg=False):
         """Scores (logits) for ``x`` of shape (N, input_size) or (input_size,).  With
@@ -750,7 +751,7 @@ class MultiLayerNetExtend:
                 self._dW if backward else None, self._db, self._dgamma, self._dbeta,
                 ws.s0, ws.s1, ws.row_loss, self._code, self.exact_loss,
                 self.weight_decay_lambda, bool(train_flg), momentum, 1.0 - self.dropout_ration,
-                ops)
+                ops, ws.sparse)
         if train_flg:
             self._expose(ws, x2.shape[0])
         return self.dtype.type(loss) + self._weight_decay()

@@ -403,6 +403,13 @@ def _extend_inputs(rng, n, k, dtype):
     return rng.random((n, k)).astype(dtype), _labels(rng, n, 10)
 
 
+def _sparse_extend_inputs(rng, n, k, dtype):
+    """_extend_inputs mostly zeros, as MNIST images are: the first layer's sparse path."""
+    x, t = _extend_inputs(rng, n, k, dtype)
+    x[rng.random(x.shape) < 0.8] = 0
+    return x, t
+
+
 PAIRS += [
     Pair("Dropout", "normalization", _DROPOUT_TWIN,
          _dropout(True, False), lambda r, n, k, dt: (_x(r, n, k, dt), _x(r, n, k, dt))),
@@ -436,6 +443,14 @@ PAIRS += [
          "fastnn.reference.nets.MultiLayerNetExtend",
          _extend_step(True, True, dropout_ration=0.2, rng=8, precision="bf16"),
          _extend_inputs, BF16_STEP_TOLERANCE),
+    Pair("MultiLayerNetExtend[batchnorm, dropout, sparse input]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
+         _extend_step(True, True, dropout_ration=0.2, weight_decay_lambda=0.05, rng=9),
+         _sparse_extend_inputs),
+    Pair("MultiLayerNetExtend[bf16, dropout, sparse input]", "normalization",
+         "fastnn.reference.nets.MultiLayerNetExtend",
+         _extend_step(False, True, dropout_ration=0.2, rng=10, precision="bf16"),
+         _sparse_extend_inputs, BF16_STEP_TOLERANCE),
 ]
 
 

@@ -38,7 +38,7 @@ from fastnn._kernels cimport _bf16
 from fastnn._kernels._bf16 cimport Bf16Ops, Operands
 from fastnn._kernels._blas cimport gemm
 from fastnn._kernels cimport _sparse
-from fastnn._kernels._sparse cimport Buffers, SparseOps
+from fastnn._kernels._sparse cimport SparseOps
 from fastnn._kernels._cfnn cimport *
 
 cnp.import_array()
@@ -252,19 +252,13 @@ cdef int _pass_type(int xtype, list Ws, object sparse):
 
 cdef SparseOps *_sparse_ops(object sparse, Bf16Ops *bf, int typenum, _Sizes sz, int n,
                             bint backward, int xtype, const void **xp) except? NULL:
-    """The checked buffers of the sparse first layer, or NULL for dense GEMMs only (in bf16
-    also where the operands are not float32 values: the native GEMM's).  A widening pass
-    hands the batch to the buffers and leaves ``*xp`` NULL: the passes read it through
-    _sparse."""
-    if sparse is None or (bf != NULL and not _bf16.float_operands()):
-        return NULL
-    if not isinstance(sparse, Buffers):
-        raise TypeError(f"sparse: expected a _sparse.Buffers or None, got "
-                        f"{type(sparse).__name__}")
+    """The checked buffers of the sparse first layer, or NULL (_sparse.buffers_for).  A
+    widening pass hands the batch to the buffers and leaves ``*xp`` NULL: the passes read it
+    through _sparse."""
     if xtype == typenum:
-        return (<Buffers> sparse).check(typenum, n, sz.s[0], backward)
-    cdef SparseOps *sp = (<Buffers> sparse).check(typenum, n, sz.s[0], backward,
-                                                 <const float *> xp[0])
+        return _sparse.buffers_for(sparse, typenum, n, sz.s[0], backward, bf != NULL)
+    cdef SparseOps *sp = _sparse.buffers_for(sparse, typenum, n, sz.s[0], backward, False,
+                                             <const float *> xp[0])
     xp[0] = NULL
     return sp
 

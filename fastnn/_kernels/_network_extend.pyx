@@ -31,6 +31,10 @@
 # the weights rounded once at the start of the call, each layer's input once before its
 # forward GEMM (kept for the weight gradient), each delta once before its two GEMMs.
 #
+# The caller may add a _sparse.Buffers: the first layer then runs over the batch's nonzeros
+# where it is sparse enough, as in _network.pyx (no widening here: x comes in the network's
+# dtype).
+#
 # Twins: fastnn.reference.nets.MultiLayerNetExtend (predict, loss, gradient).
 cimport numpy as cnp
 from cython cimport floating
@@ -40,6 +44,8 @@ from libc.stdlib cimport free, malloc
 from fastnn._kernels._arrays cimport data_2d, dim, flat_data, float_type
 from fastnn._kernels cimport _bf16
 from fastnn._kernels._bf16 cimport Bf16Ops, Operands
+from fastnn._kernels cimport _sparse
+from fastnn._kernels._sparse cimport SparseOps
 from fastnn._kernels._blas cimport gemm
 from fastnn._kernels._cfnn cimport *
 from fastnn._kernels._cnormalization cimport *
@@ -152,19 +158,24 @@ cdef class _Net:
 
 
 cdef inline void _gemm_forward(_Net net, int l, const floating *inp, floating *out,
-                               Bf16Ops *bf) noexcept nogil:
-    """out = inp @ W[l], through the bf16 door when ``bf``."""
+                               Bf16Ops *bf, SparseOps *sp) noexcept nogil:
+    """out = inp @ W[l], through the bf16 door when ``bf``, over the batch's nonzeros for the
+    first layer when ``sp`` and the batch is sparse enough (_network.pyx does the same)."""
     cdef int n = net.n, k = net.s[l + 1], d = net.s[l]
     if floating is float:
         if bf != NULL:
             _bf16.round_operand(inp, n * <Py_ssize_t> d, bf.inp[l])
-            _bf16.gemm(False, False, n, k, d, 1, bf.inp[l], d, bf.W[l], k, 0, out, k)
+            if not (l == 0 and sp != NULL and _sparse.forward(sp, bf.inp[0], n, d, k, bf.W[0],
+                                                              out)):
+                _bf16.gemm(False, False, n, k, d, 1, bf.inp[l], d, bf.W[l], k, 0, out, k)
             return
+    if l == 0 and sp != NULL and _sparse.forward(sp, inp, n, d, k, net.W[0], out):
+        return
     gemm(False, False, n, k, d, 1, inp, d, <floating *> net.W[l], k, 0, out, k)
 
 
 cdef void _forward(_Net net, const floating *x, int activation, bint train, double momentum,
-                   floating keep, Bf16Ops *bf) noexcept nogil:
+                   floating keep, Bf16Ops *bf, SparseOps *sp) noexcept nogil:
     """Forward through every layer; the logits end in a[L-1].  ``keep`` = 1 - the dropout
     ratio, the test-time factor of the book's Dropout."""
     cdef const floating *inp = x
@@ -181,7 +192,7 @@ cdef void _forward(_Net net, const floating *x, int activation, bint train, doub
         out = <floating *> net.a[l]
         mask = net.mask[l] if hidden and net.dropout and train else NULL
         if hidden and net.bn:
-            _gemm_forward(net, l, inp, <floating *> net.z, bf)
+            _gemm_forward(net, l, inp, <floating *> net.z, bf, sp)
             if floating is float:
                 if train:
                     fnn_batchnorm_forward_train_f32(
@@ -207,7 +218,7 @@ cdef void _forward(_Net net, const floating *x, int activation, bint train, doub
                         <double *> net.beta[l], n, k, FNN_BN_EPS, net.rm[l], net.rv[l],
                         net.work, out, activation, keep if net.dropout else 1)
         else:
-            _gemm_forward(net, l, inp, out, bf)
+            _gemm_forward(net, l, inp, out, bf, sp)
             if floating is float:
                 fnn_bias_activation_f32(out, <float *> net.b[l], n, k,
                                         activation if hidden else FNN_IDENTITY)
@@ -227,7 +238,7 @@ cdef void _forward(_Net net, const floating *x, int activation, bint train, doub
 
 cdef void _backward(_Net net, const floating *x, floating **dW, floating **db,
                     floating **dgamma, floating **dbeta, floating *s0, floating *s1,
-                    int activation, floating decay, Bf16Ops *bf) noexcept nogil:
+                    int activation, floating decay, Bf16Ops *bf, SparseOps *sp) noexcept nogil:
     # on entry a[L-1] holds d loss / d logits
     cdef int L = net.L, n = net.n, l, h, k, w
     cdef floating *delta = <floating *> net.a[L - 1]
@@ -241,9 +252,12 @@ cdef void _backward(_Net net, const floating *x, floating **dW, floating **db,
             if rounded:
                 # the layer's input was rounded by the forward pass; the delta is, once, here
                 _bf16.round_operand(delta, n * <Py_ssize_t> k, bf.delta)
-                _bf16.gemm(True, False, net.s[l], k, n, 1, bf.inp[l], net.s[l], bf.delta, k,
-                           0, dW[l], k)
-        if not rounded:
+                if not (l == 0 and sp != NULL and _sparse.weight_gradient(sp, n, net.s[0], k,
+                                                                          bf.delta, dW[0])):
+                    _bf16.gemm(True, False, net.s[l], k, n, 1, bf.inp[l], net.s[l], bf.delta,
+                               k, 0, dW[l], k)
+        if not rounded and not (l == 0 and sp != NULL and _sparse.weight_gradient(
+                sp, n, net.s[0], k, delta, dW[0])):
             gemm(True, False, net.s[l], k, n, 1, x if l == 0 else <floating *> net.a[l - 1],
                  net.s[l], delta, k, 0, dW[l], k)
         if floating is float:
@@ -339,7 +353,8 @@ def forward(list Ws,       # IN  L weights (sizes[l], sizes[l+1])
             list masks,    # IN  L - 1 dropout masks (n, sizes[l+1]), or None at test time
             list a_out,    # OUT L layer outputs; the last gets the logits
             bint dropout, int activation, bint train_flg, double momentum, double keep,
-            bf16=None):    # OUT _bf16.Operands (precision="bf16", float32), or None
+            bf16=None,     # OUT _bf16.Operands (precision="bf16", float32), or None
+            sparse=None):  # OUT _sparse.Buffers (the first layer on a sparse x), or None
     """Logits of the network for the rows of ``x``, into ``a_out[-1]``.  In training mode
     (``train_flg``) batch normalization uses the batch's statistics and updates the running
     ones, and the masks drop units; in test mode the running statistics normalise and every
@@ -348,16 +363,18 @@ def forward(list Ws,       # IN  L weights (sizes[l], sizes[l+1])
     if train_flg and net.n == 0 and net.bn:
         raise ValueError("x: an empty batch has no mean or variance")
     cdef Bf16Ops *bf = _operands(bf16, net, False)
+    cdef SparseOps *sp = _sparse.buffers_for(sparse, net.typenum, net.n, net.s[0], False,
+                                             bf != NULL)
     if net.n == 0:
         return
     cdef const void *xp = cnp.PyArray_DATA(<cnp.ndarray> x)
     with nogil:
         if net.typenum == cnp.NPY_FLOAT32:
             _forward[float](net, <const float *> xp, activation, train_flg, momentum,
-                            <float> keep, bf)
+                            <float> keep, bf, sp)
         else:
             _forward[double](net, <const double *> xp, activation, train_flg, momentum, keep,
-                             NULL)
+                             NULL, sp)
 
 
 cdef Bf16Ops *_operands(object bf16, _Net net, bint backward) except? NULL:
@@ -385,7 +402,8 @@ def gradient(list Ws, list bs,
              row_loss_out,       # OUT (n,) float64
              int activation, bint exact, double weight_decay_lambda, bint train_flg,
              double momentum, double keep,
-             bf16=None):         # OUT _bf16.Operands (precision="bf16", float32), or None
+             bf16=None,          # OUT _bf16.Operands (precision="bf16", float32), or None
+             sparse=None):       # OUT _sparse.Buffers (the first layer on a sparse x), or None
     """Loss (without weight decay) of the network on one batch and, unless ``dW_out`` is
     None, the gradients (training mode: ``train_flg`` must be True for them)."""
     cdef _Net net = _Net(Ws, bs, x, bn, masks, a_out, dropout, train_flg)
@@ -408,25 +426,28 @@ def gradient(list Ws, list bs,
         s1p = data_2d(s1, "s1", net.typenum, n, net.widest, True)
     cdef double *rl = <double *> flat_data(row_loss_out, "row_loss_out", cnp.NPY_FLOAT64, n, True)
     cdef Bf16Ops *bf = _operands(bf16, net, backward)
+    cdef SparseOps *sp = _sparse.buffers_for(sparse, net.typenum, n, net.s[0], backward,
+                                             bf != NULL)
     cdef double result
     if n == 0:
         raise ValueError("x: an empty batch has no mean loss")
     with nogil:
         if net.typenum == cnp.NPY_FLOAT32:
             _forward[float](net, <const float *> xp, activation, train_flg, momentum,
-                            <float> keep, bf)
+                            <float> keep, bf, sp)
             result = _loss_grad[float](<float *> net.a[L - 1], tp, labels, rl, n, K, exact)
             if backward:
                 _backward[float](net, <const float *> xp, <float **> g.p, <float **> g.p + L,
                                  <float **> g.p + 2 * L, <float **> g.p + 3 * L, <float *> s0p,
-                                 <float *> s1p, activation, <float> weight_decay_lambda, bf)
+                                 <float *> s1p, activation, <float> weight_decay_lambda, bf,
+                                 sp)
         else:
             _forward[double](net, <const double *> xp, activation, train_flg, momentum, keep,
-                             NULL)
+                             NULL, sp)
             result = _loss_grad[double](<double *> net.a[L - 1], tp, labels, rl, n, K, exact)
             if backward:
                 _backward[double](net, <const double *> xp, <double **> g.p,
                                   <double **> g.p + L, <double **> g.p + 2 * L,
                                   <double **> g.p + 3 * L, <double *> s0p, <double *> s1p,
-                                  activation, weight_decay_lambda, NULL)
+                                  activation, weight_decay_lambda, NULL, sp)
     return result

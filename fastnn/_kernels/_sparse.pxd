@@ -33,6 +33,14 @@ cdef bint weight_gradient(SparseOps *sp, int n, int K, int N, const void *d,
                           void *dW) noexcept nogil
 
 
+# The checked buffers of a pass of ``n`` rows of ``K`` features computing in ``typenum``
+# (``sparse``: a Buffers or None; ``x32``: a float64 pass's float32 batch, or NULL), or NULL
+# where the pass keeps its dense GEMMs: without buffers, and in bf16 (``bf16``) where the
+# operands are not float32 values (the native GEMM's).
+cdef SparseOps *buffers_for(object sparse, int typenum, int n, int K, bint backward,
+                            bint bf16, const float *x32=*) except? NULL
+
+
 cdef class Buffers:
     """The CSR and CSC buffers of the passes of a network over batches of up to ``n`` rows,
     checked against the pass before any pointer reaches the nogil code."""

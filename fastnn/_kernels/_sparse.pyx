@@ -40,6 +40,7 @@ from libc.stdint cimport INT32_MAX, int32_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from fastnn._kernels cimport _bf16
 from fastnn._kernels._arrays cimport data_2d, dim, float_type
 
 cnp.import_array()
@@ -142,6 +143,16 @@ cdef bint weight_gradient(SparseOps *sp, int n, int K, int N, const void *d,
         fnn_sparse_gemm_tn_f64(K, N, <const double *> sp.cval, sp.crow, sp.cptr,
                                <const double *> d, N, <double *> dW, N)
     return True
+
+
+cdef SparseOps *buffers_for(object sparse, int typenum, int n, int K, bint backward,
+                            bint bf16, const float *x32=NULL) except? NULL:
+    if sparse is None or (bf16 and not _bf16.float_operands()):
+        return NULL
+    if not isinstance(sparse, Buffers):
+        raise TypeError(f"sparse: expected a _sparse.Buffers or None, got "
+                        f"{type(sparse).__name__}")
+    return (<Buffers> sparse).check(typenum, n, K, backward, x32)
 
 
 cdef class Buffers:
