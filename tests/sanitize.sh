@@ -31,7 +31,7 @@ TESTS=(tests/test_parity.py tests/test_fuzz.py tests/test_conv.py tests/test_rob
        tests/test_layers.py tests/test_functions.py tests/test_activations.py tests/test_dense.py
        tests/test_loss.py tests/test_network.py tests/test_optim.py tests/test_untrusted_arrays.py
        tests/test_interrupts.py tests/test_files_hardening.py tests/test_normalization.py
-       tests/test_bf16.py tests/test_convnet.py tests/test_bf16_convnet.py)
+       tests/test_bf16.py tests/test_convnet.py tests/test_bf16_convnet.py tests/test_sparse.py)
 
 echo "sanitize: copying $repo to $work/src"
 mkdir -p "$work/src"
