@@ -278,39 +278,33 @@ def matmul(x, W, out, buffers=None):
     """``out = x @ W`` through the networks' door (x: (n, K), W: (K, N), out: (n, N), one
     float dtype, C-contiguous); returns whether the sparse path ran (else ``out`` is as it
     was).  ``buffers`` as compress's."""
-    cdef Buffers b = _buffers(x, buffers)
-    cdef int n, K
-    cdef const void *xp
-    cdef SparseOps *sp = _ops_for(b, x, False, &n, &K, &xp)
-    cdef int typenum = float_type(x, "x"), N = dim(W, "W", 2, 1)
-    cdef const void *wp = data_2d(W, "W", typenum, K, N)
-    cdef void *op = data_2d(out, "out", typenum, n, N, True)
-    cdef bint ran
-    if N == 0:
-        raise ValueError(f"W: expected at least one column, got shape {W.shape}")
-    with nogil:
-        ran = forward(sp, xp, n, K, N, wp, op)
-    return ran
+    return _product(x, W, "W", out, buffers, False)
 
 
 def matmul_tn(x, d, out, buffers=None):
     """``out = x.T @ d`` through the networks' door (x: (n, K), d: (n, N), out: (K, N), one
     float dtype, C-contiguous); returns whether the sparse path ran (else ``out`` is as it
     was).  ``buffers`` as compress's."""
+    return _product(x, d, "d", out, buffers, True)
+
+
+cdef bint _product(x, other, str name, out, buffers, bint transposed) except -1:
     cdef Buffers b = _buffers(x, buffers)
     cdef int n, K
     cdef const void *xp
-    cdef SparseOps *sp = _ops_for(b, x, True, &n, &K, &xp)
-    cdef int typenum = float_type(x, "x"), N = dim(d, "d", 2, 1)
-    cdef const void *dp = data_2d(d, "d", typenum, n, N)
-    cdef void *op = data_2d(out, "out", typenum, K, N, True)
+    cdef SparseOps *sp = _ops_for(b, x, transposed, &n, &K, &xp)
+    cdef int typenum = float_type(x, "x"), N = dim(other, name, 2, 1)
+    cdef const void *p = data_2d(other, name, typenum, n if transposed else K, N)
+    cdef void *op = data_2d(out, "out", typenum, K if transposed else n, N, True)
     cdef bint ran
     if N == 0:
-        raise ValueError(f"d: expected at least one column, got shape {d.shape}")
+        raise ValueError(f"{name}: expected at least one column, got shape {other.shape}")
     with nogil:
-        ran = _compress(sp, xp, n, K)
-        sp.built = ran
-        ran = ran and weight_gradient(sp, n, K, N, dp, op)
+        if transposed:
+            sp.built = _compress(sp, xp, n, K)
+            ran = weight_gradient(sp, n, K, N, p, op)
+        else:
+            ran = forward(sp, xp, n, K, N, p, op)
     return ran
 
 
