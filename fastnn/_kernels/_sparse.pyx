@@ -200,6 +200,10 @@ cdef class Buffers:
         self.ops.x32, self.ops.widened, self.ops.built = x32, False, False
         return &self.ops
 
+    def __reduce__(self):
+        # scratch space: a copy (copy.deepcopy or pickle of a network) is new empty buffers
+        return Buffers, (self.ops.n, self.ops.K, "float32" if self.ops.f32 else "float64")
+
     @property
     def built(self):
         """Whether the last pass through these buffers found its batch sparse enough (its
