@@ -64,19 +64,7 @@ def test_weight_gradient(benchmark, impl, dtype):
         benchmark(lambda: np.dot(x.T, d, out=out))
 
 
-def _kernels():
-    names = []
-    for name in _sparse.KERNELS:
-        try:
-            _sparse.set_kernel(name)
-        except ValueError:
-            continue
-        names.append(name)
-    _sparse.set_kernel(None)
-    return names
-
-
-@pytest.mark.parametrize("kernel", _kernels())
+@pytest.mark.parametrize("kernel", _sparse.kernels())
 def test_compression(benchmark, kernel):
     """The forward product under each compression body (the product is the same code)."""
     x, W, _ = operands(np.float64)

@@ -31,8 +31,8 @@
 # results agree to rounding (the tests hold them to the twins as every compiled path).
 #
 # Python: Buffers (the networks' workspaces hold one), and compress / matmul / matmul_tn (the
-# kernels on arrays, for the tests and benchmarks), kernel / set_kernel (which compression
-# body runs).
+# kernels on arrays, for the tests and benchmarks), kernel / kernels / set_kernel (which
+# compression body runs, which can).
 #
 # Twins: np.dot (the products), fastnn.reference.nets (the networks).
 cimport numpy as cnp
@@ -315,6 +315,17 @@ cdef bint _product(x, other, str name, out, buffers, bint transposed) except -1:
 def kernel():
     """The compression body in use: 'scalar' or 'avx2'."""
     return KERNELS[fnn_sparse_kernel()]
+
+
+def kernels():
+    """The compression bodies this build and CPU can run ('scalar', and 'avx2' where the CPU
+    has AVX2), for the tests and benchmarks to run each."""
+    cdef int previous = fnn_sparse_kernel()
+    names = ["scalar"]
+    if fnn_sparse_set_kernel(FNN_SPARSE_AVX2) == FNN_SPARSE_AVX2:
+        names.append("avx2")
+    fnn_sparse_set_kernel(previous)
+    return names
 
 
 def set_kernel(name):
