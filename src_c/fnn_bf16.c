@@ -89,24 +89,16 @@ int fnn_bf16_have_avx2(void)
 #endif
 }
 
-/* -1: not chosen yet (the first call asks the CPU).  Reads and writes of an int are atomic on
-   every platform fastnn builds for; two threads choosing at once choose the same. */
-static int chosen = -1;
+static int chosen = -1;  /* fnn_body */
 
 int fnn_bf16_kernel(void)
 {
-    if (chosen < 0)
-        chosen = fnn_bf16_have_avx2() ? FNN_BF16_AVX2 : FNN_BF16_SCALAR;
-    return chosen;
+    return fnn_body(&chosen, fnn_bf16_have_avx2() ? FNN_BF16_AVX2 : FNN_BF16_SCALAR);
 }
 
 int fnn_bf16_set_kernel(int kernel)
 {
-    if (kernel == FNN_BF16_SCALAR || (kernel == FNN_BF16_AVX2 && fnn_bf16_have_avx2()))
-        chosen = kernel;
-    else if (kernel < 0)
-        chosen = -1;
-    return fnn_bf16_kernel();
+    return fnn_set_body(&chosen, kernel, fnn_bf16_have_avx2() ? FNN_BF16_AVX2 : FNN_BF16_SCALAR);
 }
 
 void fnn_round_bf16(const float *x, float *out, fnn_index size)

@@ -32,8 +32,8 @@ void fnn_pack_bf16(const float *x, uint16_t *out, fnn_index size);
 /* The kernel the two functions above run: FNN_BF16_AVX2 where the CPU has AVX2 (and the
    compiler could build it), else FNN_BF16_SCALAR. */
 int fnn_bf16_kernel(void);
-/* Force a kernel (FNN_BF16_SCALAR always works; FNN_BF16_AVX2 only where available), or
-   -1 for the CPU's choice; returns the kernel now in use. */
+/* Force a kernel (FNN_BF16_SCALAR always works; FNN_BF16_AVX2 only where available; one
+   the CPU lacks, or -1, restores the CPU's choice); returns the kernel now in use. */
 int fnn_bf16_set_kernel(int kernel);
 /* Whether this build and CPU can run the AVX2 kernel. */
 int fnn_bf16_have_avx2(void);

@@ -35,6 +35,24 @@ typedef ptrdiff_t fnn_index;
 #define FNN_INLINE static inline
 #endif
 
+/* Families with bodies picked at run time (fnn_bf16.c, fnn_sparse.c) number them from 0, the
+   portable one, up to the best: *chosen is -1 until the first call takes the best the CPU
+   has; a test may set any body up to it, and -1 (or one past it) restores the CPU's choice.
+   Reads and writes of an int are atomic on every platform fastnn builds for; two threads
+   choosing at once choose the same. */
+FNN_INLINE int fnn_body(int *chosen, int best)
+{
+    if (*chosen < 0)
+        *chosen = best;
+    return *chosen;
+}
+
+FNN_INLINE int fnn_set_body(int *chosen, int body, int best)
+{
+    *chosen = body >= 0 && body <= best ? body : -1;
+    return fnn_body(chosen, best);
+}
+
 /*
  * exp without a library call, so that a loop over it vectorises (libm's exp is one call per
  * element, about ten times slower than a vector of them here; the build's -fno-trapping-math

@@ -155,24 +155,16 @@ static int have_avx2(void)
 #endif
 }
 
-/* -1: not chosen yet (the first call asks the CPU).  Reads and writes of an int are atomic on
-   every platform fastnn builds for; two threads choosing at once choose the same. */
-static int chosen = -1;
+static int chosen = -1;  /* fnn_body */
 
 int fnn_sparse_kernel(void)
 {
-    if (chosen < 0)
-        chosen = have_avx2() ? FNN_SPARSE_AVX2 : FNN_SPARSE_SCALAR;
-    return chosen;
+    return fnn_body(&chosen, have_avx2() ? FNN_SPARSE_AVX2 : FNN_SPARSE_SCALAR);
 }
 
 int fnn_sparse_set_kernel(int kernel)
 {
-    if (kernel == FNN_SPARSE_SCALAR || (kernel == FNN_SPARSE_AVX2 && have_avx2()))
-        chosen = kernel;
-    else
-        chosen = -1;
-    return fnn_sparse_kernel();
+    return fnn_set_body(&chosen, kernel, have_avx2() ? FNN_SPARSE_AVX2 : FNN_SPARSE_SCALAR);
 }
 
 #if FNN_SPARSE_X86
