@@ -1,36 +1,24 @@
 """pytest-benchmark: the sparse first layer (fastnn/_kernels/_sparse.pyx) on one MNIST batch
-(100 x 784, 19% nonzero; ``../shared/datasets/mnist`` beside the checkout, else a random batch
-of the same density) against NumPy's dense GEMMs, and the compression's bodies side by side.
+(100 x 784, 19% nonzero) against NumPy's dense GEMMs, and the compression's bodies side by
+side.
 
 Run with ``python -m pytest benchmarks/ --benchmark-only``; nothing here asserts on time.
 """
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fastnn._kernels import _sparse
+from fastnn.benchmark import _mnist_like
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
 BATCH, HIDDEN = 100, 50
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
-def batch(dtype):
-    if MNIST_DIR.is_dir():
-        from fastnn.datasets import load_mnist
-
-        (x_train, _), _ = load_mnist(data_dir=MNIST_DIR, download=False)
-        x = x_train[:BATCH]
-    else:
-        rng = np.random.default_rng(0)
-        x = rng.random((BATCH, 784)) * (rng.random((BATCH, 784)) < 0.19)
-    return np.ascontiguousarray(x, dtype)
-
-
 def operands(dtype):
+    """An MNIST batch (fastnn.benchmark's: the test images where found, else random images of
+    MNIST's share of zeros), a first-layer W and a delta d, in ``dtype``."""
     rng = np.random.default_rng(1)
-    x = batch(dtype)
+    x = np.ascontiguousarray(_mnist_like(rng, BATCH)[0], dtype)
     W = rng.standard_normal((x.shape[1], HIDDEN)).astype(dtype)
     d = rng.standard_normal((BATCH, HIDDEN)).astype(dtype)
     return x, W, d
@@ -38,28 +26,20 @@ def operands(dtype):
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("impl", ["sparse", "numpy"])
-def test_forward(benchmark, impl, dtype):
-    x, W, _ = operands(DTYPES[dtype])
-    out = np.empty((BATCH, HIDDEN), DTYPES[dtype])
-    benchmark.group = f"x @ W, MNIST batch ({BATCH}, 784) x (784, {HIDDEN}) {dtype}"
+@pytest.mark.parametrize("product", ["x @ W", "x.T @ d"])
+def test_product(benchmark, product, impl, dtype):
+    x, W, d = operands(DTYPES[dtype])
+    forward = product == "x @ W"
+    out = np.empty((BATCH, HIDDEN) if forward else (x.shape[1], HIDDEN), DTYPES[dtype])
+    benchmark.group = f"{product}, MNIST batch ({BATCH}, 784), {HIDDEN} units, {dtype}"
     if impl == "sparse":
         buffers = _sparse.Buffers(*x.shape, x.dtype)
-        assert _sparse.matmul(x, W, out, buffers)
-        benchmark(_sparse.matmul, x, W, out, buffers)
-    else:
+        run, args = (_sparse.matmul, (x, W, out, buffers)) if forward else \
+            (_sparse.matmul_tn, (x, d, out, buffers))
+        assert run(*args)
+        benchmark(run, *args)
+    elif forward:
         benchmark(np.dot, x, W, out=out)
-
-
-@pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("impl", ["sparse", "numpy"])
-def test_weight_gradient(benchmark, impl, dtype):
-    x, _, d = operands(DTYPES[dtype])
-    out = np.empty((x.shape[1], HIDDEN), DTYPES[dtype])
-    benchmark.group = f"x.T @ d, MNIST batch ({BATCH}, 784) x ({BATCH}, {HIDDEN}) {dtype}"
-    if impl == "sparse":
-        buffers = _sparse.Buffers(*x.shape, x.dtype)
-        assert _sparse.matmul_tn(x, d, out, buffers)
-        benchmark(_sparse.matmul_tn, x, d, out, buffers)
     else:
         benchmark(lambda: np.dot(x.T, d, out=out))
 

@@ -68,13 +68,18 @@ static const int32_t PAIRS[16][8] __attribute__((aligned(32))) = {FNN_KEEP(P)};
 
 #define FNN_AVX2 __attribute__((target("avx2,popcnt")))
 
-/* the mask of x's nonzero lanes (NaN counts: unordered-not-equal), their columns stored */
-FNN_AVX2 static inline int keep_columns(__m128 x, int32_t k, int32_t *col)
+/* the columns k + lane of the lanes kept by mask m, stored first; m returned */
+FNN_AVX2 static inline int keep_columns(int m, int32_t k, int32_t *col)
 {
-    const int m = _mm_movemask_ps(_mm_cmp_ps(x, _mm_setzero_ps(), _CMP_NEQ_UQ));
     _mm_storeu_si128((__m128i *)col, _mm_add_epi32(_mm_load_si128((const __m128i *)LANES[m]),
                                                    _mm_set1_epi32(k)));
     return m;
+}
+
+/* the mask of a group's nonzero lanes (NaN counts: unordered-not-equal) */
+FNN_AVX2 static inline int nonzero_ps(__m128 v)
+{
+    return _mm_movemask_ps(_mm_cmp_ps(v, _mm_setzero_ps(), _CMP_NEQ_UQ));
 }
 
 FNN_AVX2 static inline __m256d keep_doubles(__m256d v, int m)
@@ -86,7 +91,7 @@ FNN_AVX2 static inline __m256d keep_doubles(__m256d v, int m)
 FNN_AVX2 static inline int keep4_avx2_f32(const float *x, int32_t k, float *val, int32_t *col)
 {
     const __m128 v = _mm_loadu_ps(x);
-    const int m = keep_columns(v, k, col);
+    const int m = keep_columns(nonzero_ps(v), k, col);
     _mm_storeu_ps(val, _mm_permutevar_ps(v, _mm_load_si128((const __m128i *)LANES[m])));
     return _mm_popcnt_u32((unsigned)m);
 }
@@ -94,9 +99,8 @@ FNN_AVX2 static inline int keep4_avx2_f32(const float *x, int32_t k, float *val,
 FNN_AVX2 static inline int keep4_avx2_f64(const double *x, int32_t k, double *val, int32_t *col)
 {
     const __m256d v = _mm256_loadu_pd(x);
-    const int m = _mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_NEQ_UQ));
-    _mm_storeu_si128((__m128i *)col, _mm_add_epi32(_mm_load_si128((const __m128i *)LANES[m]),
-                                                   _mm_set1_epi32(k)));
+    const int m = keep_columns(
+        _mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_NEQ_UQ)), k, col);
     _mm256_storeu_pd(val, keep_doubles(v, m));
     return _mm_popcnt_u32((unsigned)m);
 }
@@ -105,7 +109,7 @@ FNN_AVX2 static inline int keep4_avx2_f32_f64(const float *x, int32_t k, double 
                                               int32_t *col)
 {
     const __m128 v = _mm_loadu_ps(x);
-    const int m = keep_columns(v, k, col);
+    const int m = keep_columns(nonzero_ps(v), k, col);
     _mm256_storeu_pd(val, keep_doubles(_mm256_cvtps_pd(v), m));  /* widening is exact */
     return _mm_popcnt_u32((unsigned)m);
 }
